@@ -1,0 +1,1 @@
+"""FLAVR frame interpolation model and its checkpoints."""

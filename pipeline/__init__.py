@@ -1,0 +1,1 @@
+"""Serving pipeline: config, processes, queues, GPU hand-off, decode, runners, sink, timing, report."""

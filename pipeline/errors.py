@@ -1,0 +1,23 @@
+"""Errors the user is meant to read: each names the file or config field at fault."""
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; `field` is the dotted path of the offending entry."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"config field '{field}': {reason}")
+
+
+class VideoError(ValueError):
+    """A video that cannot be used; names the file and why."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model."""
