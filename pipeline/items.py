@@ -1,0 +1,41 @@
+"""What travels through the queues: small, picklable descriptions, never tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Request:
+    """One client request: a clip and how many of its frames to interpolate."""
+
+    request_id: int
+    video: str
+    frames: int
+    warmup: bool
+    scheduled: float  # clock.now() time the client was due to issue it
+    issued: float = 0.0
+    t_put: float = 0.0  # when it entered the decode queue
+
+
+@dataclass
+class Part:
+    """A request's rows inside a batched slot."""
+
+    request_id: int
+    start: int
+    rows: int
+    video: str
+    frames: int
+
+
+@dataclass
+class Item:
+    """A filled slot of a producer's pool, handed to the next step."""
+
+    pool_id: str
+    slot: int
+    rows: int
+    parts: list[Part]
+    size: tuple[int, int]  # (H, W) of the unpadded frames
+    t_put: float = 0.0
+    meta: dict = field(default_factory=dict)
