@@ -1,0 +1,60 @@
+"""Helpers for the video tests: real clips written once per test session, and bad files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.synthetic import CONTAINER, truth_path, write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+_cache: dict = {}
+
+
+def video_clip(tmp_path_factory, codec: str = "vp9", width: int = 64, height: int = 64,
+               frames: int = 10, fps: float = 24, seed: int = 0, truth_factor: int | None = None,
+               crf: int | None = None) -> Path:
+    """A generated clip, written once per session for each set of parameters."""
+    key = (codec, width, height, frames, fps, seed, truth_factor, crf)
+    if key not in _cache:
+        folder = tmp_path_factory.mktemp(f"{codec}_{width}x{height}_{frames}f")
+        path = folder / f"clip{CONTAINER[codec]}"
+        _cache[key] = write_clip(path, width, height, frames, fps, codec, seed, truth_factor, crf)
+    return _cache[key]
+
+
+def truth_frames(clip: Path) -> tuple[torch.Tensor, int]:
+    """(N,3,H,W) float in [0,255] true frames at t = j/F, and F."""
+    data = np.load(truth_path(clip))
+    return torch.from_numpy(data["frames"]).permute(0, 3, 1, 2).float(), int(data["factor"])
+
+
+def grey_levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per channel, in 8-bit grey levels, of two [0,1] frame stacks."""
+    return ((a.float() - b.float()).abs() * 255.0).mean(dim=(0, 2, 3))
+
+
+def run_interpolate(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "pipeline.interpolate", *map(str, args),
+                           "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def cut_in_half(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def corrupt_middle(src: Path, dst: Path, fraction: float = 0.25, seed: int = 0) -> Path:
+    """Overwrite `fraction` of the file's bytes, starting at its middle, with random bytes."""
+    data = bytearray(src.read_bytes())
+    start, n = len(data) // 2 - int(len(data) * fraction) // 2, int(len(data) * fraction)
+    data[start:start + n] = np.random.default_rng(seed).integers(0, 256, n, np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
