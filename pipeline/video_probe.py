@@ -156,10 +156,53 @@ def _frames_by_duration(container, stream, rate) -> tuple[float, float] | None:
     return None
 
 
+def _nal_length_size(codec: str, extradata: bytes | None) -> int | None:
+    """Bytes of the NAL length prefix for H.264/HEVC in MP4/MKV ('avcC'/'hvcC' extradata, which
+    starts with version 1), or None for Annex-B streams and other codecs."""
+    if not extradata or extradata[0] != 1:
+        return None
+    if codec == "h264" and len(extradata) >= 5:
+        return (extradata[4] & 3) + 1
+    if codec == "hevc" and len(extradata) >= 22:
+        return (extradata[21] & 3) + 1
+    return None
+
+
+def _packet_framing_error(codec: str, data: bytes, nal_len: int | None) -> str | None:
+    """Cheap checks of a packet's framing, without decoding: the NAL length prefixes must tile
+    an H.264/HEVC packet exactly with valid NAL headers, a VP9 frame must start with its frame
+    marker. Damage that overwrites these (most damage spanning whole packets) is found here for
+    every backend, NVDEC included; damage inside one frame's entropy-coded payload is not (no
+    container here carries checksums, and decoders decode such data as a valid wrong picture)."""
+    if codec == "vp9":
+        return None if data and data[0] >> 6 == 2 else "bad VP9 frame marker"
+    if nal_len is None:
+        return None
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + nal_len > end:
+            return "NAL length field cut short"
+        length = int.from_bytes(data[pos:pos + nal_len], "big")
+        pos += nal_len
+        if length == 0 or pos + length > end:
+            return "NAL unit size does not fit the packet"
+        header = data[pos]
+        if header & 0x80:
+            return "NAL header forbidden bit set"
+        if codec == "h264" and header & 0x1F == 0:
+            return "NAL unit type 0"
+        pos += length
+    return None
+
+
 def _count_packets(container, stream, path: Path, size: int) -> int:
     """Demux every packet of the stream (no decoding): exact count, and early detection of data
-    cut short (a packet reaching past the end of the file) or a demuxer error."""
+    cut short (a packet reaching past the end of the file), a demuxer error, or broken framing
+    (see _packet_framing_error)."""
     n = 0
+    codec = stream.codec_context.name
+    nal_len = _nal_length_size(codec, stream.codec_context.extradata)
+    check = codec == "vp9" or nal_len is not None
     try:
         for packet in container.demux(stream):
             if packet.size == 0 and packet.dts is None:
@@ -168,6 +211,10 @@ def _count_packets(container, stream, path: Path, size: int) -> int:
                 raise VideoError(path, f"corrupt packet at frame {n}")
             if packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > size:
                 raise VideoError(path, f"truncated: frame {n} runs past the end of the file")
+            if check:
+                problem = _packet_framing_error(codec, bytes(packet), nal_len)
+                if problem:
+                    raise VideoError(path, f"corrupt data in frame {n} ({problem})")
             n += 1
     except av.FFmpegError as e:
         raise VideoError(path, f"unreadable data after frame {n} ({_why(e)})") from None
