@@ -22,6 +22,7 @@ Columns of `requests.csv` (one row per request, in request-id order):
     <step>.queue_wait_s float time between the upstream put and this step's get
     <step>.compute_s  float  GPU time of the step's work on the batch holding the request (CUDA events)
     <step>.handoff_s  float  time to bring the inputs onto this step's device (0 when read in place)
+    <step>.publish_s  float  time to write the step's outputs into its slot for the next step
     <step>.batch      int    how many requests shared the model call
 
 `<step>` is the step name from the config (`decode`, the model steps, and `sink`, whose only fields
@@ -38,7 +39,7 @@ BASE_COLUMNS = (
     "request_id", "video", "frames", "output_frames", "warmup", "status", "error",
     "scheduled_s", "issued_s", "done_s", "latency_s",
 )
-STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "batch")
+STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "publish_s", "batch")
 SINK_FIELDS = ("queue_wait_s", "handoff_s")
 STATUSES = ("ok", "error", "dropped", "unfinished")
 
@@ -60,9 +61,10 @@ class RecordTable:
 
     def update(self, request_id: int, values: dict) -> None:
         row = self.rows.setdefault(request_id, {"request_id": request_id})
+        # A failure recorded earlier is the first cause; later hops must not overwrite it.
+        settled = row.get("status") in ("error", "dropped")
         for key, value in values.items():
-            # An error recorded earlier is the first cause; later hops must not overwrite it.
-            if key in ("status", "error") and row.get("status") == "error":
+            if settled and key in ("status", "error"):
                 continue
             row[key] = value
 
@@ -87,7 +89,7 @@ class RecordTable:
         return out
 
     def columns(self) -> list[str]:
-        return list(BASE_COLUMNS) + step_columns(self.step_names)
+        return list(BASE_COLUMNS) + step_columns(list(self.step_names) + ["sink"])
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

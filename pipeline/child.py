@@ -1,0 +1,102 @@
+"""What every pipeline child process shares: its identity, its channels to the main process, and
+the start-up handshake (ready -> start -> attached) that replaces a barrier nobody can escape.
+
+Messages to the main process are plain tuples on one control queue:
+    ("ready", name, pool_bytes | None, info)   warmed up; its output pool, serialised once
+    ("attached", name)                         opened its producers' pools; may start
+    ("rec", request_id, {field: value})        part of a request's record (see records.py)
+    ("fatal", name, message)                   cannot go on; the run stops
+    ("overflow", name, message)                a queue overflowed: stop admitting requests
+    ("client_done", sent, reason)              the client issued everything it will issue
+    ("log", name, text)                        a notice for the user
+"""
+from __future__ import annotations
+
+import os
+import queue as queue_module
+import signal
+import traceback
+from dataclasses import dataclass, field
+
+from pipeline.clock import now
+
+
+@dataclass
+class ChildContext:
+    name: str
+    control: object  # multiprocessing queue to the main process
+    setup: object  # multiprocessing queue from the main process to this child
+    stop: object  # multiprocessing Event: the run is over
+    device_kind: str  # "cuda" or "cpu"
+    gpu: int | None = None
+    threads: int = 1
+    cpu_affinity: list[int] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def send(self, *msg) -> None:
+        self.control.put(msg)
+
+    def record(self, request_id: int, values: dict) -> None:
+        self.control.put(("rec", request_id, values))
+
+    def fail(self, request_id: int, reason: str) -> None:
+        self.control.put(("rec", request_id, {"status": "error", "error": reason}))
+
+    def fatal(self, message: str) -> None:
+        self.control.put(("fatal", self.name, message))
+
+    @property
+    def torch_device(self) -> str:
+        return f"cuda:{self.gpu}" if self.device_kind == "cuda" else "cpu"
+
+    @property
+    def device_label(self) -> str:
+        return f"{self.device_kind}:{self.gpu}"
+
+    def wait_start(self, poll_s: float = 0.1):
+        """The main process's start message (upstream pools), or None if the run stops first."""
+        while not self.should_stop():
+            try:
+                msg = self.setup.get(timeout=poll_s)
+            except queue_module.Empty:
+                continue
+            if msg[0] == "start":
+                return msg[1]
+        return None
+
+
+def enter_child(ctx: ChildContext) -> None:
+    """Process-wide settings, before any CUDA work.
+
+    Ctrl-C reaches the whole process group; only the main process acts on it, so children ignore
+    SIGINT and stop when the main process sets the stop event (or terminates them).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if ctx.cpu_affinity and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, ctx.cpu_affinity)
+        except OSError:
+            pass
+    import torch
+
+    torch.set_num_threads(max(1, ctx.threads))
+    if ctx.device_kind == "cuda":
+        torch.cuda.set_device(ctx.gpu)
+        torch.backends.cudnn.benchmark = True
+
+
+def run_child(ctx: ChildContext, body) -> None:
+    """Run `body(ctx)`; anything it raises is reported to the main process as fatal, by name."""
+    try:
+        enter_child(ctx)
+        body(ctx)
+    except Exception as exc:  # the main process decides what a dead child means
+        ctx.fatal(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+        raise SystemExit(1)
+
+
+def elapsed_since(t: float) -> float:
+    return now() - t

@@ -1,0 +1,107 @@
+"""A decode worker process: turns requests (clip paths) into FLAVR windows on its device.
+
+One worker per GPU entry of the decode step. The decoder (DALI on NVDEC, DALI or PyAV on the CPU)
+is chosen per clip by `pipeline.decode`; the windows land in a slot of this worker's pool and the
+slot is handed to the first model step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.child import ChildContext, run_child
+from pipeline.clock import now
+from pipeline.errors import VideoError
+from pipeline.handoff import SlotPool
+from pipeline.items import Item, Part
+from pipeline.queues import QueueFull, Router, get_batch
+from pipeline.steps import decode_output_spec
+
+
+@dataclass
+class DecodeSpec:
+    step_name: str
+    replica: int
+    height: int
+    width: int
+    frames_per_request: int
+    warmup_video: str | None
+    n_slots: int
+    in_queue: object
+    out_queues: dict
+    out_names: dict
+    out_per_gpu: bool
+    out_bound: int
+    on_full: str
+    free_queue: object
+
+
+def decode_main(ctx: ChildContext, spec: DecodeSpec) -> None:
+    run_child(ctx, lambda c: _serve(c, spec))
+
+
+def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
+    from pipeline.decode import FrameDecoder
+    from pipeline.windows import make_windows
+
+    device = torch.device(ctx.torch_device)
+    decoder = FrameDecoder(ctx.torch_device, resolution=(spec.height, spec.width))
+    if spec.warmup_video:
+        # Builds the decoder pipelines and allocations on a real clip before the clock starts.
+        try:
+            make_windows(decoder.decode(spec.warmup_video, spec.frames_per_request))
+        except VideoError:
+            pass
+    rows = spec.frames_per_request - 1
+    pool = SlotPool(ctx.name, device, decode_output_spec(rows, spec.height, spec.width),
+                    spec.n_slots, spec.free_queue)
+    router = Router(spec.out_queues, spec.out_per_gpu, ctx.gpu, spec.out_names, spec.out_bound,
+                    spec.on_full)
+    ctx.send("ready", ctx.name, pool.handle_bytes(), {"pool_mib": pool.nbytes / 2**20})
+    if ctx.wait_start() is None:
+        return
+    ctx.send("attached", ctx.name)
+    step = spec.step_name
+    while not ctx.should_stop():
+        batch, t_get = get_batch(spec.in_queue, 1, ctx.should_stop)
+        if not batch:
+            break
+        req = batch[0]
+        base = {f"{step}.device": ctx.device_label, f"{step}.replica": spec.replica,
+                f"{step}.queue_wait_s": t_get - req.t_put, f"{step}.batch": 1}
+        try:
+            t0 = now()
+            frames = decoder.decode(req.video, req.frames)
+            windows = make_windows(frames)
+            if device.type == "cuda":
+                torch.cuda.current_stream(device).synchronize()
+            decode_s = now() - t0
+        except VideoError as exc:
+            ctx.record(req.request_id, base)
+            ctx.fail(req.request_id, f"decode: {exc}")
+            continue
+        except Exception as exc:  # a decoder crash on one clip fails that request only
+            ctx.record(req.request_id, base)
+            ctx.fail(req.request_id, f"decode: {req.video}: {type(exc).__name__}: {exc}")
+            continue
+        slot = pool.acquire(ctx.should_stop)
+        if slot is None:
+            break
+        t1 = now()
+        n = pool.write(slot, {"frames": windows})
+        pool.publish(slot)
+        del frames, windows
+        publish_s = now() - t1
+        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n + 1)],
+                    (spec.height, spec.width))
+        ctx.record(req.request_id, {**base, f"{step}.compute_s": decode_s,
+                                    f"{step}.handoff_s": 0.0, f"{step}.publish_s": publish_s,
+                                    "frames": n + 1})
+        try:
+            if not router.put(item, ctx.should_stop):
+                break
+        except QueueFull as exc:
+            ctx.record(req.request_id, {"status": "dropped", "error": str(exc)})
+            ctx.send("overflow", ctx.name, str(exc))
+            pool.free_queue.put(slot)

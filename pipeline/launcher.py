@@ -1,0 +1,63 @@
+"""The one seam between the pipeline and how its processes are started.
+
+"Start replica R of step S on device D, connected to these queues" is all the orchestrator asks
+for. `LocalLauncher` does it with spawned processes on this machine; a multi-host backend (for
+example actors of a distributed engine with one GPU each) would provide the same methods, and
+nothing else in the pipeline would change.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+
+class LocalLauncher:
+    def __init__(self):
+        # spawn everywhere: CUDA cannot survive fork, and the main process owns no CUDA context.
+        self.mp = mp.get_context("spawn")
+        self.procs: dict[str, mp.Process] = {}
+        self.roles: dict[str, str] = {}
+
+    def queue(self, maxsize: int = 0):
+        return self.mp.Queue(maxsize=maxsize)
+
+    def event(self):
+        return self.mp.Event()
+
+    def start(self, name: str, role: str, target, *args) -> None:
+        """`role` says what the process is for error messages, e.g. "step 'encoder' on GPU 0"."""
+        # Not daemonic: a step may start helpers of its own (compile workers, decoder threads);
+        # the orchestrator always calls stop(), which ends every process it started.
+        proc = self.mp.Process(target=target, args=args, name=name, daemon=False)
+        proc.start()
+        self.procs[name] = proc
+        self.roles[name] = role
+
+    def dead(self) -> list[tuple[str, str, int]]:
+        """(name, role, exit code) of every process that has exited."""
+        return [(n, self.roles[n], p.exitcode) for n, p in self.procs.items()
+                if p.exitcode is not None]
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.is_alive()]
+
+    def pid(self, name: str) -> int | None:
+        return self.procs[name].pid
+
+    def stop(self, grace_s: float = 3.0) -> list[str]:
+        """Wait up to `grace_s` for every process to leave on its own, then terminate, then kill.
+        Returns the names that had to be forced."""
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+        forced = []
+        for name, proc in self.procs.items():
+            if proc.is_alive():
+                forced.append(name)
+                proc.terminate()
+        for proc in self.procs.values():
+            proc.join(1.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        return forced

@@ -1,0 +1,265 @@
+"""A runner process: one replica of one step, on one device, with its own CUDA stream.
+
+Loop: take up to `batch` items from the input queue -> bring them onto this device (in place, or
+one peer copy) -> run the step's stage range on this process's stream -> write the outputs into a
+slot of this runner's pool -> hand the slot to the next queue. GPU work is never waited for in
+that loop: a batch's input slots are given back, and its CUDA-event timings read, once its events
+have completed, which is checked while waiting for the next batch.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.child import ChildContext, run_child
+from pipeline.clock import now
+from pipeline.handoff import InputGather, PoolReader, SlotPool, load_handle, timer_seconds
+from pipeline.items import Item, Part
+from pipeline.queues import QueueFull, Router, get_batch
+from pipeline.steps import make_step
+
+
+@dataclass
+class RunnerSpec:
+    step_name: str
+    step_cfg: object
+    model_cfg: object
+    replica: int
+    height: int
+    width: int
+    rows_per_request: int  # windows of one request
+    batch: int  # requests per model call (-b)
+    n_slots: int
+    in_queue: object
+    out_queues: dict
+    out_names: dict
+    out_per_gpu: bool
+    out_bound: int
+    on_full: str
+    free_queue: object  # this runner's pool: free slot ids
+    upstream_free: dict  # pool id -> free queue of that producer's pool
+
+
+class _Timer:
+    """Start/end marks on the step's stream: CUDA events on a GPU, host clock on the CPU."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        if stream is not None:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+
+    def begin(self):
+        if self.stream is not None:
+            self.start.record(self.stream)
+        else:
+            self.t0 = now()
+
+    def finish(self):
+        if self.stream is not None:
+            self.end.record(self.stream)
+        else:
+            self.t1 = now()
+
+    def done(self) -> bool:
+        return self.stream is None or self.end.query()
+
+    def seconds(self) -> float:
+        if self.stream is not None:
+            return self.start.elapsed_time(self.end) / 1000.0
+        return self.t1 - self.t0
+
+
+@dataclass
+class _InFlight:
+    items: list
+    t_get: float
+    compute: _Timer
+    publish: _Timer
+    gathered: object
+    out_item: Item | None
+    failed: bool = False
+
+
+def runner_main(ctx: ChildContext, spec: RunnerSpec) -> None:
+    run_child(ctx, lambda c: _Runner(c, spec).serve())
+
+
+class _Runner:
+    def __init__(self, ctx: ChildContext, spec: RunnerSpec):
+        self.ctx = ctx
+        self.spec = spec
+        self.device = torch.device(ctx.torch_device)
+        self.cuda = self.device.type == "cuda"
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.pending: collections.deque[_InFlight] = collections.deque()
+        self.pool_id = ctx.name
+
+    # -- start-up -------------------------------------------------------------------------------
+    def serve(self) -> None:
+        spec = self.spec
+        self.step = make_step(spec.step_cfg, spec.model_cfg, self.device)
+        self.step.setup()
+        max_rows = spec.batch * spec.rows_per_request
+        in_spec, out_spec = self.step.specs(max_rows, spec.height, spec.width)
+        self.in_spec = in_spec
+        self._warm_up(in_spec)
+        self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue)
+        self.gather = InputGather(self.device, self.stream, in_spec)
+        self.router = Router(spec.out_queues, spec.out_per_gpu, self.ctx.gpu, spec.out_names,
+                             spec.out_bound, spec.on_full)
+        info = {"pool_mib": self.pool.nbytes / 2**20, "in": _describe(in_spec),
+                "out": _describe(out_spec)}
+        self.ctx.send("ready", self.ctx.name, self.pool.handle_bytes(), info)
+        handles = self.ctx.wait_start()
+        if handles is None:
+            return
+        for data in handles.values():
+            handle = load_handle(data)
+            self.gather.attach(PoolReader(handle, spec.upstream_free[handle.pool_id], self.device))
+        self.ctx.send("attached", self.ctx.name)
+        self._loop()
+
+    def _warm_up(self, in_spec) -> None:
+        """Run every batch size this replica can see, so autotuning and lazy init happen now."""
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        for n in range(1, self.spec.batch + 1):
+            rows = n * self.spec.rows_per_request
+            fake = {k: torch.rand((rows,) + s.shape[1:], generator=gen).to(self.device, s.dtype)
+                    for k, s in in_spec.items()}
+            with torch.inference_mode(), _on(self.stream):
+                self.step.batch_requests = n
+                self.step.run(fake, (self.spec.height, self.spec.width))
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    # -- steady state ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        ctx = self.ctx
+        while not ctx.should_stop():
+            items, t_get = get_batch(self.spec.in_queue, self.spec.batch, ctx.should_stop,
+                                     idle=self._retire_done)
+            if not items:
+                break
+            self._run_batch(items, t_get)
+            self._retire_done()
+            # Bound the work queued ahead on the GPU (and the input slots held).
+            while len(self.pending) > 2:
+                self._retire(self.pending.popleft(), wait=True)
+        while self.pending:
+            self._retire(self.pending.popleft(), wait=True)
+
+    def _run_batch(self, items: list[Item], t_get: float) -> None:
+        parts, offset = [], 0
+        for item in items:
+            for p in item.parts:
+                parts.append(Part(p.request_id, offset + p.start, p.rows, p.video, p.frames))
+            offset += item.rows
+        compute, publish = _Timer(self.stream), _Timer(self.stream)
+        flight = _InFlight(items, t_get, compute, publish, None, None)
+        slot = None
+        try:
+            with torch.inference_mode(), _on(self.stream):
+                flight.gathered = self.gather.gather(items)
+                compute.begin()
+                self.step.batch_requests = len(parts)
+                out = self.step.run(flight.gathered.tensors, items[0].size)
+                compute.finish()
+                self.gather.mark_consumed()
+                slot = self.pool.acquire(self.ctx.should_stop)
+                if slot is None:
+                    flight.failed = True
+                    self.pending.append(flight)
+                    return
+                publish.begin()
+                rows = self.pool.write(slot, out)
+                publish.finish()
+                self.pool.publish(slot, self.stream)
+                del out
+            flight.out_item = Item(self.pool_id, slot, rows, parts, items[0].size)
+            if self.router.put(flight.out_item, self.ctx.should_stop):
+                slot = None  # the consumer gives it back
+        except QueueFull as exc:
+            # RnB's policy: the run stops admitting requests; this batch is dropped, not lost.
+            for p in parts:
+                self.ctx.record(p.request_id, {"status": "dropped", "error": str(exc)})
+            self.ctx.send("overflow", self.ctx.name, str(exc))
+            flight.failed = True
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+        except torch.OutOfMemoryError as exc:
+            self._fail(parts, f"out of memory in step '{self.spec.step_name}' on "
+                              f"{self.ctx.device_label} (batch of {len(parts)} requests, "
+                              f"{self.spec.height}x{self.spec.width}): {str(exc).splitlines()[0]}")
+            flight.failed = True
+            flight.gathered = None
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
+        except Exception as exc:  # one bad batch must not take the replica down
+            self._fail(parts, f"step '{self.spec.step_name}' on {self.ctx.device_label}: "
+                              f"{type(exc).__name__}: {exc}")
+            flight.failed = True
+            if self.cuda:  # its inputs are given back at once: let the GPU finish with them
+                torch.cuda.synchronize(self.device)
+        if slot is not None:
+            self.pool.free_queue.put(slot)
+        self.pending.append(flight)
+
+    def _fail(self, parts, reason: str) -> None:
+        for p in parts:
+            self.ctx.fail(p.request_id, reason)
+
+    def _retire_done(self) -> None:
+        while self.pending and (self.pending[0].failed or self.pending[0].compute.done()):
+            self._retire(self.pending.popleft(), wait=False)
+
+    def _retire(self, flight: _InFlight, wait: bool) -> None:
+        """The batch's GPU work is complete (or waited for): give back its inputs, send timings."""
+        if wait and self.cuda and not flight.failed:
+            flight.compute.end.synchronize()
+            flight.publish.end.synchronize()
+        for item in flight.items:
+            self.gather.readers[item.pool_id].release(item.slot)
+        if flight.failed or flight.out_item is None:
+            return
+        compute_s = flight.compute.seconds()
+        if self.cuda:
+            flight.publish.end.synchronize()
+        publish_s = flight.publish.seconds()
+        copies = [timer_seconds(t) for t in flight.gathered.copy_timers]
+        handoff_s = sum(copies)
+        n_requests = len(flight.out_item.parts)
+        step, ctx = self.spec.step_name, self.ctx
+        for item in flight.items:
+            for p in item.parts:
+                ctx.record(p.request_id, {
+                    f"{step}.device": ctx.device_label,
+                    f"{step}.replica": self.spec.replica,
+                    f"{step}.queue_wait_s": flight.t_get - item.t_put,
+                    f"{step}.compute_s": compute_s,
+                    f"{step}.handoff_s": handoff_s,
+                    f"{step}.publish_s": publish_s,
+                    f"{step}.batch": n_requests,
+                })
+
+
+def _describe(spec) -> dict:
+    return {k: [list(s.shape), str(s.dtype).replace("torch.", "")] for k, s in spec.items()}
+
+
+class _on:
+    """`torch.cuda.stream(s)` when s is a stream; nothing on the CPU."""
+
+    def __init__(self, stream):
+        self.cm = torch.cuda.stream(stream) if stream is not None else None
+
+    def __enter__(self):
+        if self.cm is not None:
+            self.cm.__enter__()
+
+    def __exit__(self, *exc):
+        if self.cm is not None:
+            return self.cm.__exit__(*exc)

@@ -1,0 +1,95 @@
+"""Step kinds a runner process can host, looked up by the config's `kind`.
+
+A step knows the tensors it takes and gives (so slot pools can be sized once) and how to run one
+batch on its device. Timing, queues and hand-off are the runner's business, not the step's.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from models.flavr import STAGES
+from pipeline.handoff import TensorSpec
+
+
+def boundary_before(stage: str) -> str:
+    i = STAGES.index(stage)
+    return "input" if i == 0 else STAGES[i - 1]
+
+
+def decode_output_spec(max_rows: int, height: int, width: int) -> dict[str, TensorSpec]:
+    """What the decode step hands on: FLAVR windows of 4 frames, float in [0, 1]."""
+    return {"frames": TensorSpec((max_rows, 3, 4, height, width), torch.float32)}
+
+
+class ModelStep:
+    """A contiguous range of FLAVR stages."""
+
+    kind = "model"
+
+    def __init__(self, step_cfg, model_cfg, device: torch.device):
+        self.first, self.last = step_cfg.stages
+        self.model_cfg = model_cfg
+        self.device = device
+        self.model = None
+
+    def setup(self) -> None:
+        from models.checkpoint import build_model
+
+        # Without a checkpoint every replica must still hold the same weights: split steps in
+        # different processes form one model only if they start from one seed.
+        model = build_model(factor=self.model_cfg.factor, checkpoint=self.model_cfg.checkpoint,
+                            device=self.device, seed=0)
+        self.model = model.for_inference(precision=self.model_cfg.precision,
+                                         channels_last=self.model_cfg.channels_last)
+        self._run = self.model.run_stages
+        if self.model_cfg.compile:
+            # Each range compiles to its own graph; shapes are fixed per batch size.
+            self._run = torch.compile(self.model.run_stages, dynamic=False)
+
+    def specs(self, max_rows: int, height: int, width: int):
+        shapes = self.model.state_shapes(max_rows, height, width)
+        as_spec = lambda d: {k: TensorSpec(tuple(s), dt) for k, (s, dt) in d.items()}
+        return as_spec(shapes[boundary_before(self.first)]), as_spec(shapes[self.last])
+
+    def run(self, tensors: dict, size) -> dict:
+        state = dict(tensors)
+        state["size"] = tuple(size)
+        out = self._run(state, self.first, self.last)
+        return {k: v for k, v in out.items() if k != "size"}
+
+
+class SleepStep:
+    """TEST STEP, not a model: holds each request for a fixed time and passes its inputs on.
+
+    It gives capacity searches and overload tests a service time that is known exactly, so that
+    they test the pipeline and the measurement rather than the model.
+    """
+
+    kind = "sleep"
+
+    def __init__(self, step_cfg, model_cfg, device: torch.device):
+        self.sleep_s = step_cfg.sleep_ms / 1000.0
+        self.device = device
+        self.in_spec = None
+
+    def setup(self) -> None:
+        pass
+
+    def specs(self, max_rows: int, height: int, width: int):
+        spec = decode_output_spec(max_rows, height, width)
+        return spec, spec
+
+    def run(self, tensors: dict, size) -> dict:
+        # Service time per request, like a model whose cost grows with the batch.
+        requests = max(1, getattr(self, "batch_requests", 1))
+        time.sleep(self.sleep_s * requests)
+        return dict(tensors)
+
+
+STEP_KINDS = {"model": ModelStep, "sleep": SleepStep}
+
+
+def make_step(step_cfg, model_cfg, device: torch.device):
+    return STEP_KINDS[step_cfg.kind](step_cfg, model_cfg, device)
