@@ -7,27 +7,38 @@ Backends, chosen by `choose_backend` (the one place that decides):
     pyav      PyAV (FFmpeg) on the CPU: H.264, HEVC and AV1 on CPU devices
 
 Colour. Both libraries turn YCbCr into RGB by their own conventions, which differ from each other
-and from the stream: DALI's video decoders (CPU and NVDEC alike) always apply the BT.601 matrix
+and from the standard: DALI's video decoders (CPU and NVDEC alike) always apply the BT.601 matrix
 (limited range, or full range when the stream flags it) with bilinear, centre-sited chroma
-upsampling, and have no YCbCr output option in `decoders.video`; PyAV's `to_ndarray('rgb24')`
-goes through swscale, whose defaults are also BT.601 but with nearest-neighbour chroma, and
-ignore the stream's tags. On a BT.709 clip the two differ by several grey levels; that is the
-systematic gap once seen between the backends. So the conversion is ours, driven by the
-stream's colour tags (`video_probe.Colour`: BT.709 for HD / BT.601 for SD when untagged,
-limited range unless flagged full):
+upsampling, whatever matrix the stream declares, and `decoders.video` has no YCbCr output
+option; PyAV's `to_ndarray('rgb24')` goes through swscale's fast path (nearest-neighbour chroma,
+no accurate rounding: about -1 to -1.5 grey levels of bias on our lossless BT.709 test clips even
+though PyAV 18 reads the matrix from the frame; swscale's own default, and older PyAV, is
+BT.601: -5 grey levels on red and green). Measured on a BT.709 clip, plain DALI and plain PyAV
+differ by 3 to 5 grey levels per channel on average, frame 0 included: the systematic gap once
+seen between the backends. So the conversion is ours, driven by the stream's colour tags
+(`video_probe.Colour`: BT.709 for HD / BT.601 for SD when untagged, limited range unless
+flagged full):
   * pyav: we take the decoder's raw Y, Cb, Cr planes and convert them ourselves on the target
     device (chroma upsampled bilinearly, centre-sited, like DALI; then the stream's matrix).
   * dali-*: DALI's BT.601 RGB is an invertible linear function of the same normalised (Y, Cb,
     Cr) for the range DALI read from the same flag, so one 3x3 matrix, M = YCbCr->RGB(stream) @
     RGB->YCbCr(BT.601), maps it to the stream's standard (identity for BT.601 streams). Limits:
     DALI rounds to 8 bits and clips to [0, 255] before we see it, so colours outside the BT.601
-    gamut (strongly saturated ones in BT.709 content) keep a residual error.
-Measured on generated BT.709 VP9 clips (tests/test_decode.py): DALI CPU vs PyAV after this fix
-differ by < 0.5 grey levels on average per channel; with the libraries' defaults, by several.
+    gamut (strongly saturated ones in BT.709 content) keep a residual error: over uniformly
+    random RGB colours 15% are clipped, mean error 0.8 grey levels, up to ~37 on vivid ones;
+    over colours of moderate saturation (max-min < 0.5) 0.3 mean. Exact would need YCbCr out
+    of DALI's decoder, which `decoders.video` in DALI 2.4 does not offer.
+Measured on generated BT.709 VP9 clips (64x64 and 1280x720): DALI CPU vs PyAV after this fix
+differ by 0.27 / 0.21 / 0.26 grey levels (R/G/B mean absolute; max 0.6), and both have a
+signed error against the true frames under 0.07 (tests/test_decode.py holds them to < 0.5).
 
-Errors: every failure to produce the asked frames (missing/unreadable file, unsupported codec,
-fewer than 2 frames, data cut short or corrupt, the decoder raising) is a `VideoError` naming the
-file; a decoder error never goes unnoticed and never returns partial frames silently.
+Errors: every failure to produce the asked frames is a `VideoError` naming the file: missing,
+empty or unreadable file, unsupported codec, fewer than 2 frames, data cut short or with broken
+packet framing (found by `probe` before any backend decodes, NVDEC included), a decoder that
+raises (FFmpeg through PyAV runs with error detection on, `err_detect=...explode`; a DALI error
+invalidates its pipeline, which is rebuilt for the next file), or fewer frames than the file
+lists. What no backend can see is damage confined to one frame's entropy-coded payload: the
+containers carry no checksums and decoders decode such data as a valid, wrong picture.
 """
 from __future__ import annotations
 
@@ -260,8 +271,9 @@ def _dali_pipeline(kind: str, backend: str, device_id: int | None, chunk: int = 
 
         op_device = "mixed" if backend == "dali-gpu" else "cpu"
 
-        @pipeline_def(batch_size=1, num_threads=2, device_id=device_id, prefetch_queue_depth=1,
-                      exec_async=False, exec_pipelined=False)
+        # DALI 2.x's default (dynamic) executor, one iteration in flight: each run() decodes
+        # exactly what was fed just before it.
+        @pipeline_def(batch_size=1, num_threads=2, device_id=device_id, prefetch_queue_depth=1)
         def build():
             if kind == "range":
                 encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)

@@ -53,7 +53,7 @@ def test_dali_cpu_and_pyav_agree_on_vp9_colour_and_frame_order(tmp_path_factory)
 
 
 def test_library_default_conversions_differ_and_ours_match_the_truth(tmp_path_factory):
-    """Why the conversion is ours: swscale's default rgb24 ignores the BT.709 tag."""
+    """Why the conversion is ours: PyAV's plain rgb24 (swscale's fast path) is biased."""
     clip = video_clip(tmp_path_factory, "h264", frames=4, truth_factor=1, crf=0)  # lossless
     truth, _ = truth_frames(clip)
     ours = FrameDecoder("cpu").decode(clip) * 255.0
