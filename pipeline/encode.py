@@ -102,8 +102,8 @@ def rgb_to_yuv420(frames, colour: Colour):
 class VideoWriter:
     """`with VideoWriter(path, fps, width, height) as w: w.write(frames)`.
 
-    frames: (3,H,W) or (T,3,H,W) float in [0,1] on any device, or a list of (3,H,W). Each call converts and encodes at
-    once, so memory stays bounded by one call's frames. `crf` trades size for quality (lower is
+    frames: (3,H,W) or (T,3,H,W) float in [0,1] on any device, or a list of (3,H,W) frames. Each
+    call converts and encodes at once, so memory stays bounded by one call's frames. `crf` trades size for quality (lower is
     better; default near-transparent). Width and height must be even (4:2:0 chroma)."""
 
     def __init__(self, path, fps, width: int, height: int, codec: str = "auto",
@@ -163,11 +163,13 @@ class VideoWriter:
         if tuple(frames.shape[2:]) != (self.height, self.width):
             raise ValueError(f"frames are {frames.shape[3]}x{frames.shape[2]}, the video is "
                              f"{self.width}x{self.height}")
-        if frames.device.type == "cpu":
-            frames = frames.numpy()
-            frames = frames / np.float32(255.0) if frames.dtype == np.uint8 else frames
-        elif not frames.is_floating_point():
+        frames = frames.detach()
+        if frames.dtype == torch.uint8:
             frames = frames.float() / 255.0
+        if frames.device.type == "cpu":
+            frames = frames.float().numpy()
+        else:
+            frames = frames.float()
         Y, U, V = (p.cpu().numpy() if isinstance(p, torch.Tensor) else p
                    for p in rgb_to_yuv420(frames, self.colour))
         for t in range(Y.shape[0]):
