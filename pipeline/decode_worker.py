@@ -13,7 +13,7 @@ import torch
 from pipeline.child import ChildContext, run_child
 from pipeline.clock import now
 from pipeline.errors import VideoError
-from pipeline.handoff import SlotPool
+from pipeline.handoff import SlotPool, SlotTooSmall, largest
 from pipeline.items import Item, Part
 from pipeline.queues import QueueFull, Router, get_batch
 from pipeline.steps import decode_output_spec
@@ -23,8 +23,8 @@ from pipeline.steps import decode_output_spec
 class DecodeSpec:
     step_name: str
     replica: int
-    height: int
-    width: int
+    resolution: tuple[int, int] | None  # frames are resized to this; None keeps each clip's size
+    sizes: list  # distinct (H, W) frame sizes of the run: the pool holds the largest
     frames_per_request: int
     warmup_video: str | None
     n_slots: int
@@ -46,7 +46,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     from pipeline.windows import make_windows
 
     device = torch.device(ctx.torch_device)
-    decoder = FrameDecoder(ctx.torch_device, resolution=(spec.height, spec.width))
+    decoder = FrameDecoder(ctx.torch_device, resolution=spec.resolution)
     if spec.warmup_video:
         # Builds the decoder pipelines and allocations on a real clip before the clock starts.
         try:
@@ -54,7 +54,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
         except VideoError:
             pass
     rows = spec.frames_per_request - 1
-    pool = SlotPool(ctx.name, device, decode_output_spec(rows, spec.height, spec.width),
+    pool = SlotPool(ctx.name, device, largest([decode_output_spec(rows, h, w) for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
     router = Router(spec.out_queues, spec.out_per_gpu, ctx.gpu, spec.out_names, spec.out_bound,
                     spec.on_full)
@@ -89,12 +89,19 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
         if slot is None:
             break
         t1 = now()
-        n = pool.write(slot, {"frames": windows})
+        try:
+            n, layout = pool.write(slot, {"frames": windows})
+        except SlotTooSmall as exc:
+            pool.give_back(slot)
+            ctx.record(req.request_id, base)
+            ctx.fail(req.request_id, f"decode: {req.video}: {exc}")
+            continue
         pool.publish(slot)
+        size = tuple(windows.shape[-2:])
         del frames, windows
         publish_s = now() - t1
-        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n + 1)],
-                    (spec.height, spec.width))
+        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n + 1)], size,
+                    layout)
         ctx.record(req.request_id, {**base, f"{step}.compute_s": decode_s,
                                     f"{step}.handoff_s": 0.0, f"{step}.publish_s": publish_s,
                                     "frames": n + 1})
@@ -104,4 +111,4 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
         except QueueFull as exc:
             ctx.record(req.request_id, {"status": "dropped", "error": str(exc)})
             ctx.send("overflow", ctx.name, str(exc))
-            pool.free_queue.put(slot)
+            pool.give_back(slot)

@@ -24,22 +24,46 @@ import torch
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Largest shape a slot tensor must hold; dim 0 is the batch (rows) dimension."""
+    """A tensor a slot must hold at its largest; dim 0 is the batch (rows) dimension."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
 
     @property
-    def nbytes(self) -> int:
-        n = torch.empty((), dtype=self.dtype).element_size()
+    def numel(self) -> int:
+        n = 1
         for d in self.shape:
             n *= d
         return n
 
+    @property
+    def nbytes(self) -> int:
+        return self.numel * torch.empty((), dtype=self.dtype).element_size()
 
-def spec_of(tensors: dict[str, torch.Tensor], rows: int) -> dict[str, TensorSpec]:
-    """Specs that hold `rows` batch rows of tensors shaped like these."""
-    return {k: TensorSpec((rows,) + tuple(v.shape[1:]), v.dtype) for k, v in tensors.items()}
+
+def largest(specs: list[dict[str, TensorSpec]]) -> dict[str, TensorSpec]:
+    """Per tensor name, the spec with the most elements (pools sized for every frame size)."""
+    out: dict[str, TensorSpec] = {}
+    for spec in specs:
+        for k, s in spec.items():
+            if k not in out or s.numel > out[k].numel:
+                out[k] = s
+    return out
+
+
+# A slot tensor is one flat buffer per name; an item says how to view it: (shape, stride) per name.
+# The producer's memory format (e.g. channels-last 3D) survives the hand-off that way.
+Layout = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
+
+
+def view(buffer: torch.Tensor, shape, stride) -> torch.Tensor:
+    return buffer.as_strided(tuple(shape), tuple(stride))
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself if its elements fill a block of memory without gaps, else a contiguous copy."""
+    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()) if n > 0)
+    return t if t.numel() == span and min(t.stride(), default=1) >= 0 else t.contiguous()
 
 
 @dataclass
@@ -50,6 +74,10 @@ class PoolHandle:
     device: str
     slots: list[dict[str, torch.Tensor]]
     event_handles: list[bytes] | None
+
+
+class SlotTooSmall(ValueError):
+    """A request's tensors exceed what the pool was sized for."""
 
 
 class SlotPool:
@@ -63,7 +91,7 @@ class SlotPool:
         self.free_queue = free_queue
         self.slots = []
         for _ in range(n_slots):
-            slot = {k: torch.empty(s.shape, dtype=s.dtype, device=device) for k, s in spec.items()}
+            slot = {k: torch.empty(s.numel, dtype=s.dtype, device=device) for k, s in spec.items()}
             if device.type == "cpu":
                 for t in slot.values():
                     t.share_memory_()
@@ -96,25 +124,33 @@ class SlotPool:
                 if should_stop():
                     return None
 
-    def write(self, slot: int, values: dict[str, torch.Tensor], stream=None) -> int:
-        """Copy `values` into the slot (on the current stream); returns the rows written."""
-        rows = None
-        dst = self.slots[slot]
+    def write(self, slot: int, values: dict[str, torch.Tensor]) -> tuple[int, Layout]:
+        """Copy `values` into the slot on the current stream; returns (rows, layout)."""
+        rows, layout = None, {}
         for name, value in values.items():
+            value = _dense(value)
             n = value.shape[0]
             rows = n if rows is None else rows
             if n != rows:
                 raise ValueError(f"pool {self.pool_id}: '{name}' has {n} rows, expected {rows}")
-            if n > dst[name].shape[0]:
-                raise ValueError(f"pool {self.pool_id}: {n} rows exceed the slot's "
-                                 f"{dst[name].shape[0]} for '{name}'")
-            dst[name][:n].copy_(value, non_blocking=True)
-        return rows or 0
+            buf = self.slots[slot][name]
+            if value.numel() > buf.numel():
+                raise SlotTooSmall(
+                    f"'{name}' of shape {tuple(value.shape)} needs {value.numel()} elements; the "
+                    f"slot pool was sized for {buf.numel()} (frames larger than the run's "
+                    f"largest clip, or more rows than the batch allows)")
+            layout[name] = (tuple(value.shape), tuple(value.stride()))
+            view(buf, *layout[name]).copy_(value, non_blocking=True)
+        return rows or 0, layout
 
     def publish(self, slot: int, stream=None) -> None:
         """Mark the slot's write complete, in stream order (no host wait)."""
         if self.is_cuda:
             self.events[slot].record(stream or torch.cuda.current_stream(self.device))
+
+    def give_back(self, slot: int) -> None:
+        """Return a slot that was never handed on (its request failed or was dropped)."""
+        self.free_queue.put(slot)
 
 
 def load_handle(data: bytes) -> PoolHandle:
@@ -139,6 +175,11 @@ class PoolReader:
             if not self.same_device:
                 self.copy_stream = torch.cuda.Stream(device=self.src_device)
 
+    def tensors(self, item) -> dict[str, torch.Tensor]:
+        """The item's tensors, viewed in place in the producer's slot."""
+        slot = self.slots[item.slot]
+        return {k: view(slot[k], *sl) for k, sl in item.layout.items()}
+
     def release(self, slot: int) -> None:
         self.free_queue.put(slot)
 
@@ -153,93 +194,59 @@ class Gathered:
     """A batch of inputs on the consumer's device, and the cost of getting them there."""
 
     tensors: dict[str, torch.Tensor]
-    copy_timers: list  # (start, end) CUDA events of peer copies, or host seconds on the CPU
+    copy_timers: list  # (start, end) CUDA event pairs of peer copies
     copied: bool
 
 
 class InputGather:
-    """Brings the slots of one or more queue items onto the consumer's device as one batch.
+    """Brings the slots of one or more queue items (of one frame size) onto the consumer's device.
 
-    One item from the same device is read in place. Several items (batching) or another GPU's item
-    go through a receive buffer allocated once on this device.
+    One item from the same device is read in place. An item from another GPU costs one peer copy;
+    several items (a batch) are concatenated on this device's stream.
     """
 
-    def __init__(self, device: torch.device, stream, spec: dict[str, TensorSpec]):
+    def __init__(self, device: torch.device, stream):
         self.device = device
         self.stream = stream
-        self.spec = spec
-        self.recv = None
         self.readers: dict[str, PoolReader] = {}
-        self.recv_free = torch.cuda.Event() if device.type == "cuda" else None
 
     def attach(self, reader: PoolReader) -> None:
         self.readers[reader.pool_id] = reader
 
-    def _recv_buffers(self):
-        if self.recv is None:
-            self.recv = {k: torch.empty(s.shape, dtype=s.dtype, device=self.device)
-                         for k, s in self.spec.items()}
-        return self.recv
-
     def gather(self, items) -> Gathered:
+        """Call with this consumer's stream current."""
         cuda = self.device.type == "cuda"
-        if len(items) == 1:
-            item = items[0]
-            reader = self.readers[item.pool_id]
-            if reader.same_device:
-                if cuda:
-                    self.stream.wait_event(reader.events[item.slot])
-                src = reader.slots[item.slot]
-                return Gathered({k: src[k][:item.rows] for k in self.spec}, [], False)
-        recv = self._recv_buffers()
-        timers = []
-        offset = 0
+        parts, timers = [], []
         for item in items:
             reader = self.readers[item.pool_id]
-            src = reader.slots[item.slot]
-            rows = slice(offset, offset + item.rows)
-            if not cuda:
-                t = _host_copy(recv, src, rows, item.rows, self.spec)
-                timers.append(t)
-            elif reader.same_device:
-                self.stream.wait_event(reader.events[item.slot])
-                with torch.cuda.stream(self.stream):
-                    for k in self.spec:
-                        recv[k][rows].copy_(src[k][:item.rows], non_blocking=True)
-            else:
-                cs = reader.copy_stream
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                # The producer GPU's stream waits for the slot's data and for this consumer's
-                # previous use of the receive buffer, then pushes the peer copy.
-                cs.wait_event(reader.events[item.slot])
-                cs.wait_event(self.recv_free)
-                with torch.cuda.stream(cs):
-                    start.record(cs)
-                    for k in self.spec:
-                        recv[k][rows].copy_(src[k][:item.rows], non_blocking=True)
-                    end.record(cs)
-                self.stream.wait_event(end)
-                timers.append((start, end))
-            offset += item.rows
-        return Gathered({k: v[:offset] for k, v in recv.items()}, timers, True)
-
-    def mark_consumed(self) -> None:
-        """Record, on the consumer stream, that the receive buffer may be overwritten again."""
-        if self.recv_free is not None:
-            self.recv_free.record(self.stream)
-
-
-def _host_copy(recv, src, rows, n, spec) -> float:
-    from pipeline.clock import now
-    t = now()
-    for k in spec:
-        recv[k][rows].copy_(src[k][:n])
-    return now() - t
+            src = reader.tensors(item)
+            if not cuda or reader.same_device:
+                if cuda:
+                    self.stream.wait_event(reader.events[item.slot])
+                parts.append(src)
+                continue
+            # The producer GPU's stream waits for the slot's data, then pushes the peer copy;
+            # this consumer's stream waits on an ordinary event recorded after it.
+            cs = reader.copy_stream
+            cs.wait_event(reader.events[item.slot])
+            dst = {k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=self.device)
+                   for k, v in src.items()}
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            with torch.cuda.stream(cs):
+                start.record(cs)
+                for k in src:
+                    dst[k].copy_(src[k], non_blocking=True)
+                end.record(cs)
+            self.stream.wait_event(end)
+            timers.append((start, end))
+            parts.append(dst)
+        if len(parts) == 1:
+            return Gathered(parts[0], timers, bool(timers))
+        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return Gathered(merged, timers, True)
 
 
 def timer_seconds(timer) -> float:
-    """Seconds of a copy timer (CUDA event pair, already complete, or host seconds)."""
-    if isinstance(timer, tuple):
-        return timer[0].elapsed_time(timer[1]) / 1000.0
-    return float(timer)
+    """Seconds of a copy timer (a completed CUDA event pair)."""
+    return timer[0].elapsed_time(timer[1]) / 1000.0

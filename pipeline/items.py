@@ -37,5 +37,5 @@ class Item:
     rows: int
     parts: list[Part]
     size: tuple[int, int]  # (H, W) of the unpadded frames
+    layout: dict = field(default_factory=dict)  # name -> (shape, stride) of the slot's tensors
     t_put: float = 0.0
-    meta: dict = field(default_factory=dict)

@@ -82,22 +82,27 @@ def resolve_device(cfg, override: str | None) -> tuple[str, int | None, list[str
     return "cuda", count, []
 
 
-def frame_size(cfg, videos) -> tuple[int, int]:
-    """The run's fixed frame size: the config's resolution, else the first readable clip's."""
+def frame_sizes(cfg, videos) -> list[tuple[int, int]]:
+    """The run's frame sizes, most common first: the config's resolution, or else each readable
+    clip's own size (an unreadable clip fails as a request later, not here)."""
     if cfg.model.resolution:
-        return tuple(cfg.model.resolution)
-    from pipeline.errors import VideoError
+        return [tuple(cfg.model.resolution)]
+    from collections import Counter
+
+    from pipeline.errors import ConfigError, VideoError
     from pipeline.video_probe import probe
 
-    reasons = []
+    sizes, reasons = Counter(), []
     for v in videos:
         try:
             info = probe(v)
-            return info.height, info.width
+            sizes[(info.height, info.width)] += 1
         except VideoError as exc:
             reasons.append(str(exc))
-    from pipeline.errors import ConfigError
-    raise ConfigError("videos", "no readable clip to take the frame size from: " + "; ".join(reasons[:3]))
+    if not sizes:
+        raise ConfigError("videos", "no readable clip to take the frame size from: "
+                                    + "; ".join(reasons[:3]))
+    return [size for size, _ in sizes.most_common()]
 
 
 def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
@@ -106,11 +111,14 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     device_kind, gpu_count, notices = resolve_device(cfg, opts.device)
     validate(cfg, gpu_count, force_per_gpu=opts.per_gpu)
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
-    height, width = frame_size(cfg, videos)
+    sizes = frame_sizes(cfg, videos)
     topo = Topology.from_config(cfg, force_per_gpu=opts.per_gpu)
+    if cfg.model.checkpoint is None and "model" in topo.kinds:
+        notices.append("no checkpoint: FLAVR runs with random weights, so timings are real but "
+                       "the interpolated frames are not meaningful (set model.checkpoint)")
     for n in notices:
         print(f"notice: {n}", file=sys.stderr)
-    run = _Run(cfg, opts, topo, device_kind, videos, height, width)
+    run = _Run(cfg, opts, topo, device_kind, videos, sizes)
     run.notices = notices
     try:
         run.execute()
@@ -122,11 +130,11 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
 
 
 class _Run:
-    def __init__(self, cfg, opts, topo, device_kind, videos, height, width):
+    def __init__(self, cfg, opts, topo, device_kind, videos, sizes):
         self.cfg, self.opts, self.topo = cfg, opts, topo
         self.device_kind = device_kind
         self.videos = [str(v) for v in videos]
-        self.height, self.width = height, width
+        self.sizes = sizes
         self.launcher = LocalLauncher()
         self.table = RecordTable(topo.step_names)
         self.error: str | None = None
@@ -185,14 +193,15 @@ class _Run:
                 role = f"step '{r.step}' replica {r.index} on GPU {r.gpu}"
                 if r.kind == "decode":
                     ctx = self._ctx(r.name, r.gpu, 1)
-                    spec = DecodeSpec(r.step, r.index, self.height, self.width,
+                    resolution = tuple(cfg.model.resolution) if cfg.model.resolution else None
+                    spec = DecodeSpec(r.step, r.index, resolution, self.sizes,
                                       cfg.frames_per_request, self.videos[0], step_cfg.pool_slots,
                                       in_q, free_queue=self.free[r.name], **out)
                     L.start(r.name, role, decode_main, ctx, spec)
                 else:
                     ctx = self._ctx(r.name, r.gpu, threads)
-                    spec = RunnerSpec(r.step, step_cfg, cfg.model, r.index, self.height,
-                                      self.width, rows, opts.batch, step_cfg.pool_slots, in_q,
+                    spec = RunnerSpec(r.step, step_cfg, cfg.model, r.index, self.sizes,
+                                      rows, opts.batch, step_cfg.pool_slots, in_q,
                                       free_queue=self.free[r.name],
                                       upstream_free=self._upstream_free(i, r.gpu), **out)
                     L.start(r.name, role, runner_main, ctx, spec)
@@ -370,7 +379,7 @@ class _Run:
             samples = list(self.monitor.samples)
         run_info = {
             "config": self.cfg.name, "t0": t0, "steps": self.topo.step_names,
-            "device_kind": self.device_kind, "frame_size": [self.height, self.width],
+            "device_kind": self.device_kind, "frame_sizes": [list(s) for s in self.sizes],
             "factor": self.cfg.model.factor, "precision": self.cfg.model.precision,
             "mean_interval_ms": self.opts.mean_interval_ms, "batch": self.opts.batch,
             "warmup": self.opts.warmup, "requests": self.n_requests,

@@ -15,10 +15,14 @@ import torch
 
 from pipeline.child import ChildContext, run_child
 from pipeline.clock import now
-from pipeline.handoff import InputGather, PoolReader, SlotPool, load_handle, timer_seconds
+from pipeline.handoff import (InputGather, PoolReader, SlotPool, SlotTooSmall, largest,
+                              load_handle, timer_seconds)
 from pipeline.items import Item, Part
 from pipeline.queues import QueueFull, Router, get_batch
 from pipeline.steps import make_step
+
+
+WARM_SIZES = 4  # frame sizes warmed up before the start; others autotune when first seen
 
 
 @dataclass
@@ -27,8 +31,7 @@ class RunnerSpec:
     step_cfg: object
     model_cfg: object
     replica: int
-    height: int
-    width: int
+    sizes: list  # distinct (H, W) frame sizes of the run; the first is the usual one
     rows_per_request: int  # windows of one request
     batch: int  # requests per model call (-b)
     n_slots: int
@@ -103,11 +106,12 @@ class _Runner:
         self.step = make_step(spec.step_cfg, spec.model_cfg, self.device)
         self.step.setup()
         max_rows = spec.batch * spec.rows_per_request
-        in_spec, out_spec = self.step.specs(max_rows, spec.height, spec.width)
-        self.in_spec = in_spec
-        self._warm_up(in_spec)
+        specs = [self.step.specs(max_rows, h, w) for h, w in spec.sizes]
+        in_spec, out_spec = largest([i for i, _ in specs]), largest([o for _, o in specs])
+        for (h, w), (size_in, _) in zip(spec.sizes[:WARM_SIZES], specs):
+            self._warm_up(size_in, (h, w))
         self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue)
-        self.gather = InputGather(self.device, self.stream, in_spec)
+        self.gather = InputGather(self.device, self.stream)
         self.router = Router(spec.out_queues, spec.out_per_gpu, self.ctx.gpu, spec.out_names,
                              spec.out_bound, spec.on_full)
         info = {"pool_mib": self.pool.nbytes / 2**20, "in": _describe(in_spec),
@@ -122,7 +126,7 @@ class _Runner:
         self.ctx.send("attached", self.ctx.name)
         self._loop()
 
-    def _warm_up(self, in_spec) -> None:
+    def _warm_up(self, in_spec, size) -> None:
         """Run every batch size this replica can see, so autotuning and lazy init happen now."""
         gen = torch.Generator(device="cpu").manual_seed(0)
         for n in range(1, self.spec.batch + 1):
@@ -131,7 +135,7 @@ class _Runner:
                     for k, s in in_spec.items()}
             with torch.inference_mode(), _on(self.stream):
                 self.step.batch_requests = n
-                self.step.run(fake, (self.spec.height, self.spec.width))
+                self.step.run(fake, size)
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
@@ -143,7 +147,9 @@ class _Runner:
                                      idle=self._retire_done)
             if not items:
                 break
-            self._run_batch(items, t_get)
+            # One model call per frame size among the items taken.
+            for size in dict.fromkeys(it.size for it in items):
+                self._run_batch([it for it in items if it.size == size], t_get)
             self._retire_done()
             # Bound the work queued ahead on the GPU (and the input slots held).
             while len(self.pending) > 2:
@@ -167,18 +173,17 @@ class _Runner:
                 self.step.batch_requests = len(parts)
                 out = self.step.run(flight.gathered.tensors, items[0].size)
                 compute.finish()
-                self.gather.mark_consumed()
                 slot = self.pool.acquire(self.ctx.should_stop)
                 if slot is None:
                     flight.failed = True
                     self.pending.append(flight)
                     return
                 publish.begin()
-                rows = self.pool.write(slot, out)
+                rows, layout = self.pool.write(slot, out)
                 publish.finish()
                 self.pool.publish(slot, self.stream)
                 del out
-            flight.out_item = Item(self.pool_id, slot, rows, parts, items[0].size)
+            flight.out_item = Item(self.pool_id, slot, rows, parts, items[0].size, layout)
             if self.router.put(flight.out_item, self.ctx.should_stop):
                 slot = None  # the consumer gives it back
         except QueueFull as exc:
@@ -192,7 +197,7 @@ class _Runner:
         except torch.OutOfMemoryError as exc:
             self._fail(parts, f"out of memory in step '{self.spec.step_name}' on "
                               f"{self.ctx.device_label} (batch of {len(parts)} requests, "
-                              f"{self.spec.height}x{self.spec.width}): {str(exc).splitlines()[0]}")
+                              f"{items[0].size[0]}x{items[0].size[1]}): {str(exc).splitlines()[0]}")
             flight.failed = True
             flight.gathered = None
             if self.cuda:
@@ -205,7 +210,7 @@ class _Runner:
             if self.cuda:  # its inputs are given back at once: let the GPU finish with them
                 torch.cuda.synchronize(self.device)
         if slot is not None:
-            self.pool.free_queue.put(slot)
+            self.pool.give_back(slot)
         self.pending.append(flight)
 
     def _fail(self, parts, reason: str) -> None:

@@ -47,7 +47,7 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
         reader = readers[item.pool_id]
         reader.wait_host(item.slot)
         t_done = now()
-        out = reader.slots[item.slot].get("out")
+        out = reader.tensors(item).get("out")
         for p in item.parts:
             status = {"status": "ok", "error": ""}
             if spec.check_outputs and out is not None:
@@ -70,7 +70,7 @@ def _save(spec: SinkSpec, part, new_frames: torch.Tensor) -> None:
     from pipeline.decode import FrameDecoder
     from pipeline.encode import VideoWriter
     from pipeline.video_probe import probe
-    from pipeline.windows import interleave
+    from pipeline.windows import interleave_tensor
 
     if spec.save_tensors:
         torch.save(new_frames, Path(spec.save_dir) / f"request{part.request_id:06d}.pt")
@@ -80,4 +80,4 @@ def _save(spec: SinkSpec, part, new_frames: torch.Tensor) -> None:
     fps = probe(part.video).fps * spec.factor
     path = Path(spec.save_dir) / f"request{part.request_id:06d}-{Path(part.video).stem}.mp4"
     with VideoWriter(path, fps, w, h) as writer:
-        writer.write(interleave(frames, new_frames))
+        writer.write(interleave_tensor(frames, new_frames))

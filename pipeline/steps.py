@@ -6,6 +6,7 @@ batch on its device. Timing, queues and hand-off are the runner's business, not 
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -39,8 +40,11 @@ class ModelStep:
 
         # Without a checkpoint every replica must still hold the same weights: split steps in
         # different processes form one model only if they start from one seed.
-        model = build_model(factor=self.model_cfg.factor, checkpoint=self.model_cfg.checkpoint,
-                            device=self.device, seed=0)
+        # The main process says once per run that random weights make meaningless frames.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = build_model(factor=self.model_cfg.factor,
+                                checkpoint=self.model_cfg.checkpoint, device=self.device, seed=0)
         self.model = model.for_inference(precision=self.model_cfg.precision,
                                          channels_last=self.model_cfg.channels_last)
         self._run = self.model.run_stages

@@ -33,11 +33,11 @@ def producer(device: str, free_q, out_q, done):
             stream.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(stream):
                 torch.cuda._sleep(2_000_000)
-                pool.write(slot, values)
+                rows, layout = pool.write(slot, values)
                 pool.publish(slot, stream)
         else:
-            pool.write(slot, values)
-        out_q.put(("item", Item("p", slot, ROWS, [Part(k, 0, ROWS, "v", 4)], (8, 8))))
+            rows, layout = pool.write(slot, values)
+        out_q.put(("item", Item("p", slot, rows, [Part(k, 0, ROWS, "v", 4)], (8, 8), layout)))
     done.wait(60)
 
 
@@ -53,7 +53,7 @@ def consume(device_p: str, device_c: str, batch: int = 1):
         stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         spec = {"x": TensorSpec((ROWS * batch, 4, 8), torch.float32),
                 "y": TensorSpec((ROWS * batch, 2), torch.bfloat16)}
-        gather = InputGather(dev, stream, spec)
+        gather = InputGather(dev, stream)
         reader = PoolReader(handle, free_q, dev)
         gather.attach(reader)
         seen, in_place = [], []
@@ -66,11 +66,12 @@ def consume(device_p: str, device_c: str, batch: int = 1):
                         for k, v in got.tensors.items()}
             in_place.append(not got.copied and
                             got.tensors["x"].data_ptr() == reader.slots[items[0].slot]["x"].data_ptr())
+            if stream is None:
+                sums = {k: v.clone() for k, v in sums.items()}
             for it in items:
                 seen.append(it.parts[0].request_id)
             if stream is not None:
                 stream.synchronize()
-            gather.mark_consumed()
             for it in items:
                 reader.release(it.slot)
             pending.append((items, sums))

@@ -118,3 +118,18 @@ def test_a_bad_clip_fails_alone(tmp_path):
     errors = [r["error"] for r in result.rows if r["status"] == "error"]
     assert all("bad.mp4" in e for e in errors)
     assert result.summary["counts"]["error"] == 2
+
+
+def test_clips_of_different_sizes_run_at_their_own_size(tmp_path):
+    from pipeline.synthetic import write_clip
+
+    small = write_clip(tmp_path / "v" / "small.webm", width=32, height=32, frames=5, fps=24, seed=0)
+    wide = write_clip(tmp_path / "v" / "wide.webm", width=48, height=24, frames=5, fps=24, seed=1)
+    cfg = make_config(tmp_path, WHOLE, videos={"paths": [str(small), str(wide)]},
+                      model={"factor": 2, "precision": "fp32", "resolution": None})
+    result = run(cfg, options(tmp_path, videos=4, warmup=0, batch=2, mean_interval_ms=0,
+                              save_outputs=True, save_tensors=True))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["ok"] * 4
+    shapes = {tuple(torch.load(p).shape) for p in (result.run_dir / "outputs").glob("*.pt")}
+    assert shapes == {(3, 1, 3, 32, 32), (3, 1, 3, 24, 48)}
