@@ -48,8 +48,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check every output value is finite (costs a GPU pass in the sink)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved placement and exit without starting anything")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field for this run, e.g. --set model.precision=fp32 "
+                        "--set model.resolution=[720,1280] --set videos.synthetic.count=8 "
+                        "(VALUE is read as YAML; pipeline[1].gpus=[0,1] indexes the step list)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def apply_overrides(cfg, overrides):
+    """The config with FIELD=VALUE assignments applied, validated again as a whole."""
+    import copy
+    import re
+
+    import yaml
+
+    from pipeline.config import config_from_dict, config_to_dict
+    from pipeline.errors import ConfigError
+
+    if not overrides:
+        return cfg
+    d = copy.deepcopy(config_to_dict(cfg))
+    for text in overrides:
+        field, sep, value = text.partition("=")
+        if not sep or not field:
+            raise ConfigError("--set", f"expected FIELD=VALUE, got '{text}'")
+        keys = [int(k[1:-1]) if k.startswith("[") else k
+                for k in re.findall(r"[^.\[\]]+|\[\d+\]", field)]
+        node = d
+        for i, key in enumerate(keys[:-1]):
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                raise ConfigError(field, f"--set: no such field ('{keys[i]}' not found)") from None
+        last = keys[-1]
+        if isinstance(node, dict):
+            node[last] = yaml.safe_load(value)
+        elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = yaml.safe_load(value)
+        else:
+            raise ConfigError(field, "--set: no such field")
+    return config_from_dict(d, source=cfg.source)
 
 
 def main(argv=None) -> int:
@@ -66,7 +105,12 @@ def main(argv=None) -> int:
     from pipeline.errors import ConfigError, VideoError
 
     try:
-        cfg = load_config(args.config)
+        for flag in ("batch_size", "videos", "queue_size"):
+            if getattr(args, flag) < 1:
+                parser.error(f"--{flag} must be >= 1")
+        if args.warmup < 0 or args.mean_interval_ms < 0:
+            parser.error("--warmup and --mean_interval_ms must be >= 0")
+        cfg = apply_overrides(load_config(args.config), args.overrides)
         if args.dry_run:
             from pipeline.orchestrator import resolve_device
 
@@ -75,7 +119,10 @@ def main(argv=None) -> int:
             for n in notices:
                 print(f"notice: {n}")
             print(f"device: {kind}" + (f" ({count} GPUs)" if count else ""))
-            print(describe_placement(cfg, force_per_gpu=args.per_gpu_queue))
+            if args.per_gpu_queue:
+                for step in cfg.steps:
+                    step.queue = "per_gpu"
+            print(describe_placement(cfg, cpu_mode=kind == "cpu"))
             return 0
         from pipeline.orchestrator import RunOptions, run
 

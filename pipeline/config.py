@@ -73,6 +73,7 @@ class ModelConfig:
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
+    memory_limit_gib: float | None = None  # cap on each model runner's GPU memory (caching allocator)
 
 
 @dataclass(kw_only=True)
@@ -186,7 +187,7 @@ _TOP_KEYS = ("name", "device", "videos", "frames_per_request", "model", "pipelin
 _VIDEO_KEYS = ("paths", "synthetic")
 _SYNTHETIC_KEYS = ("count", "width", "height", "frames", "fps", "codec", "seed")
 _MODEL_KEYS = ("factor", "checkpoint", "precision", "resolution", "channels_last", "compile",
-               "cuda_graphs")
+               "cuda_graphs", "memory_limit_gib")
 _STEP_KEYS = ("name", "kind", "gpus", "queue", "stages", "sleep_ms", "pool_slots")
 
 
@@ -253,6 +254,8 @@ def _model_from(d, path: str) -> ModelConfig:
         channels_last=_bool(d.get("channels_last", default.channels_last), f"{path}.channels_last"),
         compile=_bool(d.get("compile", default.compile), f"{path}.compile"),
         cuda_graphs=_bool(d.get("cuda_graphs", default.cuda_graphs), f"{path}.cuda_graphs"),
+        memory_limit_gib=(None if d.get("memory_limit_gib") is None
+                          else _number(d["memory_limit_gib"], f"{path}.memory_limit_gib")),
     )
 
 
@@ -309,7 +312,7 @@ def config_to_dict(cfg: Config) -> dict:
         "model": {"factor": m.factor, "checkpoint": m.checkpoint, "precision": m.precision,
                   "resolution": None if m.resolution is None else list(m.resolution),
                   "channels_last": m.channels_last, "compile": m.compile,
-                  "cuda_graphs": m.cuda_graphs},
+                  "cuda_graphs": m.cuda_graphs, "memory_limit_gib": m.memory_limit_gib},
         "pipeline": steps,
     }
 
@@ -459,6 +462,8 @@ def _validate_model(m: ModelConfig, check_files: bool, cfg: Config) -> None:
         for i, value in enumerate(m.resolution):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.resolution[{i}]", f"must be a positive integer, got {value!r}")
+    if m.memory_limit_gib is not None and not m.memory_limit_gib > 0:
+        raise ConfigError("model.memory_limit_gib", f"must be > 0 GiB, got {m.memory_limit_gib}")
     if m.checkpoint is not None and check_files:
         resolve_checkpoint(cfg)
 

@@ -235,6 +235,7 @@ class _Run:
         previous = _install_signal_handlers()
         try:
             self._start_processes()
+            self._write_process_table()
             pools = self._handshake()
             self._release(pools)
             self._serve()
@@ -248,6 +249,16 @@ class _Run:
                 self.monitor.stop()
             _restore_signal_handlers(previous)
             self._drain_control(timeout_s=0.5)
+
+    def _write_process_table(self) -> None:
+        """processes.json in the run folder: which pid is which replica (for operators and
+        fault-injection tests)."""
+        import json
+
+        table = {name: {"pid": self.launcher.pid(name), "role": self.launcher.roles[name],
+                        "gpu": ctx.gpu} for name, ctx in self.children.items()}
+        table["main"] = {"pid": os.getpid(), "role": "the main process", "gpu": None}
+        (self.run_dir / "processes.json").write_text(json.dumps(table, indent=2))
 
     def _handshake(self) -> dict:
         """Wait until every process is warmed up; a death or the time limit ends the run."""

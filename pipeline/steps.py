@@ -48,9 +48,17 @@ class ModelStep:
         self.model = model.for_inference(precision=self.model_cfg.precision,
                                          channels_last=self.model_cfg.channels_last)
         self._run = self.model.run_stages
-        if self.model_cfg.compile:
-            # Each range compiles to its own graph; shapes are fixed per batch size.
-            self._run = torch.compile(self.model.run_stages, dynamic=False)
+        limit = self.model_cfg.memory_limit_gib
+        if limit and self.device.type == "cuda":
+            # Replicas sharing a GPU each get a share; a request that needs more fails alone
+            # with an out-of-memory error instead of starving its neighbours.
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, limit * 2**30 / total), self.device)
+        if self.model_cfg.compile or self.model_cfg.cuda_graphs:
+            # Shapes are fixed per batch size and frame size, all seen during warm-up;
+            # "reduce-overhead" also replays each shape as a CUDA graph.
+            mode = "reduce-overhead" if self.model_cfg.cuda_graphs else None
+            self._run = torch.compile(self.model.run_stages, dynamic=False, mode=mode)
 
     def specs(self, max_rows: int, height: int, width: int):
         shapes = self.model.state_shapes(max_rows, height, width)
