@@ -191,6 +191,7 @@ def summarize(rows, step_names, run_info: dict, nvml_samples=None) -> dict:
         stages.append(entry)
 
     gpus = _gpu_table(samples, window, run_info.get("nvml_baseline"))
+    shares = _shares(ok, [s for s in steps if s != SINK])
 
     summary = {
         "run": run_info,
@@ -204,10 +205,29 @@ def summarize(rows, step_names, run_info: dict, nvml_samples=None) -> dict:
         "latency_s": latency,
         "issue_lag_s": issue_lag,
         "stages": stages,
+        "shares": shares,
         "gpus": gpus,
     }
     summary["warnings"] = _warnings(summary)
     return _json_clean(summary)
+
+
+def _shares(ok, steps) -> dict:
+    """What decode and the hand-offs cost next to the model's compute, summed over ok requests.
+
+    model compute: every non-decode step's compute_s; hand-off: every step's handoff_s (peer
+    copies onto the consumer's GPU); publish: writing outputs into the producer's slots."""
+    def total(field, which):
+        return sum(r.get(f"{s}.{field}") or 0.0 for r in ok for s in which)
+
+    decode = [s for s in steps if s == steps[0]]
+    model = [s for s in steps if s not in decode]
+    compute = total("compute_s", model)
+    out = {"model_compute_s": compute, "decode_compute_s": total("compute_s", decode),
+           "handoff_s": total("handoff_s", steps), "publish_s": total("publish_s", steps)}
+    for key in ("decode_compute_s", "handoff_s", "publish_s"):
+        out[key.replace("_s", "_share")] = out[key] / compute if compute else None
+    return out
 
 
 def _gpu_table(samples, window, baseline) -> dict:
@@ -394,6 +414,12 @@ def format_report(summary: dict) -> str:
     if placed:
         lines.append("requests per device")
         lines += placed
+    sh = summary.get("shares") or {}
+    if sh.get("model_compute_s"):
+        lines.append(f"next to the model's compute ({sh['model_compute_s'] * 1e3:.1f} ms summed): "
+                     f"decode {100 * sh['decode_compute_share']:.2f}%, "
+                     f"GPU-to-GPU hand-off {100 * sh['handoff_share']:.2f}%, "
+                     f"writing slots {100 * sh['publish_share']:.2f}%")
     lines.append("")
 
     gpus = summary["gpus"]
