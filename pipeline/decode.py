@@ -160,10 +160,16 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, colour: Colour
     else:
         yn = (yf - 16.0) / 219.0
         uvn = (uv - 128.0) / 224.0
-    m = _yuv_to_rgb_matrix(colour).to(device=y.device, dtype=torch.float32)
-    ycc = torch.cat([yn[:, None], uvn], 1)                       # (T,3,H,W)
-    rgb = torch.einsum("ij,tjhw->tihw", m, ycc)
-    return rgb.clamp_(0.0, 1.0)
+    return _apply_3x3(_yuv_to_rgb_matrix(colour), yn, uvn[:, 0], uvn[:, 1])
+
+
+def _apply_3x3(m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+    """(T,3,H,W) = m @ (a, b, c) per pixel, clamped to [0,1]. Elementwise on purpose (no matmul
+    reduction whose order depends on the batch): a frame converts to the same bits whether it
+    is decoded alone, in a chunk or in the whole clip, on CPU or GPU."""
+    m = m.tolist()
+    return torch.stack([m[i][0] * a + m[i][1] * b + m[i][2] * c for i in range(3)],
+                       1).clamp_(0.0, 1.0)
 
 
 def dali_rgb_to_stream_rgb(rgb: torch.Tensor, colour: Colour) -> torch.Tensor:
@@ -171,8 +177,7 @@ def dali_rgb_to_stream_rgb(rgb: torch.Tensor, colour: Colour) -> torch.Tensor:
     if colour.matrix == "bt601":
         return rgb
     m = _yuv_to_rgb_matrix(colour) @ _rgb_to_yuv_matrix("bt601")
-    m = m.to(device=rgb.device, dtype=torch.float32)
-    return torch.einsum("ij,tjhw->tihw", m, rgb).clamp_(0.0, 1.0)
+    return _apply_3x3(m, rgb[:, 0], rgb[:, 1], rgb[:, 2])
 
 
 def resize(frames: torch.Tensor, resolution: tuple[int, int] | None) -> torch.Tensor:
