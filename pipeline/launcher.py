@@ -44,12 +44,15 @@ class LocalLauncher:
     def pid(self, name: str) -> int | None:
         return self.procs[name].pid
 
-    def stop(self, grace_s: float = 3.0) -> list[str]:
+    def stop(self, grace_s: float = 3.0, pump=None) -> list[str]:
         """Wait up to `grace_s` for every process to leave on its own, then terminate, then kill.
-        Returns the names that had to be forced."""
+        `pump()` runs while waiting: a child cannot exit while data it queued sits unread in a
+        full pipe, so the caller keeps reading. Returns the names that had to be forced."""
         deadline = time.monotonic() + grace_s
-        for proc in self.procs.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline and any(p.is_alive() for p in self.procs.values()):
+            if pump is not None:
+                pump()
+            time.sleep(0.02)
         forced = []
         for name, proc in self.procs.items():
             if proc.is_alive():

@@ -123,7 +123,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     try:
         run.execute()
     finally:
-        forced = run.launcher.stop(grace_s=3.0)
+        forced = run.launcher.stop(grace_s=3.0, pump=run.pump)
         if forced:
             run.notices.append("had to terminate: " + ", ".join(forced))
     return run.finish(config_to_dict(cfg), args_for_log or asdict(opts))
@@ -359,11 +359,23 @@ class _Run:
         elif kind == "log":
             self.notices.append(f"{msg[1]}: {msg[2]}")
 
+    def pump(self) -> None:
+        """While children exit: take in their last records, and empty the data queues so no
+        child blocks on a full pipe at exit (what is left in them is unfinished anyway)."""
+        self._drain_control(timeout_s=0.0)
+        from pipeline.queues import drain
+
+        for queues in getattr(self, "in_queues", []):
+            for q in queues.values():
+                drain(q, limit=1000)
+        for q in getattr(self, "free", {}).values():
+            drain(q, limit=1000)
+
     def _drain_control(self, timeout_s: float) -> None:
         end = now() + timeout_s
-        while now() < end:
+        while True:
             try:
-                self._apply(self.control.get(timeout=0.05))
+                self._apply(self.control.get(timeout=0.02) if timeout_s else self.control.get_nowait())
             except (queue_module.Empty, OSError, EOFError, ValueError):
                 if now() >= end:
                     break

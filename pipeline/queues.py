@@ -76,3 +76,14 @@ def get_batch(q, max_items: int, should_stop, poll_s: float = 0.05, idle=None):
         except queue_module.Empty:
             break
     return batch, t_get
+
+
+def drain(q, limit: int = 100000) -> list:
+    """Whatever is in a queue now, without waiting (used at shutdown)."""
+    out = []
+    for _ in range(limit):
+        try:
+            out.append(q.get_nowait())
+        except (queue_module.Empty, OSError, ValueError, EOFError):
+            break
+    return out

@@ -109,7 +109,15 @@ class _Runner:
         specs = [self.step.specs(max_rows, h, w) for h, w in spec.sizes]
         in_spec, out_spec = largest([i for i, _ in specs]), largest([o for _, o in specs])
         for (h, w), (size_in, _) in zip(spec.sizes[:WARM_SIZES], specs):
-            self._warm_up(size_in, (h, w))
+            try:
+                self._warm_up(size_in, (h, w))
+            except torch.OutOfMemoryError:
+                # Requests of this size will fail alone with the same error; the rest can run.
+                self.ctx.send("log", self.ctx.name, f"warm-up at {h}x{w} ran out of GPU memory; "
+                                                    f"requests of that size are expected to fail")
+                if self.cuda:
+                    torch.cuda.synchronize(self.device)
+                    torch.cuda.empty_cache()
         self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue)
         self.gather = InputGather(self.device, self.stream)
         self.router = Router(spec.out_queues, spec.out_per_gpu, self.ctx.gpu, spec.out_names,
