@@ -10,6 +10,7 @@ scheduled time), a per-stage breakdown and GPU utilisation, and writes everythin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
                    help="override the config's device; cpu runs any placement on the CPU, "
                         "GPU ids becoming logical devices")
+    p.add_argument("--decode-backend", default=os.environ.get("FLAVR_DECODE_BACKEND", "auto"),
+                   choices=("auto", "dali-gpu", "dali-cpu", "pyav"),
+                   help="force a decoder instead of choosing by device and codec (auto: DALI on "
+                        "NVDEC for GPUs; DALI or PyAV on the CPU); env FLAVR_DECODE_BACKEND")
     p.add_argument("--logs", default="logs", help="root folder of the per-run log folders")
     p.add_argument("--save-outputs", action="store_true",
                    help="encode each request's interpolated clip into the run's logs folder")
@@ -131,6 +136,7 @@ def main(argv=None) -> int:
             warmup=args.warmup, queue_size=args.queue_size, per_gpu=args.per_gpu_queue,
             seed=args.seed, on_full=args.on_full, device=args.device, logs_root=args.logs,
             save_outputs=args.save_outputs, check_outputs=args.check_outputs,
+            decode_backend=args.decode_backend,
             progress=not args.no_progress)
         result = run(cfg, opts, args_for_log=vars(args))
     except (ConfigError, VideoError) as exc:

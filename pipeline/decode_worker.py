@@ -26,6 +26,7 @@ class DecodeSpec:
     resolution: tuple[int, int] | None  # frames are resized to this; None keeps each clip's size
     sizes: list  # distinct (H, W) frame sizes of the run: the pool holds the largest
     frames_per_request: int
+    backend: str  # "auto" (by device and codec) or a backend of pipeline.decode
     warmup_video: str | None
     n_slots: int
     in_queue: object
@@ -46,7 +47,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     from pipeline.windows import make_windows
 
     device = torch.device(ctx.torch_device)
-    decoder = FrameDecoder(ctx.torch_device, resolution=spec.resolution)
+    decoder = FrameDecoder(ctx.torch_device, resolution=spec.resolution, backend=spec.backend)
     if spec.warmup_video:
         # Builds the decoder pipelines and allocations on a real clip before the clock starts.
         try:

@@ -37,6 +37,8 @@ class RunOptions:
     video_cache: str | None = None  # where synthetic clips are generated (default <repo>/videos)
     cpu_threads: int | None = None  # torch threads per CPU model process (default: cores / replicas)
     check_outputs: bool = False
+    # "auto" picks by device and codec; or force one of pipeline.decode.BACKENDS (e.g. pyav)
+    decode_backend: str = field(default_factory=lambda: os.environ.get("FLAVR_DECODE_BACKEND", "auto"))
     start_timeout_s: float = 600.0  # model build + warm-up of every replica
     stall_timeout_s: float = 300.0  # no request finished for this long: stop
     progress: bool = True
@@ -195,7 +197,8 @@ class _Run:
                     ctx = self._ctx(r.name, r.gpu, 1)
                     resolution = tuple(cfg.model.resolution) if cfg.model.resolution else None
                     spec = DecodeSpec(r.step, r.index, resolution, self.sizes,
-                                      cfg.frames_per_request, self.videos[0], step_cfg.pool_slots,
+                                      cfg.frames_per_request, opts.decode_backend, self.videos[0],
+                                      step_cfg.pool_slots,
                                       in_q, free_queue=self.free[r.name], **out)
                     L.start(r.name, role, decode_main, ctx, spec)
                 else:
