@@ -12,6 +12,7 @@ Messages to the main process are plain tuples on one control queue:
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue as queue_module
 import signal
@@ -26,7 +27,7 @@ class ChildContext:
     name: str
     control: object  # multiprocessing queue to the main process
     setup: object  # multiprocessing queue from the main process to this child
-    stop: object  # multiprocessing Event: the run is over
+    stop: object  # flag shared with the main process (set / is_set): the run is over
     device_kind: str  # "cuda" or "cpu"
     gpu: int | None = None
     threads: int = 1
@@ -34,7 +35,7 @@ class ChildContext:
     extra: dict = field(default_factory=dict)
 
     def should_stop(self) -> bool:
-        return self.stop.is_set()
+        return self.stop.is_set() or main_process_gone()
 
     def send(self, *msg) -> None:
         self.control.put(msg)
@@ -84,8 +85,17 @@ def enter_child(ctx: ChildContext) -> None:
 
     torch.set_num_threads(max(1, ctx.threads))
     if ctx.device_kind == "cuda":
-        torch.cuda.set_device(ctx.gpu)
+        if ctx.gpu is not None:  # the sink and the client own no GPU
+            torch.cuda.set_device(ctx.gpu)
         torch.backends.cudnn.benchmark = True
+
+
+def main_process_gone() -> bool:
+    """True in a child whose main process has died (kill -9, say): nobody will set the stop flag
+    or read what this process sends any more, so it must stop on its own. The dead parent's
+    children are adopted by another process, so the parent pid changes (one cheap syscall)."""
+    parent = multiprocessing.parent_process()
+    return parent is not None and os.getppid() != parent.pid
 
 
 def run_child(ctx: ChildContext, body) -> None:
@@ -96,6 +106,11 @@ def run_child(ctx: ChildContext, body) -> None:
     except Exception as exc:  # the main process decides what a dead child means
         ctx.fatal(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
         raise SystemExit(1)
+    finally:
+        if main_process_gone():
+            # Orphaned: leave now. A normal exit would wait to flush queued messages into pipes
+            # that nobody reads any more, possibly forever.
+            os._exit(1)
 
 
 def elapsed_since(t: float) -> float:

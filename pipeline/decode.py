@@ -172,12 +172,28 @@ def _apply_3x3(m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tenso
                        1).clamp_(0.0, 1.0)
 
 
-def dali_rgb_to_stream_rgb(rgb: torch.Tensor, colour: Colour) -> torch.Tensor:
-    """DALI's BT.601 RGB (T,3,H,W float [0,1]) -> RGB under the stream's own matrix."""
-    if colour.matrix == "bt601":
+# DALI's NVDEC path lands its chroma half a code value high: measured on one H200 against the
+# true frames of generated BT.709 clips (scripts/decode_colour_check.py), Cb and Cr were +0.54 to
+# +0.61 code values off for H.264 and VP9 alike (luma +0.1, like every other backend), which made
+# R and B about +1.2 grey levels too bright. Its CPU decoder shows no such offset (+0.04). Half a
+# code value is what rounding twice (once in the chroma upsampling, once in the conversion) gives.
+DALI_GPU_CHROMA_OFFSET = 0.5
+
+
+def dali_rgb_to_stream_rgb(rgb: torch.Tensor, colour: Colour,
+                           chroma_offset: float = 0.0) -> torch.Tensor:
+    """DALI's BT.601 RGB (T,3,H,W float [0,1]) -> RGB under the stream's own matrix, taking
+    `chroma_offset` (in 8-bit code values) off Cb and Cr on the way."""
+    if colour.matrix == "bt601" and not chroma_offset:
         return rgb
     m = _yuv_to_rgb_matrix(colour) @ _rgb_to_yuv_matrix("bt601")
-    return _apply_3x3(m, rgb[:, 0], rgb[:, 1], rgb[:, 2])
+    out = _apply_3x3(m, rgb[:, 0], rgb[:, 1], rgb[:, 2])
+    if chroma_offset:
+        # The offset in normalised chroma, carried through the stream's YCbCr->RGB matrix.
+        c = chroma_offset / (255.0 if colour.full_range else 224.0)
+        shift = (_yuv_to_rgb_matrix(colour) @ torch.tensor([0.0, c, c], dtype=torch.float64)).tolist()
+        out = torch.stack([out[:, i] - shift[i] for i in range(3)], 1).clamp_(0.0, 1.0)
+    return out
 
 
 def resize(frames: torch.Tensor, resolution: tuple[int, int] | None) -> torch.Tensor:
@@ -326,9 +342,10 @@ def _dali_error(path: Path, e: Exception) -> VideoError:
     return VideoError(path, f"DALI could not decode it: {detail[:300]}")
 
 
-def _dali_rgb(raw: torch.Tensor, info: VideoInfo) -> torch.Tensor:
+def _dali_rgb(raw: torch.Tensor, info: VideoInfo, backend: str) -> torch.Tensor:
     rgb = raw.permute(0, 3, 1, 2).float().div_(255.0)
-    return dali_rgb_to_stream_rgb(rgb, info.colour)
+    offset = DALI_GPU_CHROMA_OFFSET if backend == "dali-gpu" else 0.0
+    return dali_rgb_to_stream_rgb(rgb, info.colour, offset)
 
 
 # ------------------------------------------------------------------------------- the decoder
@@ -402,7 +419,7 @@ class FrameDecoder:
             _drop_pipeline("range", backend, device_id)
             raise _dali_error(info.path, e) from None
         self._check_shape(info, raw, count)
-        return _dali_rgb(raw, info)
+        return _dali_rgb(raw, info, backend)
 
     @staticmethod
     def _check_shape(info: VideoInfo, raw: torch.Tensor, count: int) -> None:
@@ -449,7 +466,7 @@ class FrameDecoder:
                     raise _dali_error(info.path, e) from None
                 self._check_shape(info, raw, want)
                 done += want
-                yield resize(_dali_rgb(raw, info), self.resolution)
+                yield resize(_dali_rgb(raw, info, backend), self.resolution)
         finally:
             if done < info.frames:
                 # an error, or a consumer that stopped early: the operator still holds this

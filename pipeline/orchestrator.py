@@ -237,6 +237,12 @@ class _Run:
         self._queues()
         previous = _install_signal_handlers()
         try:
+            if self.device_kind == "cuda":
+                from pipeline.gpu_monitor import GpuMonitor
+
+                # Before any child exists: what else is on these GPUs is someone else's work.
+                self.monitor = GpuMonitor(self.topo.gpus())
+                self.baseline = self.monitor.baseline()
             self._start_processes()
             self._write_process_table()
             pools = self._handshake()
@@ -297,11 +303,7 @@ class _Run:
             msg = self._next_message(deadline, "opening the shared slot pools")
             if msg is not None and msg[0] == "attached":
                 expected.discard(msg[1])
-        from pipeline.gpu_monitor import GpuMonitor
-
-        if self.device_kind == "cuda":
-            self.monitor = GpuMonitor(topo.gpus())
-            self.baseline = self.monitor.baseline()
+        if self.monitor is not None:
             self.monitor.start()
         self.t0 = now() + 0.05
         self.children["client"].setup.put(("start", self.t0))

@@ -15,7 +15,7 @@ cfg=configs/flavr-whole.yaml; victim=flavr
 cfg=${KILL_CONFIG:-$cfg}; victim=${KILL_STEP:-$victim}
 mem() { nvidia-smi --query-gpu=index,memory.used --format=csv,noheader | tr '\n' ' '; }
 echo "GPU memory before: $(mem)" | tee "$out/kill.txt"
-python3 benchmark.py -c "$cfg" -mi 20 -v 3000 --logs "$out/kill" --no-progress >> "$out/kill.txt" 2>&1 &
+python3 benchmark.py -c "$cfg" -mi 100 -v 3000 --logs "$out/kill" --no-progress >> "$out/kill.txt" 2>&1 &
 bench=$!
 for _ in $(seq 120); do table=$(ls "$out"/kill/*/processes.json 2>/dev/null | head -1); [ -n "$table" ] && break; sleep 0.5; done
 sleep "${KILL_AFTER_S:-30}"  # warm-up, then requests flowing
