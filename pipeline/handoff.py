@@ -60,10 +60,19 @@ def view(buffer: torch.Tensor, shape, stride) -> torch.Tensor:
     return buffer.as_strided(tuple(shape), tuple(stride))
 
 
-def _dense(t: torch.Tensor) -> torch.Tensor:
-    """`t` itself if its elements fill a block of memory without gaps, else a contiguous copy."""
-    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()) if n > 0)
-    return t if t.numel() == span and min(t.stride(), default=1) >= 0 else t.contiguous()
+def _slot_strides(t: torch.Tensor) -> tuple[int, ...]:
+    """How `t` is laid out in a slot: its own memory format when that is a standard one
+    (contiguous or channels-last), else contiguous. A permuted view (e.g. frames gathered into
+    windows) is written contiguous: a peer copy of a contiguous slot is one memcpy over NVLink,
+    while a permuted one is an element-wise kernel that was seen to run ~100x slower."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    if t.dim() in formats and not t.is_contiguous() and t.is_contiguous(memory_format=formats[t.dim()]):
+        return tuple(t.stride())
+    strides, step = [], 1
+    for n in reversed(t.shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 @dataclass
@@ -128,7 +137,6 @@ class SlotPool:
         """Copy `values` into the slot on the current stream; returns (rows, layout)."""
         rows, layout = None, {}
         for name, value in values.items():
-            value = _dense(value)
             n = value.shape[0]
             rows = n if rows is None else rows
             if n != rows:
@@ -139,7 +147,7 @@ class SlotPool:
                     f"'{name}' of shape {tuple(value.shape)} needs {value.numel()} elements; the "
                     f"slot pool was sized for {buf.numel()} (frames larger than the run's "
                     f"largest clip, or more rows than the batch allows)")
-            layout[name] = (tuple(value.shape), tuple(value.stride()))
+            layout[name] = (tuple(value.shape), _slot_strides(value))
             view(buf, *layout[name]).copy_(value, non_blocking=True)
         return rows or 0, layout
 

@@ -1,31 +1,35 @@
 #!/usr/bin/env bash
 # The placement study of docs/results.md in one call (under ten minutes on 2 H200s): 720p FLAVR 2x,
-# bf16, channels-last. The whole model on one GPU at saturation (-mi 0) and at -mi 50; a sweep of
+# bf16, channels-last, 3 frames (2 windows) per request, two decode workers per GPU. The whole
+# model on one GPU at saturation (-mi 0, also with -b 2) and at -mi 50; a sweep of
 # the replicated and split placements over the same two loads, two repeats each; the other
-# placements (global queues, split with a replicated decoder, decode-only split) at -mi 50; then
+# placements (replicated with -b 2 at saturation; global queues, split with a replicated decoder,
+# decode-only split at -mi 50); then
 # the comparison tables and plots from the logs.
 #
-#   bash scripts/placement_study.sh [OUT_DIR] [REQUESTS]   (default: logs/study-<time>, 40)
+#   bash scripts/placement_study.sh [OUT_DIR] [REQUESTS]   (default: logs/study-<time>, 100)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-logs/study-$(date +%y%m%d_%H%M%S)}
-v=${2:-40}
+v=${2:-100}
 mkdir -p "$out/runs"
 export PYTHONUNBUFFERED=1
 ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
-bench() {  # config, mean interval
-  local start=$(date +%s)
-  timeout 150 python3 benchmark.py -c "configs/study/$1.yaml" -mi "$2" -v "$v" --logs "$out/runs" \
-    --no-progress > "$out/$1-mi$2.txt" 2>&1
-  echo "$1 -mi $2: exit $? in $(( $(date +%s) - start )) s"
+bench() {  # config, mean interval, batch size
+  local start=$(date +%s) b=${3:-1}
+  timeout 150 python3 benchmark.py -c "configs/study/$1.yaml" -mi "$2" -b "$b" -v "$v" \
+    --logs "$out/runs" --no-progress > "$out/$1-mi$2-b$b.txt" 2>&1
+  echo "$1 -mi $2 -b $b: exit $? in $(( $(date +%s) - start )) s"
 }
 {
   bench whole 0
   bench whole 50
+  bench whole 0 2
   if [ "$ngpu" -ge 2 ]; then
     timeout 330 python3 -m pipeline.sweep -c configs/study/replicated.yaml -c configs/study/split.yaml \
       -mi 50,0 --repeats 2 -v "$v" --logs "$out/runs" --name two-placements > "$out/sweep.txt" 2>&1
     echo "sweep replicated+split: exit $?"
+    bench replicated 0 2
     for p in replicated-global split-repdec decode-split; do bench "$p" 50; done
   fi
 } | tee "$out/runs.txt"
