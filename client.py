@@ -72,7 +72,7 @@ class ClientSpec:
     queue_name: str
     bound: int
     on_full: str  # "stop" | "block"
-    admit_closed: object  # multiprocessing Event: another queue overflowed, stop issuing
+    admit_closed: object  # shared flag (is_set): another queue overflowed, stop issuing
 
 
 def client_main(ctx, spec: ClientSpec) -> None:

@@ -11,6 +11,25 @@ import multiprocessing as mp
 import time
 
 
+class Flag:
+    """A one-way flag (set / is_set) shared by processes, read without taking a lock.
+
+    A multiprocessing.Event takes a lock on every is_set(); a child killed while holding it would
+    leave it taken, and the next set() or is_set() anywhere would wait forever. Here the flag is
+    a semaphore's count, read with sem_getvalue, which locks nothing.
+    """
+
+    def __init__(self, ctx):
+        self._sem = ctx.Semaphore(0)
+
+    def set(self) -> None:
+        if not self.is_set():
+            self._sem.release()
+
+    def is_set(self) -> bool:
+        return self._sem.get_value() > 0
+
+
 class LocalLauncher:
     def __init__(self):
         # spawn everywhere: CUDA cannot survive fork, and the main process owns no CUDA context.
@@ -21,8 +40,8 @@ class LocalLauncher:
     def queue(self, maxsize: int = 0):
         return self.mp.Queue(maxsize=maxsize)
 
-    def event(self):
-        return self.mp.Event()
+    def event(self) -> "Flag":
+        return Flag(self.mp)
 
     def start(self, name: str, role: str, target, *args) -> None:
         """`role` says what the process is for error messages, e.g. "step 'encoder' on GPU 0"."""
