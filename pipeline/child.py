@@ -73,9 +73,11 @@ def enter_child(ctx: ChildContext) -> None:
     """Process-wide settings, before any CUDA work.
 
     Ctrl-C reaches the whole process group; only the main process acts on it, so children ignore
-    SIGINT and stop when the main process sets the stop event (or terminates them).
+    SIGINT and stop when the main process sets the stop event (or terminates them). The launcher
+    starts them with SIGINT blocked until here, so none is lost or delivered early.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if ctx.cpu_affinity and hasattr(os, "sched_setaffinity"):
         try:
             os.sched_setaffinity(0, ctx.cpu_affinity)

@@ -8,6 +8,7 @@ nothing else in the pipeline would change.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import time
 
 
@@ -48,7 +49,15 @@ class LocalLauncher:
         # Not daemonic: a step may start helpers of its own (compile workers, decoder threads);
         # the orchestrator always calls stop(), which ends every process it started.
         proc = self.mp.Process(target=target, args=args, name=name, daemon=False)
-        proc.start()
+        # Ctrl-C reaches the whole process group, and a child takes seconds (imports) before it
+        # can ignore SIGINT itself: start it with SIGINT blocked (the mask survives fork and
+        # exec), so an early Ctrl-C stops the run through the main process alone, without a
+        # KeyboardInterrupt traceback from every child. enter_child unblocks it.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self.procs[name] = proc
         self.roles[name] = role
 
