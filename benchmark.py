@@ -142,6 +142,9 @@ def main(argv=None) -> int:
     except (ConfigError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before any process started (a run catches its own)
+        print("error: interrupted before the run started; nothing to write", file=sys.stderr)
+        return 130
     print(result.report)
     print(f"logs: {result.run_dir}")
     if result.error:

@@ -123,12 +123,15 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     run = _Run(cfg, opts, topo, device_kind, videos, sizes)
     run.notices = notices
     try:
-        run.execute()
+        try:
+            run.execute()
+        finally:
+            forced = run.launcher.stop(grace_s=3.0, pump=run.pump)
+            if forced:
+                run.notices.append("had to terminate: " + ", ".join(forced))
+        return run.finish(config_to_dict(cfg), args_for_log or asdict(opts))
     finally:
-        forced = run.launcher.stop(grace_s=3.0, pump=run.pump)
-        if forced:
-            run.notices.append("had to terminate: " + ", ".join(forced))
-    return run.finish(config_to_dict(cfg), args_for_log or asdict(opts))
+        _restore_signal_handlers(run.signals)
 
 
 class _Run:
@@ -148,6 +151,7 @@ class _Run:
         self.monitor = None
         self.children: dict[str, ChildContext] = {}
         self.finished: set[int] = set()  # requests with a final status
+        self.signals = None  # the handlers to restore once the logs are written
         self.on_final = lambda: None
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -235,7 +239,7 @@ class _Run:
         self.stop = self.launcher.event()
         self.admit_closed = self.launcher.event()
         self._queues()
-        previous = _install_signal_handlers()
+        self.signals = _install_signal_handlers()
         try:
             if self.device_kind == "cuda":
                 from pipeline.gpu_monitor import GpuMonitor
@@ -253,10 +257,10 @@ class _Run:
         except KeyboardInterrupt:
             self.error = "interrupted (Ctrl-C / SIGTERM): stopped cleanly, logs written"
         finally:
+            _hold_signals(self.signals)  # until run() has written the logs
             self.stop.set()
             if self.monitor is not None:
                 self.monitor.stop()
-            _restore_signal_handlers(previous)
             self._drain_control(timeout_s=0.5)
 
     def _write_process_table(self) -> None:
@@ -432,16 +436,35 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
 
 
-def _install_signal_handlers():
-    """SIGTERM behaves like Ctrl-C: the same clean stop, logs still written."""
+def _install_signal_handlers() -> dict | None:
+    """SIGTERM behaves like Ctrl-C: the same clean stop, logs still written. Returns the
+    handlers to restore (None off the main thread, where signals cannot be handled)."""
     def on_term(signum, frame):
         raise KeyboardInterrupt
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread
         return None
+    return previous
 
 
-def _restore_signal_handlers(previous) -> None:
+def _hold_signals(previous: dict | None) -> None:
+    """While the run stops and writes its logs (seconds: the children get a grace period, then
+    are terminated), Ctrl-C and SIGTERM only say so: a second Ctrl-C must not lose the logs."""
+    if previous is None:
+        return
+
+    def on_signal(signum, frame):
+        # os.write, not print: a handler that writes to a stream the main code is writing to
+        # would raise.
+        os.write(2, b"\nstopping: writing the logs, a few seconds\n")
+    for s in previous:
+        signal.signal(s, on_signal)
+
+
+def _restore_signal_handlers(previous: dict | None) -> None:
     if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(s, handler)
