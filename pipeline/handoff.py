@@ -217,6 +217,10 @@ class InputGather:
         self.device = device
         self.stream = stream
         self.readers: dict[str, PoolReader] = {}
+        # Peer copies land through a stream of their own: torch makes a cross-device copy wait
+        # for the destination device's *current* stream, and the consumer's compute stream is
+        # busy with earlier batches, which would serialise every copy behind that compute.
+        self.recv_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def attach(self, reader: PoolReader) -> None:
         self.readers[reader.pool_id] = reader
@@ -237,16 +241,19 @@ class InputGather:
             # this consumer's stream waits on an ordinary event recorded after it.
             cs = reader.copy_stream
             cs.wait_event(reader.events[item.slot])
-            dst = {k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=self.device)
-                   for k, v in src.items()}
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
-            with torch.cuda.stream(cs):
-                start.record(cs)
-                for k in src:
-                    dst[k].copy_(src[k], non_blocking=True)
-                end.record(cs)
+            with torch.cuda.stream(self.recv_stream):
+                dst = {k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype,
+                                              device=self.device) for k, v in src.items()}
+                with torch.cuda.stream(cs):
+                    start.record(cs)
+                    for k in src:
+                        dst[k].copy_(src[k], non_blocking=True)
+                    end.record(cs)
             self.stream.wait_event(end)
+            for t in dst.values():  # allocated on the receive stream, read on the compute stream
+                t.record_stream(self.stream)
             timers.append((start, end))
             parts.append(dst)
         if len(parts) == 1:

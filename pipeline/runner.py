@@ -96,7 +96,8 @@ class _Runner:
         self.spec = spec
         self.device = torch.device(ctx.torch_device)
         self.cuda = self.device.type == "cuda"
-        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        # High priority: the model's kernels go ahead of decode work sharing the GPU.
+        self.stream = torch.cuda.Stream(self.device, priority=-1) if self.cuda else None
         self.pending: collections.deque[_InFlight] = collections.deque()
         self.pool_id = ctx.name
 

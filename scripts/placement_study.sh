@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1
 ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 bench() {  # config, mean interval, batch size
   local start=$(date +%s) b=${3:-1}
-  timeout 150 python3 benchmark.py -c "configs/study/$1.yaml" -mi "$2" -b "$b" -v "$v" \
+  timeout 150 python3 benchmark.py -c "configs/study/$1.yaml" -mi "$2" -b "$b" -v "$v" -qs 512 \
     --logs "$out/runs" --no-progress > "$out/$1-mi$2-b$b.txt" 2>&1
   echo "$1 -mi $2 -b $b: exit $? in $(( $(date +%s) - start )) s"
 }
@@ -27,7 +27,7 @@ bench() {  # config, mean interval, batch size
   bench whole 0 2
   if [ "$ngpu" -ge 2 ]; then
     timeout 330 python3 -m pipeline.sweep -c configs/study/replicated.yaml -c configs/study/split.yaml \
-      -mi 50,0 --repeats 2 -v "$v" --logs "$out/runs" --name two-placements > "$out/sweep.txt" 2>&1
+      -mi 50,0 --repeats 2 -v "$v" -qs 512 --logs "$out/runs" --name two-placements > "$out/sweep.txt" 2>&1
     echo "sweep replicated+split: exit $?"
     bench replicated 0 2
     for p in replicated-global split-repdec decode-split; do bench "$p" 50; done
