@@ -13,6 +13,7 @@ on another GPU's inter-process event was seen to hang.)
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import queue as queue_module
@@ -258,7 +259,9 @@ class InputGather:
             parts.append(dst)
         if len(parts) == 1:
             return Gathered(parts[0], timers, bool(timers))
-        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        # On the consumer stream, which has waited for every slot and every peer copy.
+        with torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
+            merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         return Gathered(merged, timers, True)
 
 
