@@ -227,7 +227,7 @@ def test_a_child_killed_mid_run_ends_the_run_promptly_and_leaves_nothing(tmp_pat
     # A real FLAVR runner (16x16 frames); the sink saves each finished request, which shows
     # from outside that requests are flowing.
     cfg = make_config(synthetic(), WHOLE)
-    opts = options(tmp_path, videos=400, mean_interval_ms=200, save_outputs=True,
+    opts = options(tmp_path, videos=400, mean_interval_ms=300, save_outputs=True,
                    save_tensors=True)
     shm_before, fds_before = shm_entries(), open_fds()
     bg = Background(cfg, opts)
@@ -456,7 +456,8 @@ def test_bad_requests_fail_alone_with_their_reason(tmp_path):
     cfg = make_config({"paths": [str(v) for v in videos]}, sleep_steps(sleep_ms=5))
     # Every clip twice: a replica that has failed a request goes on serving the next ones.
     n = 2 * len(videos)
-    bg = Background(cfg, options(tmp_path, videos=n, warmup=0, mean_interval_ms=10))
+    bg = Background(cfg, options(tmp_path, videos=n, warmup=0, mean_interval_ms=10,
+                                 on_full="block"))
     # The config was checked with the file present; it disappears once the run has started.
     wait_for(lambda: run_dir_of(tmp_path / "logs"), 60, "processes.json")
     bad["missing"][0].unlink()
@@ -534,14 +535,15 @@ def test_asking_for_cuda_without_a_gpu_names_the_device_field(tmp_path):
 def test_overload_ends_with_every_request_accounted_for(tmp_path, on_full, where):
     # The sleep step takes 200 ms a request; every queue holds 2. decode.in: all requests at
     # once, and the decoder owns one slot, so it waits for the sleep step and the client's queue
-    # fills. sleep.in: requests every 30 ms, which the decoder keeps up with; it runs ahead into
-    # its 4 slots and overflows the sleep step's queue itself.
-    decode_slots, interval = (1, 0) if where == "decode.in" else (4, 30)
+    # fills. sleep.in: requests about every 40 ms (seed 9: no two of the first six within 19 ms),
+    # which the decoder keeps up with; it runs ahead into its 4 slots and overflows the sleep
+    # step's queue itself.
+    decode_slots, interval = (1, 0) if where == "decode.in" else (4, 40)
     cfg = make_config(synthetic(), sleep_steps(sleep_ms=200, pool_slots=1,
                                                decode_slots=decode_slots))
     n = 10
     result = run(cfg, options(tmp_path, videos=n, warmup=0, mean_interval_ms=interval,
-                              queue_size=2, on_full=on_full))
+                              queue_size=2, on_full=on_full, seed=9))
     assert result.error is None, result.error
     rows = assert_logs_account_for_everything(result.run_dir, n, allowed=("ok", "dropped"))
     statuses = by_status(rows)
