@@ -4,6 +4,7 @@ in the run and at its end.
 
     python scripts/soak.py                 # 5000 requests: decode + a 0.5 ms TEST sleep step
     python scripts/soak.py -n 300 --json soak.json
+    python scripts/soak.py --repeat 3      # the same run 3 times in one process: what stays
 
 The pipeline is decode (real 16x16 clips) + the `sleep` TEST step, so the requests are cheap
 and the run measures the plumbing (queues, slot pools, records), not the model. Children's
@@ -189,13 +190,26 @@ def main(argv=None) -> int:
     p.add_argument("-qs", "--queue-size", type=int, default=64)
     p.add_argument("--logs", default=None, help="keep the run's logs here (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run it this many times in this process; a first run leaves allocator "
+                        "high-water marks, a leak keeps growing run after run")
     args = p.parse_args(argv)
-    figures = soak(args.requests, args.sleep_ms, args.size, args.queue_size, args.logs,
-                   video_cache=str(REPO / "videos" / "synthetic") if args.logs else None)
-    print(format_table(figures))
+    runs, ok = [], True
+    for i in range(args.repeat):
+        figures = soak(args.requests, args.sleep_ms, args.size, args.queue_size, args.logs,
+                       video_cache=str(REPO / "videos" / "synthetic") if args.logs else None)
+        runs.append(figures)
+        if i == 0:
+            print(format_table(figures))
+        else:
+            m = figures["main"]
+            print(f"run {i + 1}: ok {figures['ok']}; main RSS {m['rss_start_mib']:.1f} -> "
+                  f"{m['rss_end_mib']:.1f} MiB; fds {m['fds_start']} -> {m['fds_end']}")
+        ok = ok and figures["ok"] == args.requests and \
+            figures["main"]["fds_end"] <= figures["main"]["fds_start"]
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-    ok = figures["ok"] == args.requests and figures["main"]["fds_end"] <= figures["main"]["fds_start"]
+        Path(args.json).write_text(json.dumps(runs if args.repeat > 1 else runs[0], indent=2)
+                                   + "\n")
     return 0 if ok else 1
 
 
