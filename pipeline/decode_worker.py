@@ -15,7 +15,7 @@ from pipeline.clock import now
 from pipeline.errors import VideoError
 from pipeline.handoff import SlotPool, SlotTooSmall, largest
 from pipeline.items import Item, Part
-from pipeline.queues import QueueFull, Router, get_batch
+from pipeline.queues import Output, QueueFull, get_batch
 from pipeline.steps import decode_output_spec
 
 
@@ -30,11 +30,7 @@ class DecodeSpec:
     warmup_video: str | None
     n_slots: int
     in_queue: object
-    out_queues: dict
-    out_names: dict
-    out_per_gpu: bool
-    out_bound: int
-    on_full: str
+    output: Output
     free_queue: object
 
 
@@ -57,8 +53,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     rows = spec.frames_per_request - 1
     pool = SlotPool(ctx.name, device, largest([decode_output_spec(rows, h, w) for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
-    router = Router(spec.out_queues, spec.out_per_gpu, ctx.gpu, spec.out_names, spec.out_bound,
-                    spec.on_full)
+    router = spec.output.router(ctx.gpu)
     ctx.send("ready", ctx.name, pool.handle_bytes(), {"pool_mib": pool.nbytes / 2**20})
     if ctx.wait_start() is None:
         return

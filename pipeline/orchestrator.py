@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.child import ChildContext
 from pipeline.clock import now
 from pipeline.launcher import LocalLauncher
+from pipeline.queues import Output
 from pipeline.records import RecordTable
 from pipeline.topology import SINK, Topology
 
@@ -191,9 +192,8 @@ class _Run:
             cfg.model.factor, save_dir, opts.save_tensors, opts.check_outputs))
         for i, replicas in enumerate(topo.replicas):
             step_cfg = cfg.steps[i]
-            out = dict(out_queues=self.in_queues[i + 1], out_names=topo.queue_names(i + 1),
-                       out_per_gpu=topo.input_per_gpu[i + 1], out_bound=opts.queue_size,
-                       on_full=opts.on_full)
+            out = Output(self.in_queues[i + 1], topo.queue_names(i + 1),
+                         topo.input_per_gpu[i + 1], opts.queue_size, opts.on_full)
             for r in replicas:
                 in_q = self.in_queues[i][topo.input_key(i, r.gpu)]
                 role = f"step '{r.step}' replica {r.index} on GPU {r.gpu}"
@@ -203,14 +203,13 @@ class _Run:
                     spec = DecodeSpec(r.step, r.index, resolution, self.sizes,
                                       cfg.frames_per_request, opts.decode_backend, self.videos[0],
                                       step_cfg.pool_slots,
-                                      in_q, free_queue=self.free[r.name], **out)
+                                      in_q, out, self.free[r.name])
                     L.start(r.name, role, decode_main, ctx, spec)
                 else:
                     ctx = self._ctx(r.name, r.gpu, threads)
                     spec = RunnerSpec(r.step, step_cfg, cfg.model, r.index, self.sizes,
-                                      rows, opts.batch, step_cfg.pool_slots, in_q,
-                                      free_queue=self.free[r.name],
-                                      upstream_free=self._upstream_free(i, r.gpu), **out)
+                                      rows, opts.batch, step_cfg.pool_slots, in_q, out,
+                                      self.free[r.name], self._upstream_free(i, r.gpu))
                     L.start(r.name, role, runner_main, ctx, spec)
         from client import poisson_offsets
 

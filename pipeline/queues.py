@@ -6,6 +6,7 @@ works with any queue object that has put/put_nowait/get/get_nowait (multiprocess
 from __future__ import annotations
 
 import queue as queue_module
+from dataclasses import dataclass
 from pipeline.clock import now
 
 GLOBAL = None  # the GPU key of a global queue
@@ -22,6 +23,20 @@ class QueueFull(RuntimeError):
         self.queue_name = name
         super().__init__(f"queue '{name}' is full (bound {size}); stopping the run "
                          f"(raise -qs, lower the load, or use --on-full block)")
+
+
+@dataclass
+class Output:
+    """Where a step's items go: the next step's queues (one, or one per GPU) and their policy."""
+
+    queues: dict  # GPU id (or GLOBAL) -> queue
+    names: dict  # same keys -> queue name for messages
+    per_gpu: bool
+    bound: int
+    on_full: str  # "stop" | "block"
+
+    def router(self, gpu) -> "Router":
+        return Router(self.queues, self.per_gpu, gpu, self.names, self.bound, self.on_full)
 
 
 class Router:

@@ -18,7 +18,7 @@ from pipeline.clock import now
 from pipeline.handoff import (InputGather, PoolReader, SlotPool, SlotTooSmall, largest,
                               load_handle, timer_seconds)
 from pipeline.items import Item, Part
-from pipeline.queues import QueueFull, Router, get_batch
+from pipeline.queues import Output, QueueFull, get_batch
 from pipeline.steps import make_step
 
 
@@ -36,11 +36,7 @@ class RunnerSpec:
     batch: int  # requests per model call (-b)
     n_slots: int
     in_queue: object
-    out_queues: dict
-    out_names: dict
-    out_per_gpu: bool
-    out_bound: int
-    on_full: str
+    output: Output
     free_queue: object  # this runner's pool: free slot ids
     upstream_free: dict  # pool id -> free queue of that producer's pool
 
@@ -121,8 +117,7 @@ class _Runner:
                     torch.cuda.empty_cache()
         self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue)
         self.gather = InputGather(self.device, self.stream)
-        self.router = Router(spec.out_queues, spec.out_per_gpu, self.ctx.gpu, spec.out_names,
-                             spec.out_bound, spec.on_full)
+        self.router = spec.output.router(self.ctx.gpu)
         info = {"pool_mib": self.pool.nbytes / 2**20, "in": _describe(in_spec),
                 "out": _describe(out_spec)}
         self.ctx.send("ready", self.ctx.name, self.pool.handle_bytes(), info)
