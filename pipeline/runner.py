@@ -19,7 +19,7 @@ from pipeline.handoff import (InputGather, PoolReader, SlotPool, SlotTooSmall, l
                               load_handle, timer_seconds)
 from pipeline.items import Item, Part
 from pipeline.queues import Output, QueueFull, get_batch
-from pipeline.steps import make_step
+from pipeline.steps import is_out_of_memory, make_step
 
 
 WARM_SIZES = 4  # frame sizes warmed up before the start; others autotune when first seen
@@ -108,7 +108,9 @@ class _Runner:
         for (h, w), (size_in, _) in zip(spec.sizes[:WARM_SIZES], specs):
             try:
                 self._warm_up(size_in, (h, w))
-            except torch.OutOfMemoryError:
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
                 # Requests of this size will fail alone with the same error; the rest can run.
                 self.ctx.send("log", self.ctx.name, f"warm-up at {h}x{w} ran out of GPU memory; "
                                                     f"requests of that size are expected to fail")
@@ -178,41 +180,40 @@ class _Runner:
                 out = self.step.run(flight.gathered.tensors, items[0].size)
                 compute.finish()
                 slot = self.pool.acquire(self.ctx.should_stop)
-                if slot is None:
+                if slot is None:  # the run is stopping
                     flight.failed = True
-                    self.pending.append(flight)
-                    return
-                publish.begin()
-                rows, layout = self.pool.write(slot, out)
-                publish.finish()
-                self.pool.publish(slot, self.stream)
+                else:
+                    publish.begin()
+                    rows, layout = self.pool.write(slot, out)
+                    publish.finish()
+                    self.pool.publish(slot, self.stream)
                 del out
-            flight.out_item = Item(self.pool_id, slot, rows, parts, items[0].size, layout)
-            if self.router.put(flight.out_item, self.ctx.should_stop):
-                slot = None  # the consumer gives it back
+            if not flight.failed:
+                flight.out_item = Item(self.pool_id, slot, rows, parts, items[0].size, layout)
+                if self.router.put(flight.out_item, self.ctx.should_stop):
+                    slot = None  # the consumer gives it back
         except QueueFull as exc:
             # RnB's policy: the run stops admitting requests; this batch is dropped, not lost.
             for p in parts:
                 self.ctx.record(p.request_id, {"status": "dropped", "error": str(exc)})
             self.ctx.send("overflow", self.ctx.name, str(exc))
             flight.failed = True
-            if self.cuda:
-                torch.cuda.synchronize(self.device)
-        except torch.OutOfMemoryError as exc:
-            self._fail(parts, f"out of memory in step '{self.spec.step_name}' on "
-                              f"{self.ctx.device_label} (batch of {len(parts)} requests, "
-                              f"{items[0].size[0]}x{items[0].size[1]}): {str(exc).splitlines()[0]}")
-            flight.failed = True
-            flight.gathered = None
-            if self.cuda:
-                torch.cuda.synchronize(self.device)
-                torch.cuda.empty_cache()
         except Exception as exc:  # one bad batch must not take the replica down
-            self._fail(parts, f"step '{self.spec.step_name}' on {self.ctx.device_label}: "
-                              f"{type(exc).__name__}: {exc}")
+            if is_out_of_memory(exc):
+                h, w = items[0].size
+                reason = (f"out of memory in step '{self.spec.step_name}' on "
+                          f"{self.ctx.device_label} (batch of {len(parts)} requests, {h}x{w}): "
+                          f"{str(exc).splitlines()[0]}")
+            else:
+                reason = (f"step '{self.spec.step_name}' on {self.ctx.device_label}: "
+                          f"{type(exc).__name__}: {exc}")
+            self._fail(parts, reason)
             flight.failed = True
-            if self.cuda:  # its inputs are given back at once: let the GPU finish with them
-                torch.cuda.synchronize(self.device)
+            flight.gathered = None  # frees what the batch took
+        if flight.failed and self.cuda:
+            # Its inputs are given back at once: let the GPU finish with them first.
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
         if slot is not None:
             self.pool.give_back(slot)
         self.pending.append(flight)

@@ -49,11 +49,10 @@ class ModelStep:
                                          channels_last=self.model_cfg.channels_last)
         self._run = self.model.run_stages
         limit = self.model_cfg.memory_limit_gib
-        if limit and self.device.type == "cuda":
-            # Replicas sharing a GPU each get a share; a request that needs more fails alone
+        if limit:
+            # Replicas sharing a device each get a share; a request that needs more fails alone
             # with an out-of-memory error instead of starving its neighbours.
-            total = torch.cuda.get_device_properties(self.device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, limit * 2**30 / total), self.device)
+            cap_memory(self.device, limit)
         if self.model_cfg.compile or self.model_cfg.cuda_graphs:
             # Shapes are fixed per batch size and frame size, all seen during warm-up;
             # "reduce-overhead" also replays each shape as a CUDA graph.
@@ -70,6 +69,28 @@ class ModelStep:
         state["size"] = tuple(size)
         out = self._run(state, self.first, self.last)
         return {k: v for k, v in out.items() if k != "size"}
+
+
+def cap_memory(device: torch.device, limit_gib: float) -> None:
+    """At most `limit_gib` more memory for this process on `device`: the caching allocator's
+    share of a GPU, or on the CPU the address space this process may still grow by."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gib * 2**30 / total), device)
+        return
+    import resource
+
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    want = vm + int(limit_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's allocator raises OutOfMemoryError; the CPU's raises RuntimeError or MemoryError."""
+    return (isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+            or "can't allocate memory" in str(exc))
 
 
 class SleepStep:

@@ -583,3 +583,26 @@ def test_soak_short_leaks_no_files_and_little_memory(tmp_path):
     for name, c in figures["children"].items():
         if c["rss_early_mib"] is not None and c["rss_end_mib"] is not None:
             assert c["rss_end_mib"] - c["rss_early_mib"] < 16, (name, c)
+
+
+def test_a_request_too_large_for_the_runners_memory_fails_alone(tmp_path):
+    # model.memory_limit_gib caps the runner (on the CPU: the address space it may still grow
+    # by). A 256x256 clip needs more than half a GiB in FLAVR; the 16x16 ones need far less.
+    from pipeline.synthetic import write_clip
+
+    small = clip(tmp_path / "v" / "small.webm", frames=4)
+    big = write_clip(tmp_path / "v" / "big.webm", width=256, height=256, frames=4, seed=2)
+    cfg = config_from_dict({
+        "name": "oom", "device": "cpu", "videos": {"paths": [str(small), str(big)]},
+        "frames_per_request": 3,
+        "model": {"factor": 2, "precision": "fp32", "memory_limit_gib": 0.5},
+        "pipeline": [{"name": "decode", "kind": "decode", "gpus": [0]},
+                     {"name": "flavr", "kind": "model", "stages": ["stem", "head"], "gpus": [0]}]})
+    result = run(cfg, options(tmp_path, videos=4, warmup=0, mean_interval_ms=0))
+    assert result.error is None, result.error
+    rows = assert_logs_account_for_everything(result.run_dir, 4)
+    for r in rows:
+        if r["video"] == str(small):
+            assert r["status"] == "ok", r
+        else:
+            assert r["status"] == "error" and "out of memory in step 'flavr'" in r["error"], r
