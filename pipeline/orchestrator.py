@@ -223,9 +223,8 @@ class _Run:
             opts.on_full, self.admit_closed))
 
     def _upstream_free(self, step_index: int, gpu) -> dict:
-        return {r.name: self.free[r.name] for r in self.topo.producers_for(step_index, gpu)} \
-            if step_index < self.topo.n_steps else \
-            {r.name: self.free[r.name] for r in self.topo.replicas[-1]}
+        """Free-slot queues of the producers a consumer of `step_index` (n_steps: the sink) reads."""
+        return {r.name: self.free[r.name] for r in self.topo.producers_for(step_index, gpu)}
 
     # -- the run --------------------------------------------------------------------------------
     def execute(self) -> None:
@@ -299,7 +298,8 @@ class _Run:
                 ups = topo.producers_for(i, r.gpu)
                 self.children[r.name].setup.put(("start", {u.name: pools[u.name] for u in ups}))
                 expected.add(r.name)
-        self.children[SINK].setup.put(("start", {u.name: pools[u.name] for u in topo.replicas[-1]}))
+        sink_ups = topo.producers_for(topo.n_steps, None)
+        self.children[SINK].setup.put(("start", {u.name: pools[u.name] for u in sink_ups}))
         expected.add(SINK)
         deadline = now() + 120.0
         while expected:
