@@ -55,6 +55,27 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 # Loads
 # --------------------------------------------------------------------------------------------
 
+
+def _start_record(prefix: str, kind: str, name: str, command, labels, cfgs, overrides, opts,
+                  specific: dict):
+    """A new `<prefix>-...` folder and its sweep.json, written at once so an interrupted search
+    still says what it was."""
+    sweep_dir = create_sweep_dir(opts.logs_root, prefix, name)
+    record = {
+        "kind": kind,
+        "name": name,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": command,
+        "cwd": str(Path.cwd()),
+        "configs": [{"label": l, "name": c.name, "file": c.source} for l, c in zip(labels, cfgs)],
+        "overrides": list(overrides),
+        "options": asdict(opts),
+        "status": "running",
+        **specific,
+    }
+    _write_json(sweep_dir / SWEEP_FILE, record)
+    return sweep_dir, record
+
 def _numbers(text: str, flag: str) -> list[float]:
     try:
         values = [float(t) for t in text.split(",") if t.strip()]
@@ -260,23 +281,12 @@ def run_sweep(cfgs, mean_intervals: list[float], repeats: int, opts, name: str |
     _check_configs(cfgs, opts)
     labels = config_labels(cfgs)
     name = name or "+".join(labels)
-    sweep_dir = create_sweep_dir(opts.logs_root, "sweep", name)
-    record = {
-        "kind": "loads",
-        "name": name,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "command": command,
-        "cwd": str(Path.cwd()),
-        "configs": [{"label": l, "name": c.name, "file": c.source} for l, c in zip(labels, cfgs)],
+    sweep_dir, record = _start_record("sweep", "loads", name, command, labels, cfgs, overrides, opts, {
         "loads": [{"mean_interval_ms": mi, "rate_rps": rate_of(mi)} for mi in mean_intervals],
         "repeats": repeats,
         "seeds": [opts.seed + k for k in range(repeats)],
-        "overrides": list(overrides),
-        "options": asdict(opts),
-        "status": "running",
         "runs": [],
-    }
-    _write_json(sweep_dir / SWEEP_FILE, record)
+    })
     plan = [(k, i, mi) for k in range(repeats) for i in range(len(cfgs)) for mi in mean_intervals]
     log(f"sweep: {len(cfgs)} config(s) x {len(mean_intervals)} load(s) x {repeats} repeat(s) = "
         f"{len(plan)} runs; folder {sweep_dir}")
@@ -485,23 +495,13 @@ def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
     _check_configs(cfgs, opts)
     labels = config_labels(cfgs)
     name = name or "+".join(labels)
-    sweep_dir = create_sweep_dir(opts.logs_root, "capacity", name)
-    record = {
-        "kind": "capacity",
-        "name": name,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "command": command,
-        "cwd": str(Path.cwd()),
-        "configs": [{"label": l, "name": c.name, "file": c.source} for l, c in zip(labels, cfgs)],
+    sweep_dir, record = _start_record("capacity", "capacity", name, command, labels, cfgs,
+                                      overrides, opts, {
         "slo_p99_ms": slo_p99_ms,
-        "search": {k: v for k, v in search.items()},
+        "search": dict(search),
         "min_for_p99": MIN_FOR_P99,
-        "overrides": list(overrides),
-        "options": asdict(opts),
-        "status": "running",
         "capacity": [],
-    }
-    _write_json(sweep_dir / SWEEP_FILE, record)
+    })
     log(f"capacity search: {len(cfgs)} config(s); folder {sweep_dir}")
     with _Interrupts() as interrupts:
         for cfg, label in zip(cfgs, labels):
