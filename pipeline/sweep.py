@@ -312,6 +312,11 @@ def run_sweep(cfgs, mean_intervals: list[float], repeats: int, opts, name: str |
                 + f" [{time.monotonic() - t:.0f} s{_eta(started, n, len(plan))}]")
             if interrupts.after(result):
                 break
+    return _finish(sweep_dir, record, interrupts, render, log)
+
+
+def _finish(sweep_dir: Path, record: dict, interrupts, render: bool, log) -> "SweepResult":
+    """Close the folder's record (complete or interrupted) and render the comparison."""
     record["status"] = "interrupted" if interrupts.seen else "complete"
     _write_json(sweep_dir / SWEEP_FILE, record)
     if render:
@@ -521,11 +526,7 @@ def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
             _write_json(sweep_dir / SWEEP_FILE, record)
             if interrupts.seen:
                 break
-    record["status"] = "interrupted" if interrupts.seen else "complete"
-    _write_json(sweep_dir / SWEEP_FILE, record)
-    if render:
-        _render(sweep_dir, log)
-    return SweepResult(sweep_dir, record, interrupts.seen)
+    return _finish(sweep_dir, record, interrupts, render, log)
 
 
 # --------------------------------------------------------------------------------------------
