@@ -17,9 +17,7 @@ import os
 import queue as queue_module
 import signal
 import traceback
-from dataclasses import dataclass, field
-
-from pipeline.clock import now
+from dataclasses import dataclass
 
 
 @dataclass
@@ -32,7 +30,6 @@ class ChildContext:
     gpu: int | None = None
     threads: int = 1
     cpu_affinity: list[int] | None = None
-    extra: dict = field(default_factory=dict)
 
     def should_stop(self) -> bool:
         return self.stop.is_set() or main_process_gone()
@@ -113,7 +110,3 @@ def run_child(ctx: ChildContext, body) -> None:
             # Orphaned: leave now. A normal exit would wait to flush queued messages into pipes
             # that nobody reads any more, possibly forever.
             os._exit(1)
-
-
-def elapsed_since(t: float) -> float:
-    return now() - t

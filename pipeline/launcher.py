@@ -66,9 +66,6 @@ class LocalLauncher:
         return [(n, self.roles[n], p.exitcode) for n, p in self.procs.items()
                 if p.exitcode is not None]
 
-    def alive(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p.is_alive()]
-
     def pid(self, name: str) -> int | None:
         return self.procs[name].pid
 

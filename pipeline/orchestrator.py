@@ -150,6 +150,7 @@ class _Run:
         self.client_sent: int | None = None
         self.t0: float | None = None
         self.monitor = None
+        self.baseline = None  # NVML's view of the GPUs before any child started
         self.children: dict[str, ChildContext] = {}
         self.finished: set[int] = set()  # requests with a final status
         self.signals = None  # the handlers to restore once the logs are written
@@ -180,6 +181,8 @@ class _Run:
         cfg, opts, topo, L = self.cfg, self.opts, self.topo, self.launcher
         rows = cfg.frames_per_request - 1
         n_model = sum(len(s) for s in topo.replicas[1:]) or 1
+        # CPU runs share the cores among model replicas; on a GPU a runner's host threads only
+        # launch kernels.
         threads = max(1, (os.cpu_count() or 1) // n_model) if self.device_kind == "cpu" else 2
         threads = opts.cpu_threads or threads
         sink_ctx = self._ctx(SINK, None)
@@ -396,7 +399,7 @@ class _Run:
         never = "never admitted: " + (self.stop_reason or self.error or "the run ended first")
         for rid in range(self.n_requests):
             row = self.table.rows.get(rid)
-            if row is None or "issued_s" not in row and row.get("status") is None:
+            if row is None or ("issued_s" not in row and row.get("status") is None):
                 self.table.update(rid, {"status": "dropped", "error": never,
                                         "video": self.videos[rid % len(self.videos)],
                                         "warmup": int(rid < self.opts.warmup)})
@@ -415,7 +418,7 @@ class _Run:
             "mean_interval_ms": self.opts.mean_interval_ms, "batch": self.opts.batch,
             "warmup": self.opts.warmup, "requests": self.n_requests,
             "error": self.error, "stop_reason": self.stop_reason, "notices": self.notices,
-            "nvml_baseline": getattr(self, "baseline", None),
+            "nvml_baseline": self.baseline,
         }
         summary = summarize(rows, self.topo.step_names, run_info, samples)
         report = format_report(summary)

@@ -44,10 +44,9 @@ class Router:
 
     def __init__(self, queues: dict, per_gpu: bool, gpu: int, names: dict, bound: int,
                  policy: str = "stop"):
-        self.per_gpu = per_gpu
-        self.key = gpu if per_gpu else GLOBAL
-        self.queue = queues[self.key]
-        self.name = names[self.key]
+        key = gpu if per_gpu else GLOBAL
+        self.queue = queues[key]
+        self.name = names[key]
         self.bound = bound
         self.policy = policy
 

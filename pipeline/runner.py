@@ -140,8 +140,7 @@ class _Runner:
             fake = {k: torch.rand((rows,) + s.shape[1:], generator=gen).to(self.device, s.dtype)
                     for k, s in in_spec.items()}
             with torch.inference_mode(), _on(self.stream):
-                self.step.batch_requests = n
-                self.step.run(fake, size)
+                self.step.run(fake, size, n)
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
@@ -176,8 +175,7 @@ class _Runner:
             with torch.inference_mode(), _on(self.stream):
                 flight.gathered = self.gather.gather(items)
                 compute.begin()
-                self.step.batch_requests = len(parts)
-                out = self.step.run(flight.gathered.tensors, items[0].size)
+                out = self.step.run(flight.gathered.tensors, items[0].size, len(parts))
                 compute.finish()
                 slot = self.pool.acquire(self.ctx.should_stop)
                 if slot is None:  # the run is stopping

@@ -64,7 +64,7 @@ class ModelStep:
         as_spec = lambda d: {k: TensorSpec(tuple(s), dt) for k, (s, dt) in d.items()}
         return as_spec(shapes[boundary_before(self.first)]), as_spec(shapes[self.last])
 
-    def run(self, tensors: dict, size) -> dict:
+    def run(self, tensors: dict, size, n_requests: int) -> dict:
         state = dict(tensors)
         state["size"] = tuple(size)
         out = self._run(state, self.first, self.last)
@@ -105,7 +105,6 @@ class SleepStep:
     def __init__(self, step_cfg, model_cfg, device: torch.device):
         self.sleep_s = step_cfg.sleep_ms / 1000.0
         self.device = device
-        self.in_spec = None
 
     def setup(self) -> None:
         pass
@@ -114,10 +113,9 @@ class SleepStep:
         spec = decode_output_spec(max_rows, height, width)
         return spec, spec
 
-    def run(self, tensors: dict, size) -> dict:
+    def run(self, tensors: dict, size, n_requests: int) -> dict:
         # Service time per request, like a model whose cost grows with the batch.
-        requests = max(1, getattr(self, "batch_requests", 1))
-        time.sleep(self.sleep_s * requests)
+        time.sleep(self.sleep_s * n_requests)
         return dict(tensors)
 
 
