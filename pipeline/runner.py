@@ -9,6 +9,7 @@ have completed, which is checked while waiting for the next batch.
 from __future__ import annotations
 
 import collections
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -228,7 +229,6 @@ class _Runner:
         """The batch's GPU work is complete (or waited for): give back its inputs, send timings."""
         if wait and self.cuda and not flight.failed:
             flight.compute.end.synchronize()
-            flight.publish.end.synchronize()
         for item in flight.items:
             self.gather.readers[item.pool_id].release(item.slot)
         if flight.failed or flight.out_item is None:
@@ -258,16 +258,6 @@ def _describe(spec) -> dict:
     return {k: [list(s.shape), str(s.dtype).replace("torch.", "")] for k, s in spec.items()}
 
 
-class _on:
+def _on(stream):
     """`torch.cuda.stream(s)` when s is a stream; nothing on the CPU."""
-
-    def __init__(self, stream):
-        self.cm = torch.cuda.stream(stream) if stream is not None else None
-
-    def __enter__(self):
-        if self.cm is not None:
-            self.cm.__enter__()
-
-    def __exit__(self, *exc):
-        if self.cm is not None:
-            return self.cm.__exit__(*exc)
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
