@@ -12,6 +12,7 @@ scripts/soak.py runs the long soak (5000 requests); test_soak_short runs 300.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -153,6 +154,19 @@ def _shm_mapped_inodes(maps_files) -> set[int]:
 
 
 def shm_left_over(before: set[str]) -> set[str]:
+    """Entries left behind by the run: `_unmapped_new` twice, a second apart, after collecting
+    this process's garbage (a run's queues free their semaphores when collected), so that another
+    program's semaphore caught between its creation and its first mapping is not counted."""
+    gc.collect()
+    first = _unmapped_new(before)
+    if not first:
+        return first
+    time.sleep(1.0)
+    gc.collect()
+    return first & _unmapped_new(before)
+
+
+def _unmapped_new(before: set[str]) -> set[str]:
     """Entries that appeared since `before` and that no live process but this one maps.
 
     Other programs on the machine may use /dev/shm meanwhile: a live named semaphore or segment
