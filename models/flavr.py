@@ -213,6 +213,20 @@ class FLAVR(nn.Module):
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         return LIVE_AFTER[BOUNDARIES[STAGES.index(stage)]]
 
+    @staticmethod
+    def output_groups(first: str, last: str) -> list[tuple[str, tuple[str, ...]]]:
+        """What a run of stages first..last hands over, grouped by when it is final: a list of
+        (stage, names), in stage order, where `names` are the step's outputs that no later
+        stage of the range changes once `stage` has run. Tensors passed through from before
+        `first` are final at `first`. A split can hand each group on as soon as it is ready
+        (the U-Net's early skips long before the encoder ends) instead of all at the end."""
+        i, j = STAGES.index(first), STAGES.index(last)
+        made_at = {t: s for s in STAGES[i:j + 1] for t in STAGE_IO[s][1]}
+        groups: dict[str, list[str]] = {}
+        for name in LIVE_AFTER[last]:
+            groups.setdefault(made_at.get(name, first), []).append(name)
+        return [(s, tuple(groups[s])) for s in STAGES[i:j + 1] if s in groups]
+
     def state_shapes(self, batch: int, height: int, width: int
                      ) -> dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
         """Shape and dtype of every tensor in the state at every boundary, by arithmetic."""

@@ -99,7 +99,8 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
         item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n + 1)], size,
                     layout)
         ctx.record(req.request_id, {**base, f"{step}.compute_s": decode_s,
-                                    f"{step}.handoff_s": 0.0, f"{step}.publish_s": publish_s,
+                                    f"{step}.handoff_s": 0.0, f"{step}.handoff_exposed_s": 0.0,
+                                    f"{step}.publish_s": publish_s,
                                     "frames": n + 1})
         try:
             if not router.put(item, ctx.should_stop):

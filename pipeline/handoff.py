@@ -2,14 +2,20 @@
 
 Each producer owns a fixed pool of slots: buffers allocated once on its device and shared once, at
 start-up, with every consumer (CUDA IPC on a GPU, shared memory on the CPU). A queue item then only
-names a slot. Ordering on the GPU uses one inter-process CUDA event per slot: the producer records it
-after writing the slot; the consumer makes its work wait on it; the consumer gives the slot back only
-once its read has completed, so the producer never overwrites data still being read.
+names a slot. Ordering on the GPU uses inter-process CUDA events: the producer records one after
+writing each *group* of a slot's tensors (groups are fixed per pool, in the order the producer
+finishes them; most pools have one); the consumer makes its work wait on them; the consumer gives the
+slot back only once its read has completed, so the producer never overwrites data still being read.
 
-Same device: the consumer reads the slot in place (no copy). Other GPU: one peer copy, issued on a
-stream of the *producer's* GPU that waits on the inter-process event; the consumer's stream then waits
-on an ordinary event recorded after the copy. (Making a stream of the consumer's GPU wait directly
-on another GPU's inter-process event was seen to hang.)
+Same device: the consumer reads the slot in place (no copy), after the last group's event. Other
+GPU: one peer copy per group, issued on a stream of the *producer's* GPU that waits on that group's
+event, so early groups (a U-Net encoder's first skips) cross while the producer still computes the
+rest; the consumer's stream then waits on an ordinary event recorded after the last copy. (Making a
+stream of the consumer's GPU wait directly on another GPU's inter-process event was seen to hang.)
+
+Two costs are measured per peer hand-off: the copy time (the link's busy time, all groups) and the
+exposed time, from the moment the consumer could have started (the producer done *and* the
+consumer's stream free) to the moment the last byte landed: what the hand-off adds to the request.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import contextlib
 import io
 import pickle
 import queue as queue_module
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
 
 import torch
@@ -83,7 +89,8 @@ class PoolHandle:
     pool_id: str
     device: str
     slots: list[dict[str, torch.Tensor]]
-    event_handles: list[bytes] | None
+    groups: list[tuple[str, ...]]  # tensor names per event, in the order the producer writes them
+    event_handles: list[list[bytes]] | None  # per slot, one per group
 
 
 class SlotTooSmall(ValueError):
@@ -91,13 +98,21 @@ class SlotTooSmall(ValueError):
 
 
 class SlotPool:
-    """Producer side: fixed slots on the producer's device, plus the queue of free slot ids."""
+    """Producer side: fixed slots on the producer's device, plus the queue of free slot ids.
+
+    `groups` splits the tensor names into the groups the producer publishes one after the other
+    (default: one group of everything)."""
 
     def __init__(self, pool_id: str, device: torch.device, spec: dict[str, TensorSpec],
-                 n_slots: int, free_queue):
+                 n_slots: int, free_queue, groups: list[tuple[str, ...]] | None = None):
         self.pool_id = pool_id
         self.device = device
         self.spec = spec
+        self.groups = [tuple(g) for g in groups] if groups else [tuple(spec)]
+        named = [k for g in self.groups for k in g]
+        if sorted(named) != sorted(spec):
+            raise ValueError(f"pool {pool_id}: groups {self.groups} must name each of "
+                             f"{sorted(spec)} exactly once")
         self.free_queue = free_queue
         self.slots = []
         for _ in range(n_slots):
@@ -108,8 +123,8 @@ class SlotPool:
             self.slots.append(slot)
         self.is_cuda = device.type == "cuda"
         # Interprocess events cannot carry timing; timing events are separate and local.
-        self.events = ([torch.cuda.Event(interprocess=True) for _ in range(n_slots)]
-                       if self.is_cuda else None)
+        self.events = ([[torch.cuda.Event(interprocess=True) for _ in self.groups]
+                        for _ in range(n_slots)] if self.is_cuda else None)
         for i in range(n_slots):
             free_queue.put(i)
 
@@ -119,8 +134,9 @@ class SlotPool:
 
     def handle_bytes(self) -> bytes:
         """The pool serialised once, for the main process to forward unopened to consumers."""
-        handle = PoolHandle(self.pool_id, str(self.device), self.slots,
-                            [e.ipc_handle() for e in self.events] if self.is_cuda else None)
+        handle = PoolHandle(self.pool_id, str(self.device), self.slots, self.groups,
+                            [[e.ipc_handle() for e in per_slot] for per_slot in self.events]
+                            if self.is_cuda else None)
         buf = io.BytesIO()
         ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(handle)
         return buf.getvalue()
@@ -152,10 +168,12 @@ class SlotPool:
             view(buf, *layout[name]).copy_(value, non_blocking=True)
         return rows or 0, layout
 
-    def publish(self, slot: int, stream=None) -> None:
-        """Mark the slot's write complete, in stream order (no host wait)."""
+    def publish(self, slot: int, stream=None, group: int = -1) -> None:
+        """Mark the write of one group of the slot (default: the last, i.e. the whole slot with a
+        single group) complete, in stream order (no host wait). Groups are published in order,
+        on one stream, so the last group's event also covers the earlier ones."""
         if self.is_cuda:
-            self.events[slot].record(stream or torch.cuda.current_stream(self.device))
+            self.events[slot][group].record(stream or torch.cuda.current_stream(self.device))
 
     def give_back(self, slot: int) -> None:
         """Return a slot that was never handed on (its request failed or was dropped)."""
@@ -176,13 +194,16 @@ class PoolReader:
         self.free_queue = free_queue
         self.device = device
         self.same_device = self.src_device == device
+        self.groups = handle.groups
         self.events = None
-        self.copy_stream = None
+        self.copy_stream = self.mark_stream = None
         if handle.event_handles is not None:
-            self.events = [torch.cuda.Event.from_ipc_handle(self.src_device, h)
-                           for h in handle.event_handles]
+            self.events = [[torch.cuda.Event.from_ipc_handle(self.src_device, h) for h in per_slot]
+                           for per_slot in handle.event_handles]
             if not self.same_device:
                 self.copy_stream = torch.cuda.Stream(device=self.src_device)
+                # Only marks when a hand-off could have started (for the exposed time).
+                self.mark_stream = torch.cuda.Stream(device=self.src_device)
 
     def tensors(self, item) -> dict[str, torch.Tensor]:
         """The item's tensors, viewed in place in the producer's slot."""
@@ -192,10 +213,14 @@ class PoolReader:
     def release(self, slot: int) -> None:
         self.free_queue.put(slot)
 
+    def done_event(self, slot: int):
+        """The event that completes the producer's write of `slot` (its last group's)."""
+        return self.events[slot][-1]
+
     def wait_host(self, slot: int) -> None:
         """Block the calling thread until the producer's write of `slot` is done."""
         if self.events is not None:
-            self.events[slot].synchronize()
+            self.done_event(slot).synchronize()
 
 
 @dataclass
@@ -203,8 +228,18 @@ class Gathered:
     """A batch of inputs on the consumer's device, and the cost of getting them there."""
 
     tensors: dict[str, torch.Tensor]
-    copy_timers: list  # (start, end) CUDA event pairs of peer copies
+    copy_timers: list  # (start, end) CUDA event pairs of peer copies, one per group and item
     copied: bool
+    exposed_timers: list = field(default_factory=list)  # (could start, landed), one per item
+
+    def copy_seconds(self) -> float:
+        """Time the peer copies kept the link busy (call once their events completed)."""
+        return sum(timer_seconds(t) for t in self.copy_timers)
+
+    def exposed_seconds(self) -> float:
+        """How long, past the moment the consumer could have started, it waited for the last
+        byte of any item; 0 when the copies were done by then."""
+        return max([max(0.0, timer_seconds(t)) for t in self.exposed_timers], default=0.0)
 
 
 class InputGather:
@@ -229,40 +264,62 @@ class InputGather:
     def gather(self, items) -> Gathered:
         """Call with this consumer's stream current."""
         cuda = self.device.type == "cuda"
-        parts, timers = [], []
+        parts, timers, exposed = [], [], []
+        free = None  # where this consumer's stream stands: it could start this batch from there
         for item in items:
             reader = self.readers[item.pool_id]
             src = reader.tensors(item)
             if not cuda or reader.same_device:
                 if cuda:
-                    self.stream.wait_event(reader.events[item.slot])
+                    self.stream.wait_event(reader.done_event(item.slot))
                 parts.append(src)
                 continue
-            # The producer GPU's stream waits for the slot's data, then pushes the peer copy;
-            # this consumer's stream waits on an ordinary event recorded after it.
-            cs = reader.copy_stream
-            cs.wait_event(reader.events[item.slot])
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            with torch.cuda.stream(self.recv_stream):
-                dst = {k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype,
-                                              device=self.device) for k, v in src.items()}
-                with torch.cuda.stream(cs):
-                    start.record(cs)
-                    for k in src:
-                        dst[k].copy_(src[k], non_blocking=True)
-                    end.record(cs)
-            self.stream.wait_event(end)
+            if free is None:
+                free = torch.cuda.Event()
+                free.record(self.stream)
+            dst, copies = self._peer_copy(reader, item.slot, src)
+            # The hand-off could start once the producer was done and this stream was free.
+            ms = reader.mark_stream
+            ms.wait_event(reader.done_event(item.slot))
+            ms.wait_event(free)
+            ready = torch.cuda.Event(enable_timing=True)
+            ready.record(ms)
+            last = copies[-1][1]
+            self.stream.wait_event(last)
             for t in dst.values():  # allocated on the receive stream, read on the compute stream
                 t.record_stream(self.stream)
-            timers.append((start, end))
+            timers += copies
+            exposed.append((ready, last))
             parts.append(dst)
         if len(parts) == 1:
-            return Gathered(parts[0], timers, bool(timers))
+            return Gathered(parts[0], timers, bool(timers), exposed)
         # On the consumer stream, which has waited for every slot and every peer copy.
         with torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
             merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return Gathered(merged, timers, True)
+        return Gathered(merged, timers, True, exposed)
+
+    def _peer_copy(self, reader: PoolReader, slot: int, src: dict):
+        """One copy per group onto this device, on a stream of the producer's GPU that waits for
+        that group's event; returns the destination tensors and (start, end) timers per group."""
+        cs = reader.copy_stream
+        copies = []
+        with torch.cuda.stream(self.recv_stream):
+            dst = {k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype,
+                                          device=self.device) for k, v in src.items()}
+            with torch.cuda.stream(cs):
+                for g, names in enumerate(reader.groups):
+                    names = [k for k in names if k in src]
+                    if not names:
+                        continue
+                    cs.wait_event(reader.events[slot][g])
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record(cs)
+                    for k in names:
+                        dst[k].copy_(src[k], non_blocking=True)
+                    end.record(cs)
+                    copies.append((start, end))
+        return dst, copies
 
 
 def timer_seconds(timer) -> float:

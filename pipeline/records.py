@@ -21,7 +21,10 @@ Columns of `requests.csv` (one row per request, in request-id order):
     <step>.replica    int    replica index within the step
     <step>.queue_wait_s float time between the upstream put and this step's get
     <step>.compute_s  float  GPU time of the step's work on the batch holding the request (CUDA events)
-    <step>.handoff_s  float  time to bring the inputs onto this step's device (0 when read in place)
+    <step>.handoff_s  float  time to bring the inputs onto this step's device (0 when read in place):
+                             the peer copies' own time, summed over the groups of tensors
+    <step>.handoff_exposed_s float  of that, the part the step waited for: from when it could have
+                             started (producer done, its stream free) until the last byte landed
     <step>.publish_s  float  time to write the step's outputs into its slot for the next step
     <step>.batch      int    how many requests shared the model call
 
@@ -39,7 +42,8 @@ BASE_COLUMNS = (
     "request_id", "video", "frames", "output_frames", "warmup", "status", "error",
     "scheduled_s", "issued_s", "done_s", "latency_s",
 )
-STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "publish_s", "batch")
+STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "handoff_exposed_s",
+               "publish_s", "batch")
 SINK_FIELDS = ("queue_wait_s", "handoff_s")
 STATUSES = ("ok", "error", "dropped", "unfinished")
 

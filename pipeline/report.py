@@ -216,17 +216,24 @@ def _shares(ok, steps) -> dict:
     """What decode and the hand-offs cost next to the model's compute, summed over ok requests.
 
     model compute: every non-decode step's compute_s; hand-off: every step's handoff_s (peer
-    copies onto the consumer's GPU); publish: writing outputs into the producer's slots."""
+    copies onto the consumer's GPU), and of it what the consumer waited for (handoff_exposed_s);
+    publish: writing outputs into the producer's slots."""
     def total(field, which):
-        return sum(r.get(f"{s}.{field}") or 0.0 for r in ok for s in which)
+        values = [r.get(f"{s}.{field}") for r in ok for s in which]
+        if ok and all(v is None for v in values):
+            return None  # not measured (logs from before the field existed)
+        return sum(v or 0.0 for v in values)
 
     decode = [s for s in steps if s == steps[0]]
     model = [s for s in steps if s not in decode]
     compute = total("compute_s", model)
     out = {"model_compute_s": compute, "decode_compute_s": total("compute_s", decode),
-           "handoff_s": total("handoff_s", steps), "publish_s": total("publish_s", steps)}
-    for key in ("decode_compute_s", "handoff_s", "publish_s"):
-        out[key.replace("_s", "_share")] = out[key] / compute if compute else None
+           "handoff_s": total("handoff_s", steps),
+           "handoff_exposed_s": total("handoff_exposed_s", steps),
+           "publish_s": total("publish_s", steps)}
+    for key in ("decode_compute_s", "handoff_s", "handoff_exposed_s", "publish_s"):
+        value = out[key]
+        out[key.replace("_s", "_share")] = value / compute if compute and value is not None else None
     return out
 
 
@@ -334,6 +341,10 @@ def _ms(value) -> str:
     return _fmt(value, ".2f", 1e3)
 
 
+def _pct(share) -> str:
+    return "-" if share is None else f"{100 * share:.2f}%"
+
+
 def _table(header: list[str], rows: list[list[str]], align: str | None = None,
            indent: str = "  ") -> list[str]:
     """Aligned columns; align has one letter per column, l or r (default: first l, others r)."""
@@ -349,7 +360,7 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None,
 
 
 _FIELD_LABELS = {"queue_wait_s": "queue wait", "compute_s": "compute", "handoff_s": "hand-off",
-                 "publish_s": "publish"}
+                 "handoff_exposed_s": "  exposed", "publish_s": "publish"}
 
 
 def format_report(summary: dict) -> str:
@@ -400,6 +411,8 @@ def format_report(summary: dict) -> str:
         for key, label in _FIELD_LABELS.items():
             if key not in entry:
                 continue
+            if key == "handoff_exposed_s" and not (entry.get("handoff_s") or {}).get("mean"):
+                continue  # nothing was copied: nothing to be exposed
             st = entry[key]
             rows.append([entry["step"] if first else "", label, str(st["count"]),
                          _ms(st["mean"]), _ms(st["p50"]), _ms(st["p99"])])
@@ -417,9 +430,10 @@ def format_report(summary: dict) -> str:
     sh = summary.get("shares") or {}
     if sh.get("model_compute_s"):
         lines.append(f"next to the model's compute ({sh['model_compute_s'] * 1e3:.1f} ms summed): "
-                     f"decode {100 * sh['decode_compute_share']:.2f}%, "
-                     f"GPU-to-GPU hand-off {100 * sh['handoff_share']:.2f}%, "
-                     f"writing slots {100 * sh['publish_share']:.2f}%")
+                     f"decode {_pct(sh['decode_compute_share'])}, "
+                     f"GPU-to-GPU hand-off {_pct(sh['handoff_share'])} "
+                     f"(exposed {_pct(sh.get('handoff_exposed_share'))}), "
+                     f"writing slots {_pct(sh['publish_share'])}")
     lines.append("")
 
     gpus = summary["gpus"]

@@ -1,10 +1,11 @@
 """A runner process: one replica of one step, on one device, with its own CUDA stream.
 
 Loop: take up to `batch` items from the input queue -> bring them onto this device (in place, or
-one peer copy) -> run the step's stage range on this process's stream -> write the outputs into a
-slot of this runner's pool -> hand the slot to the next queue. GPU work is never waited for in
-that loop: a batch's input slots are given back, and its CUDA-event timings read, once its events
-have completed, which is checked while waiting for the next batch.
+a peer copy per group of tensors) -> take a slot of this runner's pool -> run the step's stage range
+on this process's stream, writing each group of outputs into the slot (and marking it ready) as
+soon as the stage that finishes it has run -> hand the slot to the next queue. GPU work is never
+waited for in that loop: a batch's input slots are given back, and its CUDA-event timings read, once
+its events have completed, which is checked while waiting for the next batch.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ import torch
 
 from pipeline.child import ChildContext, run_child
 from pipeline.clock import now
-from pipeline.handoff import (InputGather, PoolReader, SlotPool, SlotTooSmall, largest,
-                              load_handle, timer_seconds)
+from pipeline.handoff import InputGather, PoolReader, SlotPool, largest, load_handle
 from pipeline.items import Item, Part
 from pipeline.queues import Output, QueueFull, get_batch
 from pipeline.steps import is_out_of_memory, make_step
@@ -76,8 +76,8 @@ class _Timer:
 class _InFlight:
     items: list
     t_get: float
-    compute: _Timer
-    publish: _Timer
+    total: _Timer  # the whole step: its stages and its slot writes
+    writes: list  # one _Timer per group written into the slot
     gathered: object
     out_item: Item | None
     failed: bool = False
@@ -118,7 +118,8 @@ class _Runner:
                 if self.cuda:
                     torch.cuda.synchronize(self.device)
                     torch.cuda.empty_cache()
-        self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue)
+        self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue,
+                             self.step.output_groups())
         self.gather = InputGather(self.device, self.stream)
         self.router = spec.output.router(self.ctx.gpu)
         info = {"pool_mib": self.pool.nbytes / 2**20, "in": _describe(in_spec),
@@ -141,7 +142,7 @@ class _Runner:
             fake = {k: torch.rand((rows,) + s.shape[1:], generator=gen).to(self.device, s.dtype)
                     for k, s in in_spec.items()}
             with torch.inference_mode(), _on(self.stream):
-                self.step.run(fake, size, n)
+                self.step.run(fake, size, n, lambda group, tensors: None)
         if self.cuda:
             torch.cuda.synchronize(self.device)
 
@@ -169,26 +170,37 @@ class _Runner:
             for p in item.parts:
                 parts.append(Part(p.request_id, offset + p.start, p.rows, p.video, p.frames))
             offset += item.rows
-        compute, publish = _Timer(self.stream), _Timer(self.stream)
-        flight = _InFlight(items, t_get, compute, publish, None, None)
+        flight = _InFlight(items, t_get, _Timer(self.stream), [], None, None)
         slot = None
         try:
             with torch.inference_mode(), _on(self.stream):
                 flight.gathered = self.gather.gather(items)
-                compute.begin()
-                out = self.step.run(flight.gathered.tensors, items[0].size, len(parts))
-                compute.finish()
+                # The slot is taken before the stages run: groups are written as they finish.
                 slot = self.pool.acquire(self.ctx.should_stop)
                 if slot is None:  # the run is stopping
                     flight.failed = True
                 else:
-                    publish.begin()
-                    rows, layout = self.pool.write(slot, out)
-                    publish.finish()
-                    self.pool.publish(slot, self.stream)
-                del out
+                    layout, rows = {}, set()
+
+                    def publish(group: int, tensors: dict) -> None:
+                        timer = _Timer(self.stream)
+                        timer.begin()
+                        n, written = self.pool.write(slot, tensors)
+                        timer.finish()
+                        self.pool.publish(slot, self.stream, group)
+                        flight.writes.append(timer)
+                        layout.update(written)
+                        rows.add(n)
+
+                    flight.total.begin()
+                    self.step.run(flight.gathered.tensors, items[0].size, len(parts), publish)
+                    flight.total.finish()
+                    if len(rows) != 1:
+                        raise RuntimeError(f"step '{self.spec.step_name}' wrote groups with "
+                                           f"different row counts {sorted(rows)}")
             if not flight.failed:
-                flight.out_item = Item(self.pool_id, slot, rows, parts, items[0].size, layout)
+                flight.out_item = Item(self.pool_id, slot, rows.pop(), parts, items[0].size,
+                                       layout)
                 if self.router.put(flight.out_item, self.ctx.should_stop):
                     slot = None  # the consumer gives it back
         except QueueFull as exc:
@@ -222,23 +234,22 @@ class _Runner:
             self.ctx.fail(p.request_id, reason)
 
     def _retire_done(self) -> None:
-        while self.pending and (self.pending[0].failed or self.pending[0].compute.done()):
+        while self.pending and (self.pending[0].failed or self.pending[0].total.done()):
             self._retire(self.pending.popleft(), wait=False)
 
     def _retire(self, flight: _InFlight, wait: bool) -> None:
         """The batch's GPU work is complete (or waited for): give back its inputs, send timings."""
         if wait and self.cuda and not flight.failed:
-            flight.compute.end.synchronize()
+            flight.total.end.synchronize()
         for item in flight.items:
             self.gather.readers[item.pool_id].release(item.slot)
         if flight.failed or flight.out_item is None:
             return
-        compute_s = flight.compute.seconds()
-        if self.cuda:
-            flight.publish.end.synchronize()
-        publish_s = flight.publish.seconds()
-        copies = [timer_seconds(t) for t in flight.gathered.copy_timers]
-        handoff_s = sum(copies)
+        # Slot writes are interleaved with the stages on one stream: compute is the rest.
+        publish_s = sum(t.seconds() for t in flight.writes)
+        compute_s = flight.total.seconds() - publish_s
+        handoff_s = flight.gathered.copy_seconds()
+        exposed_s = flight.gathered.exposed_seconds()
         n_requests = len(flight.out_item.parts)
         step, ctx = self.spec.step_name, self.ctx
         for item in flight.items:
@@ -249,6 +260,7 @@ class _Runner:
                     f"{step}.queue_wait_s": flight.t_get - item.t_put,
                     f"{step}.compute_s": compute_s,
                     f"{step}.handoff_s": handoff_s,
+                    f"{step}.handoff_exposed_s": exposed_s,
                     f"{step}.publish_s": publish_s,
                     f"{step}.batch": n_requests,
                 })

@@ -1,7 +1,9 @@
 """Step kinds a runner process can host, looked up by the config's `kind`.
 
-A step knows the tensors it takes and gives (so slot pools can be sized once) and how to run one
-batch on its device. Timing, queues and hand-off are the runner's business, not the step's.
+A step knows the tensors it takes and gives (so slot pools can be sized once), in which groups its
+outputs become final (so a split can hand early ones on while later ones are computed), and how to
+run one batch on its device, handing each group to `publish(group_index, tensors)` as soon as it is
+ready. Timing, queues and hand-off are the runner's business, not the step's.
 """
 from __future__ import annotations
 
@@ -30,10 +32,15 @@ class ModelStep:
     kind = "model"
 
     def __init__(self, step_cfg, model_cfg, device: torch.device):
+        from models.flavr import FLAVR
+
         self.first, self.last = step_cfg.stages
         self.model_cfg = model_cfg
         self.device = device
         self.model = None
+        # [(last stage of the sub-range, outputs final after it)], in order
+        self.plan = FLAVR.output_groups(self.first, self.last)
+        assert self.plan[-1][0] == self.last  # the last stage always makes a live tensor
 
     def setup(self) -> None:
         from models.checkpoint import build_model
@@ -58,17 +65,37 @@ class ModelStep:
             # "reduce-overhead" also replays each shape as a CUDA graph.
             mode = "reduce-overhead" if self.model_cfg.cuda_graphs else None
             self._run = torch.compile(self.model.run_stages, dynamic=False, mode=mode)
+            # One graph per (stage sub-range, batch size, frame size); the default limit of 8
+            # would fall back to eager for a split's encoder at a few sizes.
+            _raise_recompile_limit(64)
 
     def specs(self, max_rows: int, height: int, width: int):
         shapes = self.model.state_shapes(max_rows, height, width)
         as_spec = lambda d: {k: TensorSpec(tuple(s), dt) for k, (s, dt) in d.items()}
         return as_spec(shapes[boundary_before(self.first)]), as_spec(shapes[self.last])
 
-    def run(self, tensors: dict, size, n_requests: int) -> dict:
+    def output_groups(self) -> list[tuple[str, ...]]:
+        return [names for _, names in self.plan]
+
+    def run(self, tensors: dict, size, n_requests: int, publish) -> None:
+        """Run the step's stages, one sub-range per output group, publishing each group."""
         state = dict(tensors)
         state["size"] = tuple(size)
-        out = self._run(state, self.first, self.last)
-        return {k: v for k, v in out.items() if k != "size"}
+        start = self.first
+        for g, (end, names) in enumerate(self.plan):
+            state = self._run(state, start, end)
+            publish(g, {k: state[k] for k in names})
+            if end != self.last:
+                start = STAGES[STAGES.index(end) + 1]
+
+
+def _raise_recompile_limit(n: int) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # the newer name first
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), n))
+            return
 
 
 def cap_memory(device: torch.device, limit_gib: float) -> None:
@@ -113,10 +140,13 @@ class SleepStep:
         spec = decode_output_spec(max_rows, height, width)
         return spec, spec
 
-    def run(self, tensors: dict, size, n_requests: int) -> dict:
+    def output_groups(self) -> list[tuple[str, ...]]:
+        return [tuple(decode_output_spec(1, 1, 1))]
+
+    def run(self, tensors: dict, size, n_requests: int, publish) -> None:
         # Service time per request, like a model whose cost grows with the batch.
         time.sleep(self.sleep_s * n_requests)
-        return dict(tensors)
+        publish(0, dict(tensors))
 
 
 STEP_KINDS = {"model": ModelStep, "sleep": SleepStep}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.flavr import BOUNDARIES, FLAVR, STAGES, FLAVRConfig
+from models.flavr import BOUNDARIES, FLAVR, STAGE_IO, STAGES, FLAVRConfig
 
 REFERENCE_KEYS = Path(__file__).parents[2] / "shared" / "reference" / "flavr-released-keys.txt"
 ODD = (36, 44)  # not a multiple of 8: exercises padding and cropping
@@ -145,6 +145,49 @@ def test_several_steps_in_sequence_equal_the_whole_forward(ranges, model2, whole
     for first, last in ranges:
         state = model2.run_stages(state, first, last)
     assert torch.equal(state["out"], expected)
+
+
+@pytest.mark.parametrize("first,last", [("stem", "layer4"), ("dec0", "head"), ("stem", "head"),
+                                        ("layer2", "dec1"), ("layer3", "layer3")])
+def test_output_groups_cover_the_hand_over_once_each_group_final_when_published(first, last):
+    groups = FLAVR.output_groups(first, last)
+    names = [n for _, ns in groups for n in ns]
+    assert sorted(names) == sorted(FLAVR.needed_after(last))
+    stages = [s for s, _ in groups]
+    assert stages == sorted(stages, key=STAGES.index) and stages[-1] == last
+    i, j = STAGES.index(first), STAGES.index(last)
+    for stage, ns in groups:
+        later = STAGES[STAGES.index(stage) + 1: j + 1]
+        written_later = {t for s in later for t in STAGE_IO[s][1]}
+        assert not written_later & set(ns), (stage, ns)
+
+
+def test_an_encoder_step_hands_each_skip_on_as_soon_as_its_stage_ran():
+    assert FLAVR.output_groups("stem", "layer4") == [
+        ("stem", ("mean", "x0")), ("layer1", ("x1",)), ("layer2", ("x2",)),
+        ("layer3", ("x3",)), ("layer4", ("x4",))]
+    assert FLAVR.output_groups("dec0", "head") == [("head", ("out",))]
+
+
+def test_a_model_step_publishes_its_groups_in_order_and_they_equal_the_whole_forward(whole):
+    from pipeline.config import ModelConfig, StepConfig
+    from pipeline.steps import ModelStep
+
+    x, expected = whole
+    steps = [ModelStep(StepConfig(name=n, kind="model", gpus=[0], stages=r), ModelConfig(),
+                       torch.device("cpu")) for n, r in (("enc", ("stem", "layer4")),
+                                                         ("dec", ("dec0", "head")))]
+    for step in steps:
+        step.setup()
+    published = []
+    steps[0].run({"frames": x}, tuple(x.shape[-2:]), 1,
+                 lambda g, t: published.append((g, {k: v.clone() for k, v in t.items()})))
+    assert [g for g, _ in published] == [0, 1, 2, 3, 4]
+    assert [tuple(t) for _, t in published] == steps[0].output_groups()
+    handed = {k: v for _, t in published for k, v in t.items()}
+    out = []
+    steps[1].run(handed, tuple(x.shape[-2:]), 1, lambda g, t: out.append(t["out"]))
+    assert len(out) == 1 and torch.equal(out[0], expected)
 
 
 def test_each_stage_hands_over_only_what_later_stages_read(model2):
