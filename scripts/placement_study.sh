@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The placement study of docs/results.md in one call (under ten minutes on 2 H200s): 720p FLAVR 2x,
-# bf16, channels-last, 3 frames (2 windows) per request, two decode workers per GPU. The whole
-# model on one GPU at saturation (-mi 0, also with -b 2) and at -mi 50; a sweep of
-# the replicated and split placements over the same two loads, two repeats each; the other
-# placements (replicated with -b 2 at saturation; global queues, split with a replicated decoder,
-# decode-only split at -mi 50); then
-# the comparison tables and plots from the logs.
+# The placement study of docs/results.md in one call (under ten minutes on 4 H200s): 720p FLAVR 2x,
+# bf16, channels-last, 3 frames (2 windows) per request, two decode workers per GPU.
+#   - the model alone on GPU 0 at 2 and 4 windows per call (the "N x model alone" reference);
+#   - the whole model on one GPU at saturation (-mi 0, also with -b 2) and at -mi 50;
+#   - 2 GPUs: a sweep of the replicated and split placements over the same two loads, two
+#     repeats each; the other placements (replicated with -b 2 at saturation; global queues,
+#     split with a replicated decoder, decode-only split at -mi 50);
+#   - 4 GPUs (when there are 4): replicated and two split pairs at saturation, -mi 50 and -mi 15;
+# then the comparison tables and plots from the logs. Runs use MPS where processes share a GPU
+# (benchmark.py --mps auto).
 #
 #   bash scripts/placement_study.sh [OUT_DIR] [REQUESTS]   (default: logs/study-<time>, 100)
 set -uo pipefail
@@ -15,13 +18,16 @@ v=${2:-100}
 mkdir -p "$out/runs"
 export PYTHONUNBUFFERED=1
 ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
-bench() {  # config, mean interval, batch size
-  local start=$(date +%s) b=${3:-1}
-  timeout 150 python3 benchmark.py -c "configs/study/$1.yaml" -mi "$2" -b "$b" -v "$v" -qs 512 \
+bench() {  # config, mean interval, batch size, requests
+  local start=$(date +%s) b=${3:-1} n=${4:-$v}
+  timeout 150 python3 benchmark.py -c "configs/study/$1.yaml" -mi "$2" -b "$b" -v "$n" -qs 512 \
     --logs "$out/runs" --no-progress > "$out/$1-mi$2-b$b.txt" 2>&1
   echo "$1 -mi $2 -b $b: exit $? in $(( $(date +%s) - start )) s"
 }
 {
+  timeout 240 python3 benchmark.py --model-only --device cuda:0 --sizes 720x1280 --factor 2 \
+    --batch 2,4 --modes fast --iters 30 --out "$out/model-alone.json" > "$out/model-alone.txt" 2>&1
+  echo "model alone: exit $?"
   bench whole 0
   bench whole 50
   bench whole 0 2
@@ -31,6 +37,11 @@ bench() {  # config, mean interval, batch size
     echo "sweep replicated+split: exit $?"
     bench replicated 0 2
     for p in replicated-global split-repdec decode-split; do bench "$p" 50; done
+  fi
+  if [ "$ngpu" -ge 4 ]; then
+    for p in replicated-4gpu split-4gpu; do
+      for mi in 0 50 15; do bench "$p" "$mi" 1 $((3 * v)); done
+    done
   fi
 } | tee "$out/runs.txt"
 python3 -m pipeline.compare "$out"/runs/* --out "$out/compare" > "$out/compare.txt" 2>&1
