@@ -1,6 +1,6 @@
 """The MPS daemon of a run (pipeline/mps.py) on a machine without GPUs: plans for the shipped
 configs, detection of a daemon already running, and a private daemon's life, driven through a
-stand-in for nvidia-cuda-mps-control (which cannot run here)."""
+stand-in for nvidia-cuda-mps-control (which cannot run here); and what the report says."""
 from __future__ import annotations
 
 import multiprocessing
@@ -18,6 +18,8 @@ import benchmark
 from pipeline import mps
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.report import format_report, summarize, summary_from_run_dir
+from pipeline.runlog import write_run
 from pipeline.topology import Topology
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -309,3 +311,63 @@ def test_a_daemon_that_will_not_quit_gives_a_notice_not_an_error(tmp_path, monke
     assert str(pipes) in notice  # left in place, so it can still be told to quit
     assert (pipes / "control").exists()
     shutil.rmtree(pipes.parent)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+STEPS = ["decode", "flavr"]
+
+
+def rows(n=4):
+    out = []
+    for i in range(n):
+        r = {"request_id": i, "video": "c.webm", "frames": 8, "output_frames": 15, "warmup": 0,
+             "status": "ok", "error": "", "scheduled_s": 0.1 * i, "issued_s": 0.1 * i,
+             "done_s": 0.1 * i + 0.05, "latency_s": 0.05}
+        for step in STEPS:
+            r.update({f"{step}.device": "cuda:0", f"{step}.replica": 0, f"{step}.queue_wait_s": 0.0,
+                      f"{step}.compute_s": 0.01, f"{step}.handoff_s": 0.0, f"{step}.batch": 1})
+        r.update({"sink.queue_wait_s": 0.0, "sink.handoff_s": 0.0})
+        out.append(r)
+    return out
+
+
+def gpu_run(**info):
+    return summarize(rows(), STEPS, {"t0": 0.0, "config": "t", "device_kind": "cuda", **info})
+
+
+def mps_warnings(summary):
+    return [w for w in summary["warnings"] if "without MPS" in w]
+
+
+def test_gpus_shared_without_mps_are_a_warning():
+    s = gpu_run(mps="off: --mps off", gpu_processes={"0": 3, "1": 1, "2": 2})
+    [w] = mps_warnings(s)
+    assert w.startswith("GPU 0 hosted 3 processes, GPU 2 hosted 2 processes of this run without "
+                        "MPS (--mps off)")
+    assert "run with --mps on" in w
+    assert "\nmps: off: --mps off\n" in format_report(s)
+
+
+def test_no_warning_under_mps_or_without_sharing():
+    assert mps_warnings(gpu_run(mps="on (started for this run)", gpu_processes={"0": 2})) == []
+    assert mps_warnings(gpu_run(mps="off: no GPU shares processes", gpu_processes={"0": 1, "1": 1})) == []
+    cpu = summarize(rows(), STEPS, {"t0": 0.0, "device_kind": "cpu",
+                                    "mps": "off: CPU run: no GPU to share", "gpu_processes": None})
+    assert mps_warnings(cpu) == []
+
+
+def test_the_mps_line_sits_under_the_run_line():
+    lines = format_report(gpu_run(mps="on (started for this run)", gpu_processes={"0": 2})).splitlines()
+    assert lines[1].startswith("run: ") and "mps" not in lines[1]
+    assert lines[2] == "mps: on (started for this run)"
+
+
+def test_logs_from_before_mps_was_recorded_still_load(tmp_path):
+    old = summarize(rows(), STEPS, {"t0": 0.0, "config": "t", "device_kind": "cuda"})
+    run_dir = write_run(tmp_path / "old", config_dict={}, args_dict={}, env={}, rows=rows(),
+                        columns=list(rows()[0]), nvml_samples=[], summary=old,
+                        report_text=format_report(old))
+    again = summary_from_run_dir(run_dir)
+    assert "mps" not in again["run"] and mps_warnings(again) == []
+    assert "\nmps: unknown (not recorded in this run's logs)\n" in format_report(again)
