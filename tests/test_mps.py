@@ -1,8 +1,9 @@
 """The MPS daemon of a run (pipeline/mps.py) on a machine without GPUs: plans for the shipped
 configs, detection of a daemon already running, and a private daemon's life, driven through a
-stand-in for nvidia-cuda-mps-control (which cannot run here); and what the report says."""
+stand-in for nvidia-cuda-mps-control (which cannot run here); then a real CPU run and the report."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -18,6 +19,7 @@ import benchmark
 from pipeline import mps
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.orchestrator import RunOptions, run
 from pipeline.report import format_report, summarize, summary_from_run_dir
 from pipeline.runlog import write_run
 from pipeline.topology import Topology
@@ -313,6 +315,50 @@ def test_a_daemon_that_will_not_quit_gives_a_notice_not_an_error(tmp_path, monke
     shutil.rmtree(pipes.parent)
 
 
+# --- the command line -----------------------------------------------------------------------
+
+def test_the_flag_reaches_the_run_options():
+    assert benchmark.build_parser().parse_args(["-c", "x.yaml"]).mps == "auto"
+    assert benchmark.build_parser().parse_args(["-c", "x.yaml", "--mps", "off"]).mps == "off"
+    from pipeline.sweep import _options, build_capacity_parser, build_parser
+
+    args = build_parser().parse_args(["-c", "x.yaml", "-mi", "50", "--mps", "on"])
+    assert _options(args, 10).mps == "on"
+    args = build_capacity_parser().parse_args(["-c", "x.yaml", "--slo-p99-ms", "100"])
+    assert _options(args, 10).mps == "auto"
+
+
+def test_dry_run_says_what_mps_would_do(capsys):
+    assert benchmark.main(["-c", str(CONFIGS / "cpu-smoke.yaml"), "--dry-run"]) == 0
+    assert "mps: off: CPU run: no GPU to share" in capsys.readouterr().out
+
+
+def test_dry_run_on_a_gpu_machine(stand_in, no_mps, monkeypatch, capsys):
+    import pipeline.gpu_monitor
+
+    monkeypatch.setattr(pipeline.gpu_monitor, "gpu_count_nvml", lambda: 1)  # as if one GPU
+    whole = ["-c", str(CONFIGS / "flavr-whole.yaml"), "--dry-run"]
+    assert benchmark.main(whole) == 0
+    assert f"mps: on (a daemon would be started for the run with {mps.find_control()}; " \
+           "GPU 0 hosts 2 processes)" in capsys.readouterr().out
+    os.mkfifo(no_mps / "control")
+    assert benchmark.main(whole) == 0
+    assert f"mps: on (daemon already running: {no_mps}; GPU 0 hosts 2 processes)" \
+           in capsys.readouterr().out
+    assert benchmark.main(whole + ["--mps", "off"]) == 0
+    assert f"mps: off: --mps off (the daemon running at {no_mps} would be hidden from the run)" \
+           in capsys.readouterr().out
+    assert calls(stand_in) == []  # a dry run starts nothing
+
+
+def test_dry_run_with_mps_on_and_no_binary_fails_like_the_run(no_mps, monkeypatch, capsys):
+    import pipeline.gpu_monitor
+
+    monkeypatch.setattr(pipeline.gpu_monitor, "gpu_count_nvml", lambda: 1)
+    assert benchmark.main(["-c", str(CONFIGS / "flavr-whole.yaml"), "--dry-run", "--mps", "on"]) == 2
+    assert "nvidia-cuda-mps-control was not found" in capsys.readouterr().err
+
+
 # --- the report -----------------------------------------------------------------------------
 
 STEPS = ["decode", "flavr"]
@@ -371,3 +417,26 @@ def test_logs_from_before_mps_was_recorded_still_load(tmp_path):
     again = summary_from_run_dir(run_dir)
     assert "mps" not in again["run"] and mps_warnings(again) == []
     assert "\nmps: unknown (not recorded in this run's logs)\n" in format_report(again)
+
+
+# --- a real run -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_cpu_run_records_that_mps_was_off_and_why(tmp_path):
+    cfg = load_config(CONFIGS / "cpu-smoke.yaml")
+    opts = RunOptions(mean_interval_ms=0, videos=2, warmup=0, mps="on", progress=False,
+                      cpu_threads=1, logs_root=str(tmp_path / "logs"),
+                      video_cache=str(tmp_path / "videos"), start_timeout_s=240,
+                      stall_timeout_s=120)
+    result = run(cfg, opts)
+    assert result.error is None, result.error
+    state = "off: CPU run: no GPU to share"
+    assert result.summary["run"]["mps"] == state
+    assert result.summary["run"]["gpu_processes"] is None
+    assert f"\nmps: {state}\n" in result.report
+    assert "--mps on has no effect: CPU run: no GPU to share" in result.summary["warnings"]
+    assert mps_warnings(result.summary) == []
+    saved = json.loads((result.run_dir / "report.json").read_text())
+    assert saved["run"]["mps"] == state
+    assert json.loads((result.run_dir / "run.json").read_text())["mps"] == state
+    assert summary_from_run_dir(result.run_dir) == saved
