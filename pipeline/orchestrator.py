@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline import mps
 from pipeline.child import ChildContext
 from pipeline.clock import now
 from pipeline.launcher import LocalLauncher
@@ -43,6 +44,8 @@ class RunOptions:
     start_timeout_s: float = 600.0  # model build + warm-up of every replica
     stall_timeout_s: float = 300.0  # no request finished for this long: stop
     progress: bool = True
+    # MPS control daemon (pipeline/mps.py): "auto" where processes share a GPU, or "on" / "off"
+    mps: str = "auto"
 
 
 @dataclass
@@ -116,6 +119,9 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
     sizes = frame_sizes(cfg, videos)
     topo = Topology.from_config(cfg, force_per_gpu=opts.per_gpu)
+    use_mps, mps_reason = mps.plan(opts.mps, device_kind, topo)
+    if opts.mps == "on" and not use_mps:
+        notices.append(f"--mps on has no effect: {mps_reason}")
     if cfg.model.checkpoint is None and "model" in topo.kinds:
         notices.append("no checkpoint: FLAVR runs with random weights, so timings are real but "
                        "the interpolated frames are not meaningful (set model.checkpoint)")
@@ -124,12 +130,16 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     run = _Run(cfg, opts, topo, device_kind, videos, sizes)
     run.notices = notices
     try:
-        try:
-            run.execute()
-        finally:
-            forced = run.launcher.stop(grace_s=3.0, pump=run.pump)
-            if forced:
-                run.notices.append("had to terminate: " + ", ".join(forced))
+        # The daemon outlives every child: started before the first, stopped after the last.
+        with mps.for_run(use_mps, mps_reason, hide=mps.hides(opts.mps, device_kind)) as mps_state:
+            run.mps = mps_state.text
+            try:
+                run.execute()
+            finally:
+                forced = run.launcher.stop(grace_s=3.0, pump=run.pump)
+                if forced:
+                    run.notices.append("had to terminate: " + ", ".join(forced))
+        run.notices += mps_state.notices
         return run.finish(config_to_dict(cfg), args_for_log or asdict(opts))
     finally:
         _restore_signal_handlers(run.signals)
@@ -154,6 +164,7 @@ class _Run:
         self.children: dict[str, ChildContext] = {}
         self.finished: set[int] = set()  # requests with a final status
         self.signals = None  # the handlers to restore once the logs are written
+        self.mps = "off"  # what the run did about MPS (mps.MpsState.text)
         self.on_final = lambda: None
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -419,6 +430,9 @@ class _Run:
             "warmup": self.opts.warmup, "requests": self.n_requests,
             "error": self.error, "stop_reason": self.stop_reason, "notices": self.notices,
             "nvml_baseline": self.baseline,
+            "mps": self.mps,
+            "gpu_processes": ({str(g): n for g, n in mps.gpu_processes(self.topo).items()}
+                              if self.device_kind == "cuda" else None),
         }
         summary = summarize(rows, self.topo.step_names, run_info, samples)
         report = format_report(summary)

@@ -313,6 +313,14 @@ def _warnings(summary: dict) -> list[str]:
         warnings.append(f"{not_ok} request(s) did not finish ok ({parts}"
                         + (f"; {warm} of them warm-up" if warm else "") + "): see failures")
 
+    shared = _shared_without_mps(summary["run"])
+    if shared:
+        where = ", ".join(f"GPU {g} hosted {n} processes" for g, n in shared)
+        why = summary["run"]["mps"].removeprefix("off").lstrip(": ")
+        warnings.append(f"{where} of this run without MPS ({why}): their CUDA contexts "
+                        "time-slice the GPU (on one H200 the model ran 9% slower beside two "
+                        "decode processes); run with --mps on")
+
     for g in summary["gpus"]["per_gpu"]:
         start = g.get("start")
         if not start:
@@ -325,6 +333,15 @@ def _warnings(summary: dict) -> list[str]:
                             f"{_fmt(util, '.0f')}% util, {_fmt(mem, '.0f')} MiB used{who}); "
                             "other work may have shared it")
     return warnings
+
+
+def _shared_without_mps(run: dict) -> list[tuple[str, int]]:
+    """(GPU, process count) of each GPU that more than one process of a GPU run shared while MPS
+    was off. Runs whose logs do not say (older ones) give none."""
+    mps, counts = run.get("mps"), run.get("gpu_processes")
+    if run.get("device_kind") != "cuda" or not isinstance(mps, str) or not mps.startswith("off"):
+        return []
+    return [(g, n) for g, n in sorted((counts or {}).items(), key=lambda kv: int(kv[0])) if n > 1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,10 +386,14 @@ def format_report(summary: dict) -> str:
     name = run.get("config_name") or run.get("config") or run.get("name") or "run"
     lines = [f"FLAVR serving benchmark: {name}"]
     extras = [f"{k}={v}" for k, v in run.items()
-              if k not in ("t0", "step_names", "nvml_baseline", "error")
+              if k not in ("t0", "step_names", "nvml_baseline", "error", "mps")
               and isinstance(v, (str, int, float, bool))]
     if extras:
         lines.append("run: " + ", ".join(extras))
+    if run.get("mps"):
+        lines.append(f"mps: {run['mps']}")
+    elif run.get("device_kind") == "cuda":  # logs of a run from before MPS was recorded
+        lines.append("mps: unknown (not recorded in this run's logs)")
     lines.append("steps: " + " -> ".join(summary["steps"]))
     lines.append("")
 
