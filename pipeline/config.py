@@ -74,6 +74,9 @@ class ModelConfig:
     compile: bool = False
     cuda_graphs: bool = False
     memory_limit_gib: float | None = None  # cap on each model runner's GPU memory (caching allocator)
+    # A step hands each output on as soon as the stage that finishes it has run (a split's early
+    # U-Net skips cross to the next GPU while the encoder still computes); false: all at the end.
+    early_handoff: bool = True
 
 
 @dataclass(kw_only=True)
@@ -187,7 +190,7 @@ _TOP_KEYS = ("name", "device", "videos", "frames_per_request", "model", "pipelin
 _VIDEO_KEYS = ("paths", "synthetic")
 _SYNTHETIC_KEYS = ("count", "width", "height", "frames", "fps", "codec", "seed")
 _MODEL_KEYS = ("factor", "checkpoint", "precision", "resolution", "channels_last", "compile",
-               "cuda_graphs", "memory_limit_gib")
+               "cuda_graphs", "memory_limit_gib", "early_handoff")
 _STEP_KEYS = ("name", "kind", "gpus", "queue", "stages", "sleep_ms", "pool_slots")
 
 
@@ -256,6 +259,7 @@ def _model_from(d, path: str) -> ModelConfig:
         cuda_graphs=_bool(d.get("cuda_graphs", default.cuda_graphs), f"{path}.cuda_graphs"),
         memory_limit_gib=(None if d.get("memory_limit_gib") is None
                           else _number(d["memory_limit_gib"], f"{path}.memory_limit_gib")),
+        early_handoff=_bool(d.get("early_handoff", default.early_handoff), f"{path}.early_handoff"),
     )
 
 
@@ -312,7 +316,8 @@ def config_to_dict(cfg: Config) -> dict:
         "model": {"factor": m.factor, "checkpoint": m.checkpoint, "precision": m.precision,
                   "resolution": None if m.resolution is None else list(m.resolution),
                   "channels_last": m.channels_last, "compile": m.compile,
-                  "cuda_graphs": m.cuda_graphs, "memory_limit_gib": m.memory_limit_gib},
+                  "cuda_graphs": m.cuda_graphs, "memory_limit_gib": m.memory_limit_gib,
+                  "early_handoff": m.early_handoff},
         "pipeline": steps,
     }
 

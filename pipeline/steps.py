@@ -40,6 +40,8 @@ class ModelStep:
         self.model = None
         # [(last stage of the sub-range, outputs final after it)], in order
         self.plan = FLAVR.output_groups(self.first, self.last)
+        if not model_cfg.early_handoff:  # one group, published once the whole range has run
+            self.plan = [(self.last, tuple(n for _, names in self.plan for n in names))]
         assert self.plan[-1][0] == self.last  # the last stage always makes a live tensor
 
     def setup(self) -> None:

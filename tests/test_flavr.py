@@ -190,6 +190,19 @@ def test_a_model_step_publishes_its_groups_in_order_and_they_equal_the_whole_for
     assert len(out) == 1 and torch.equal(out[0], expected)
 
 
+def test_without_early_handoff_a_step_publishes_everything_once_at_the_end(whole):
+    from pipeline.config import ModelConfig, StepConfig
+    from pipeline.steps import ModelStep
+
+    x, _ = whole
+    step = ModelStep(StepConfig(name="enc", kind="model", gpus=[0], stages=("stem", "layer4")),
+                     ModelConfig(early_handoff=False), torch.device("cpu"))
+    step.setup()
+    published = []
+    step.run({"frames": x}, tuple(x.shape[-2:]), 1, lambda g, t: published.append((g, set(t))))
+    assert published == [(0, set(FLAVR.needed_after("layer4")))]
+
+
 def test_each_stage_hands_over_only_what_later_stages_read(model2):
     state = initial_state(frames())
     for stage in STAGES:
