@@ -238,7 +238,9 @@ def _load_run(run_dir: Path, base_label: str | None, origin: str, repeat=None, s
     size = run.get("frame_size")
     attrs = {"b": run.get("batch"), "p": None if per_gpu is None else int(bool(per_gpu)),
              "qs": args.get("queue_size"), "res": "x".join(map(str, size)) if size else None,
-             "prec": run.get("precision"), "device": run.get("device_kind")}
+             "prec": run.get("precision"), "device": run.get("device_kind"),
+             "decode": args.get("decode_backend"),
+             "mps": run["mps"].split(" ")[0].rstrip(":") if run.get("mps") else None}
     warnings = []
     live_path = run_dir / "report.json"
     if live_path.exists():
@@ -338,9 +340,12 @@ def _capacity_entry(entry: dict, sweep_dir: Path, record: dict, add, warnings) -
 # Grouping
 # --------------------------------------------------------------------------------------------
 
+_NAMED = ("decode", "mps")  # settings whose values are words: shown as key=value
+
+
 def _labels(runs: list[RunPoint]) -> None:
     """Label = config label, plus whatever run setting differs between runs of that label
-    (batch, per-GPU queues, queue size, frame size, precision, device)."""
+    (batch, per-GPU queues, queue size, frame size, precision, device, decode backend, MPS)."""
     by_base: dict[str, list[RunPoint]] = {}
     for r in runs:
         by_base.setdefault(r.base_label, []).append(r)
@@ -348,7 +353,8 @@ def _labels(runs: list[RunPoint]) -> None:
         varying = [k for k in members[0].attrs
                    if len({json.dumps(m.attrs.get(k)) for m in members}) > 1]
         for m in members:
-            extra = " ".join(f"{k}{m.attrs.get(k)}" for k in varying)
+            extra = " ".join(f"{k}={m.attrs.get(k)}" if k in _NAMED else f"{k}{m.attrs.get(k)}"
+                             for k in varying)
             m.label = f"{base} {extra}" if extra else base
 
 

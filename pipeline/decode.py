@@ -6,6 +6,11 @@ Backends, chosen by `choose_backend` (the one place that decides):
     dali-cpu  DALI's CPU video decoder: VP8 and VP9 only (DALI 2.x has no CPU H.264/HEVC)
     pyav      PyAV (FFmpeg) on the CPU: H.264, HEVC and AV1 on CPU devices
 
+DALI opens one NVDEC decoder per clip. With short clips (a few frames per request) that, not
+NVDEC's decode rate, is what limits: on four H200s eight to twelve workers together decoded ~69
+720p clips/s, whatever their number, while PyAV on 64 cores fed four GPUs at 84 clips/s
+(docs/results.md). `--decode-backend pyav` picks it for GPU runs too (planes are converted on the GPU).
+
 Colour. Both libraries turn YCbCr into RGB by their own conventions, which differ from each other
 and from the standard: DALI's video decoders (CPU and NVDEC alike) always apply the BT.601 matrix
 (limited range, or full range when the stream flags it) with bilinear, centre-sited chroma

@@ -2,7 +2,7 @@
 
 Without MPS, every process of a run that uses a GPU has its own CUDA context there, and the GPU
 time-slices between contexts: on one H200, two decode processes beside the model runner made each
-model call 9% slower (0.5% under MPS; docs/gpu/mps/). Under MPS the clients' kernels share the GPU
+model call 9% slower (0.5% under MPS; docs/gpu/fastpath/). Under MPS the clients' kernels share the GPU
 through one server instead.
 
 The main process of a run never touches CUDA, and its children are spawned after the daemon is up

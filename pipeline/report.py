@@ -222,7 +222,7 @@ def _shares(ok, steps) -> dict:
         values = [r.get(f"{s}.{field}") for r in ok for s in which]
         if ok and all(v is None for v in values):
             return None  # not measured (logs from before the field existed)
-        return sum(v or 0.0 for v in values)
+        return math.fsum(v or 0.0 for v in values)
 
     decode = [s for s in steps if s == steps[0]]
     model = [s for s in steps if s not in decode]

@@ -74,7 +74,11 @@ def row(run_dir: Path, alone: dict[int, float]) -> str:
     windows = batch * (config.get("frames_per_request", 3) - 1)
     if s["load"]["bulk"] and windows in alone and model_gpus:
         share = f"{100 * new_fps / (len(model_gpus) * alone[windows]):.1f}%"
-    return (f"| {run.get('config')} | {load} | {batch} | {rps:.2f} | {new_fps:.1f} | {share} | "
+    args = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").exists() else {}
+    settings = [o for o in args.get("overrides") or []]
+    if args.get("decode_backend", "auto") != "auto":
+        settings.insert(0, f"decode {args['decode_backend']}")
+    return (f"| {run.get('config')} | {'; '.join(settings) or '-'} | {load} | {batch} | {rps:.2f} | {new_fps:.1f} | {share} | "
             f"{_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {'; '.join(stages)} | "
             f"{handoff} | {util} | {run.get('mps', '-')} |")
 
@@ -89,10 +93,10 @@ def main(argv=None) -> int:
         print("model alone (fast, 720p): " + ", ".join(f"{b} windows/call {f:.1f} new frames/s"
                                                     for b, f in sorted(alone.items())))
         print()
-    print("| config | load | -b | req/s | new frames/s | of N x model alone | p50 ms | p90 ms | "
+    print("| config | settings | load | -b | req/s | new frames/s | of N x model alone | p50 ms | p90 ms | "
           "p99 ms | per stage (wait/compute/hand-off ms) | hand-off copy / exposed | "
           "GPU util % | MPS |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|")
     for d in sorted(args.runs):
         if (d / "run.json").exists():
             print(row(d, alone))
