@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("auto", "dali-gpu", "dali-cpu", "pyav"),
                    help="force a decoder instead of choosing by device and codec (auto: DALI on "
                         "NVDEC for GPUs; DALI or PyAV on the CPU); env FLAVR_DECODE_BACKEND")
-    p.add_argument("--mps", choices=("auto", "on", "off"), default="auto",
+    from pipeline.mps import MODES as MPS_MODES
+
+    p.add_argument("--mps", choices=MPS_MODES, default="auto",
                    help="CUDA MPS control daemon for the run: without it, processes sharing a "
                         "GPU (decode workers, runner replicas) time-slice it (measured: the model "
                         "~9%% slower beside two decode processes on one H200, 0.5%% with MPS). "

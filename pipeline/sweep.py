@@ -554,7 +554,9 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a field of every config, as benchmark.py --set does, e.g. "
                         "--set model.resolution=[512,512]")
-    p.add_argument("--mps", choices=("auto", "on", "off"), default="auto",
+    from pipeline.mps import MODES as MPS_MODES
+
+    p.add_argument("--mps", choices=MPS_MODES, default="auto",
                    help="CUDA MPS control daemon for every run, as benchmark.py --mps: without "
                         "it, processes sharing a GPU time-slice it (~9%% on the model on one H200)")
     p.add_argument("--logs", default="logs", help="root folder of the run and sweep folders")

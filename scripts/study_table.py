@@ -20,15 +20,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.report import summary_from_run_dir  # noqa: E402
+from pipeline.report import _pct, summary_from_run_dir  # noqa: E402
 
 
 def _ms(x) -> str:
     return "-" if x is None else f"{1e3 * x:.1f}"
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def model_alone_fps(path: Path) -> dict[int, float]:
