@@ -283,7 +283,11 @@ class _Run:
         table = {name: {"pid": self.launcher.pid(name), "role": self.launcher.roles[name],
                         "gpu": ctx.gpu} for name, ctx in self.children.items()}
         table["main"] = {"pid": os.getpid(), "role": "the main process", "gpu": None}
-        (self.run_dir / "processes.json").write_text(json.dumps(table, indent=2))
+        # Written whole and renamed into place: tools poll for this file and must never read it
+        # half-written.
+        tmp = self.run_dir / "processes.json.tmp"
+        tmp.write_text(json.dumps(table, indent=2))
+        tmp.replace(self.run_dir / "processes.json")
 
     def _handshake(self) -> dict:
         """Wait until every process is warmed up; a death or the time limit ends the run."""
