@@ -181,6 +181,14 @@ def test_p99_issue_lag_above_5ms_is_reported():
     assert any("fell behind" in w and "p99 6.0 ms" in w for w in s["warnings"])
 
 
+def test_bulk_mode_lag_is_no_schedule_to_fall_behind():
+    # -mi 0: all due at once; enqueueing 100 requests takes a few ms and warns of nothing.
+    rows = [row(i, 0.0, 0.05 * (i + 1), issued_lag=0.0001 * i) for i in range(100)]
+    s = summary_of(rows)
+    assert s["load"]["bulk"] and s["issue_lag_s"]["max"] > 0.005
+    assert not any("fell behind" in w for w in s["warnings"])
+
+
 def test_on_time_client_gives_no_lag_warning():
     rows = [row(i, 0.01 * i, 0.05, issued_lag=0.0002) for i in range(100)]
     assert summary_of(rows)["warnings"] == []
