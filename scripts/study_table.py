@@ -7,7 +7,8 @@ function as its report. New frames/s = requests/s x (frames per request - 1) x (
 
 With --model-alone (the JSON of `benchmark.py --model-only`), each saturation row also gets its
 new frames/s as a share of N x the model alone, N = the GPUs the run's model steps used, at the
-windows per call the run's batches had.
+windows per call the run's batches had and in the run's mode (eager, or torch.compile'd when the
+run's config sets model.compile).
 """
 from __future__ import annotations
 
@@ -27,20 +28,19 @@ def _ms(x) -> str:
     return "-" if x is None else f"{1e3 * x:.1f}"
 
 
-def model_alone_fps(path: Path) -> dict[int, float]:
-    """Windows per call -> new frames/s of the fastest eager mode at 720p in a model-only JSON."""
+def model_alone_fps(path: Path) -> dict[tuple[str, int], float]:
+    """(mode, windows per call) -> new frames/s at 720p in a model-only JSON."""
     data = json.loads(path.read_text())
-    out: dict[int, float] = {}
+    out: dict[tuple[str, int], float] = {}
     for size in data["sizes"]:
         if (size["height"], size["width"]) != (720, 1280):
             continue
         for r in size["rows"]:
-            if r["mode"] == "fast":
-                out[int(r["batch"])] = float(r["frames_per_s"])
+            out[(r["mode"], int(r["batch"]))] = float(r["frames_per_s"])
     return out
 
 
-def row(run_dir: Path, alone: dict[int, float]) -> str:
+def row(run_dir: Path, alone: dict[tuple[str, int], float]) -> str:
     s = summary_from_run_dir(run_dir)
     run, thr = s["run"], s["throughput"]
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -68,8 +68,10 @@ def row(run_dir: Path, alone: dict[int, float]) -> str:
     share = "-"
     batch = run.get("batch", 1)
     windows = batch * (config.get("frames_per_request", 3) - 1)
-    if s["load"]["bulk"] and windows in alone and model_gpus:
-        share = f"{100 * new_fps / (len(model_gpus) * alone[windows]):.1f}%"
+    # The reference is the model alone in the same mode: eager ("fast") or torch.compile'd.
+    ref = ("compile" if (config.get("model") or {}).get("compile") else "fast", windows)
+    if s["load"]["bulk"] and ref in alone and model_gpus:
+        share = f"{100 * new_fps / (len(model_gpus) * alone[ref]):.1f}%"
     args = json.loads((run_dir / "args.json").read_text()) if (run_dir / "args.json").exists() else {}
     settings = [o for o in args.get("overrides") or []]
     if args.get("decode_backend", "auto") != "auto":
@@ -86,8 +88,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     alone = model_alone_fps(args.model_alone) if args.model_alone else {}
     if alone:
-        print("model alone (fast, 720p): " + ", ".join(f"{b} windows/call {f:.1f} new frames/s"
-                                                    for b, f in sorted(alone.items())))
+        print("model alone (720p): " + ", ".join(f"{m} {b} windows/call {f:.1f} new frames/s"
+                                              for (m, b), f in sorted(alone.items())))
         print()
     print("| config | settings | load | -b | req/s | new frames/s | of N x model alone | p50 ms | p90 ms | "
           "p99 ms | per stage (wait/compute/hand-off ms) | hand-off copy / exposed | "
