@@ -11,7 +11,6 @@ conversion (decode.py and encode.py) must agree on it: see `Colour.for_stream`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache

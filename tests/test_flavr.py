@@ -155,7 +155,7 @@ def test_output_groups_cover_the_hand_over_once_each_group_final_when_published(
     assert sorted(names) == sorted(FLAVR.needed_after(last))
     stages = [s for s, _ in groups]
     assert stages == sorted(stages, key=STAGES.index) and stages[-1] == last
-    i, j = STAGES.index(first), STAGES.index(last)
+    j = STAGES.index(last)
     for stage, ns in groups:
         later = STAGES[STAGES.index(stage) + 1: j + 1]
         written_later = {t for s in later for t in STAGE_IO[s][1]}

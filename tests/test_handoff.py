@@ -63,8 +63,6 @@ def consume(device_p: str, device_c: str, batch: int = 1, grouped: bool = False,
         handle = load_handle(data)
         dev = torch.device(device_c)
         stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-        spec = {"x": TensorSpec((ROWS * batch, 4, 8), torch.float32),
-                "y": TensorSpec((ROWS * batch, 2), torch.bfloat16)}
         gather = InputGather(dev, stream)
         reader = PoolReader(handle, free_q, dev)
         gather.attach(reader)

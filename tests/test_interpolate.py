@@ -1,10 +1,9 @@
 """The `interpolate` command end to end, as a user runs it, and its one-line errors."""
 import pytest
-import torch
 
 from pipeline.decode import FrameDecoder
 from pipeline.video_probe import probe
-from video_helpers import corrupt_middle, cut_in_half, run_interpolate, video_clip
+from video_helpers import corrupt_middle, cut_in_half, ffv1_clip, run_interpolate, video_clip
 
 
 @pytest.mark.parametrize("factor, codec", [(2, "vp9"), (4, "h264")])
@@ -85,19 +84,7 @@ def test_corrupt_vp9_found_while_streaming(tmp_path_factory, tmp_path):
 
 
 def test_unsupported_codec(tmp_path):
-    import av
-    import numpy as np
-
-    path = tmp_path / "lossless.mkv"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("ffv1", rate=24)
-        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        for i in range(3):
-            for p in s.encode(av.VideoFrame.from_ndarray(np.full((48, 32), 9 * i, np.uint8),
-                                                         format="yuv420p")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    path = ffv1_clip(tmp_path / "lossless.mkv")
     out = tmp_path / "o.mp4"
     result = run_interpolate(path, "-o", out)
     _assert_clear_error(result, path, out)

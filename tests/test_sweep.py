@@ -108,8 +108,8 @@ def test_capacity_search_finds_the_capacity_of_a_known_service_time(tmp_path):
     trace = "\n".join(f"{p['rate_rps']} {p['passed']} {p['p99_ms']} {p['reasons']}" for p in probes)
 
     # The service time the runs really had (sleep plus the runner's own per-request work), from
-    # their logs, and the part of the latency outside the sleep step's queue and service.
-    service, constant = [], []
+    # their logs.
+    service = []
     for p in probes:
         for r in json.loads((resolve_run_dir(result.sweep_dir, p["run_dir"]) / "report.json")
                             .read_text())["stages"]:

@@ -5,7 +5,6 @@ import sys
 import av
 import numpy as np
 import pytest
-import torch
 
 from pipeline.decode import FrameDecoder
 from pipeline.synthetic import ensure_synthetic_set, make_scene, render, truth_path

@@ -51,6 +51,22 @@ def cut_in_half(src: Path, dst: Path) -> Path:
     return dst
 
 
+def ffv1_clip(path: Path, frames: int = 3) -> Path:
+    """A real, valid clip in a codec the pipeline does not decode (lossless FFV1, Matroska)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=24)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((48, 32), i * 40, np.uint8), format="yuv420p")
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def corrupt_middle(src: Path, dst: Path, fraction: float = 0.25, seed: int = 0) -> Path:
     """Overwrite `fraction` of the file's bytes, starting at its middle, with random bytes."""
     data = bytearray(src.read_bytes())
