@@ -10,7 +10,7 @@ import os
 import queue as queue_module
 import signal
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipeline import mps
@@ -112,10 +112,14 @@ def frame_sizes(cfg, videos) -> list[tuple[int, int]]:
 
 
 def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
-    from pipeline.config import config_to_dict, resolve_videos, validate
+    from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos, validate
 
     device_kind, gpu_count, notices = resolve_device(cfg, opts.device)
     validate(cfg, gpu_count, force_per_gpu=opts.per_gpu)
+    checkpoint = resolve_checkpoint(cfg)
+    if checkpoint is not None:
+        # The runners load the file validation found (next to the config first), not the text.
+        cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint)))
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
     sizes = frame_sizes(cfg, videos)
     topo = Topology.from_config(cfg, force_per_gpu=opts.per_gpu)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import config_from_dict
+from pipeline.config import config_from_dict, config_to_dict
 from pipeline.orchestrator import RunOptions, run
 from pipeline.records import read_csv
 from pipeline.report import summary_from_run_dir
@@ -133,3 +133,21 @@ def test_clips_of_different_sizes_run_at_their_own_size(tmp_path):
     assert [r["status"] for r in result.rows] == ["ok"] * 4
     shapes = {tuple(torch.load(p).shape) for p in (result.run_dir / "outputs").glob("*.pt")}
     assert shapes == {(3, 1, 3, 32, 32), (3, 1, 3, 24, 48)}
+
+
+def test_a_checkpoint_next_to_the_config_is_found_by_every_runner(tmp_path, monkeypatch):
+    # Relative paths are looked up next to the config file first; the runners must load the file
+    # that validation found, whatever the working directory.
+    from models.checkpoint import build_model, save_checkpoint
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    save_checkpoint(build_model(factor=2, seed=3), folder / "weights.pth")
+    cfg = make_config(tmp_path, SPLIT, name="ckpt")
+    d = config_to_dict(cfg)
+    d["model"]["checkpoint"] = "weights.pth"
+    cfg = config_from_dict(d, source=str(folder / "ckpt.yaml"))
+    monkeypatch.chdir(tmp_path)
+    result = run(cfg, options(tmp_path, videos=2))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["ok"] * 3
