@@ -235,9 +235,9 @@ def _load_run(run_dir: Path, base_label: str | None, origin: str, repeat=None, s
     run = summary["run"]
     args = _read_json(run_dir / "args.json") if (run_dir / "args.json").exists() else {}
     per_gpu = args.get("per_gpu", args.get("per_gpu_queue"))
-    size = run.get("frame_size")
+    sizes = "+".join("x".join(map(str, s)) for s in run.get("frame_sizes") or [])
     attrs = {"b": run.get("batch"), "p": None if per_gpu is None else int(bool(per_gpu)),
-             "qs": args.get("queue_size"), "res": "x".join(map(str, size)) if size else None,
+             "qs": args.get("queue_size"), "res": sizes or None,
              "prec": run.get("precision"), "device": run.get("device_kind"),
              "decode": args.get("decode_backend"),
              "mps": run["mps"].split(" ")[0].rstrip(":") if run.get("mps") else None}
@@ -340,7 +340,7 @@ def _capacity_entry(entry: dict, sweep_dir: Path, record: dict, add, warnings) -
 # Grouping
 # --------------------------------------------------------------------------------------------
 
-_NAMED = ("decode", "mps")  # settings whose values are words: shown as key=value
+_NAMED = ("res", "decode", "mps")  # values that read badly glued to the key: key=value
 
 
 def _labels(runs: list[RunPoint]) -> None:

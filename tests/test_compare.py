@@ -41,19 +41,20 @@ def make_rows(latencies, gap=0.05, lag=0.0002, statuses=None):
     return rows
 
 
-def run_info(config, mi, batch=1, baseline=None, device="cpu"):
+def run_info(config, mi, batch=1, baseline=None, device="cpu", size=(16, 16)):
     return {"config": config, "t0": 1000.0, "steps": STEPS, "device_kind": device,
-            "frame_size": [16, 16], "factor": 2, "precision": "fp32", "mean_interval_ms": mi,
+            "frame_sizes": [list(size)], "factor": 2, "precision": "fp32", "mean_interval_ms": mi,
             "batch": batch, "warmup": 0, "requests": 0, "error": None, "stop_reason": None,
             "notices": [], "nvml_baseline": baseline}
 
 
 def write_crafted_run(root: Path, name: str, *, config="cfg", mi=50.0, latencies=None, gap=0.05,
-                      lag=0.0002, batch=1, seed=0, samples=None, baseline=None) -> Path:
+                      lag=0.0002, batch=1, seed=0, samples=None, baseline=None,
+                      size=(16, 16)) -> Path:
     """A run folder as the orchestrator writes it, from records whose numbers are known."""
     latencies = latencies if latencies is not None else [0.1 + 0.001 * i for i in range(120)]
     rows = make_rows(latencies, gap, lag)
-    info = run_info(config, mi, batch, baseline, "cuda" if samples else "cpu")
+    info = run_info(config, mi, batch, baseline, "cuda" if samples else "cpu", size)
     summary = summarize(rows, STEPS, info, samples)
     run_dir = root / name
     write_run(run_dir, config_dict={"name": config}, args_dict={"seed": seed, "per_gpu": False,
@@ -159,6 +160,14 @@ def test_labels_add_only_the_settings_that_differ(tmp_path):
             write_crafted_run(tmp_path, "b4", config="cfg", batch=4),
             write_crafted_run(tmp_path, "other", config="other")]
     assert [g.label for g in compare_dirs(dirs).groups] == ["cfg b1", "cfg b4", "other"]
+
+
+def test_runs_at_different_frame_sizes_are_labelled_by_size(tmp_path):
+    # run.json holds the run's frame sizes as the orchestrator writes them ("frame_sizes").
+    dirs = [write_crafted_run(tmp_path, "small", size=(16, 16)),
+            write_crafted_run(tmp_path, "large", size=(720, 1280))]
+    labels = sorted(g.label for g in compare_dirs(dirs).groups)
+    assert labels == ["cfg res=16x16", "cfg res=720x1280"]
 
 
 # --- meeting an SLO: the capacity search's verdict, applied again to the logs -------------------
