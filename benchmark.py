@@ -69,41 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def apply_overrides(cfg, overrides):
-    """The config with FIELD=VALUE assignments applied, validated again as a whole."""
-    import copy
-    import re
-
-    import yaml
-
-    from pipeline.config import config_from_dict, config_to_dict
-    from pipeline.errors import ConfigError
-
-    if not overrides:
-        return cfg
-    d = copy.deepcopy(config_to_dict(cfg))
-    for text in overrides:
-        field, sep, value = text.partition("=")
-        if not sep or not field:
-            raise ConfigError("--set", f"expected FIELD=VALUE, got '{text}'")
-        keys = [int(k[1:-1]) if k.startswith("[") else k
-                for k in re.findall(r"[^.\[\]]+|\[\d+\]", field)]
-        node = d
-        for i, key in enumerate(keys[:-1]):
-            try:
-                node = node[key]
-            except (KeyError, IndexError, TypeError):
-                raise ConfigError(field, f"--set: no such field ('{keys[i]}' not found)") from None
-        last = keys[-1]
-        if isinstance(node, dict):
-            node[last] = yaml.safe_load(value)
-        elif isinstance(node, list) and isinstance(last, int) and last < len(node):
-            node[last] = yaml.safe_load(value)
-        else:
-            raise ConfigError(field, "--set: no such field")
-    return config_from_dict(d, source=cfg.source)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--model-only" in argv:  # a different benchmark with flags of its own
@@ -114,7 +79,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.config is None:
         parser.error("the following arguments are required: -c/--config (or --model-only)")
-    from pipeline.config import describe_placement, load_config, validate
+    from pipeline.config import apply_overrides, describe_placement, load_config, validate
     from pipeline.errors import ConfigError, VideoError
 
     try:
@@ -131,15 +96,11 @@ def main(argv=None) -> int:
 
             kind, count, notices = resolve_device(cfg, args.device)
             validate(cfg, count, force_per_gpu=args.per_gpu_queue)
-            use_mps, mps_reason = mps.plan(
-                args.mps, kind, Topology.from_config(cfg, force_per_gpu=args.per_gpu_queue))
+            use_mps, mps_reason = mps.plan(args.mps, kind, Topology.from_config(cfg))
             for n in notices:
                 print(f"notice: {n}")
             print(f"device: {kind}" + (f" ({count} GPUs)" if count else ""))
             print(f"mps: {mps.preview(use_mps, mps_reason, hide=mps.hides(args.mps, kind))}")
-            if args.per_gpu_queue:
-                for step in cfg.steps:
-                    step.queue = "per_gpu"
             print(describe_placement(cfg, cpu_mode=kind == "cpu"))
             return 0
         from pipeline.orchestrator import RunOptions, run

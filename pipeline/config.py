@@ -322,6 +322,34 @@ def config_to_dict(cfg: Config) -> dict:
     }
 
 
+def apply_overrides(cfg: Config, overrides) -> Config:
+    """The config with `--set FIELD=VALUE` assignments applied (VALUE read as YAML; `pipeline[1]`
+    indexes the step list), validated again as a whole."""
+    if not overrides:
+        return cfg
+    d = config_to_dict(cfg)  # fresh containers: cfg itself is left as it was
+    for text in overrides:
+        field, sep, value = text.partition("=")
+        if not sep or not field:
+            raise ConfigError("--set", f"expected FIELD=VALUE, got '{text}'")
+        keys = [int(k[1:-1]) if k.startswith("[") else k
+                for k in re.findall(r"[^.\[\]]+|\[\d+\]", field)]
+        node = d
+        for i, key in enumerate(keys[:-1]):
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                raise ConfigError(field, f"--set: no such field ('{keys[i]}' not found)") from None
+        last = keys[-1]
+        if isinstance(node, dict):
+            node[last] = yaml.safe_load(value)
+        elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = yaml.safe_load(value)
+        else:
+            raise ConfigError(field, "--set: no such field")
+    return config_from_dict(d, source=cfg.source)
+
+
 def _join(path: str, key) -> str:
     return f"{path}.{key}" if path else str(key)
 

@@ -122,7 +122,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint)))
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
     sizes = frame_sizes(cfg, videos)
-    topo = Topology.from_config(cfg, force_per_gpu=opts.per_gpu)
+    topo = Topology.from_config(cfg)
     use_mps, mps_reason = mps.plan(opts.mps, device_kind, topo)
     if opts.mps == "on" and not use_mps:
         notices.append(f"--mps on has no effect: {mps_reason}")
@@ -250,7 +250,7 @@ class _Run:
 
         o = self.opts
         self.run_dir = create_run_dir(Path(o.logs_root), run_dir_name(
-            self.cfg.name, _num(o.mean_interval_ms), o.batch, o.videos, o.queue_size, int(o.per_gpu)))
+            self.cfg.name, o.mean_interval_ms, o.batch, o.videos, o.queue_size, o.per_gpu))
         self.control = self.launcher.queue()
         self.stop = self.launcher.event()
         self.admit_closed = self.launcher.event()
@@ -448,10 +448,6 @@ class _Run:
                   env=environment_info(), rows=rows, columns=self.table.columns(),
                   nvml_samples=samples, summary=summary, report_text=report, run_info=run_info)
         return RunResult(self.run_dir, summary, report, rows, self.error, self.notices)
-
-
-def _num(x: float):
-    return int(x) if float(x).is_integer() else x
 
 
 def _bar(total: int, desc: str, enabled: bool):

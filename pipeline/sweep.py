@@ -179,14 +179,14 @@ def _check_configs(cfgs, opts) -> None:
     for cfg in cfgs:
         kind, count, _ = resolve_device(cfg, opts.device)
         validate(cfg, count, force_per_gpu=opts.per_gpu)
-        mps.plan(opts.mps, kind, Topology.from_config(cfg, force_per_gpu=opts.per_gpu))
+        mps.plan(opts.mps, kind, Topology.from_config(cfg))
 
 
 def _with_overrides(cfgs, overrides):
     """Every config with the same `--set FIELD=VALUE` assignments, as benchmark.py applies them."""
     if not overrides:
         return list(cfgs)
-    from benchmark import apply_overrides
+    from pipeline.config import apply_overrides
 
     return [apply_overrides(c, list(overrides)) for c in cfgs]
 

@@ -33,14 +33,15 @@ class Topology:
     input_per_gpu: list[bool]  # per step index, plus one entry for the sink at the end
 
     @classmethod
-    def from_config(cls, cfg, force_per_gpu: bool = False) -> "Topology":
+    def from_config(cls, cfg) -> "Topology":
+        """The config's processes and queues; `-p` is applied to cfg by config.validate."""
         names = [s.name for s in cfg.steps]
         kinds = [s.kind for s in cfg.steps]
         replicas = [[Replica(i, s.name, s.kind, r, g) for r, g in enumerate(s.gpus)]
                     for i, s in enumerate(cfg.steps)]
         per_gpu = [False]
         for s in cfg.steps[:-1]:
-            per_gpu.append(force_per_gpu or s.queue == "per_gpu")
+            per_gpu.append(s.queue == "per_gpu")
         per_gpu.append(False)  # the sink
         return cls(names, kinds, replicas, per_gpu)
 

@@ -17,7 +17,7 @@ import pytest
 
 import benchmark
 from pipeline import mps
-from pipeline.config import load_config
+from pipeline.config import apply_overrides, load_config
 from pipeline.errors import ConfigError
 from pipeline.orchestrator import RunOptions, run
 from pipeline.report import format_report, summarize, summary_from_run_dir
@@ -43,7 +43,7 @@ fi
 
 
 def topology(name: str, *overrides: str) -> Topology:
-    cfg = benchmark.apply_overrides(load_config(CONFIGS / name), list(overrides))
+    cfg = apply_overrides(load_config(CONFIGS / name), list(overrides))
     return Topology.from_config(cfg)
 
 
