@@ -85,7 +85,7 @@ def _serve(ctx, spec: ClientSpec) -> None:
     from pipeline.items import Request
     from pipeline.queues import QueueFull, Router
 
-    ctx.send("ready", ctx.name, None, {})
+    ctx.send("ready", ctx.name, None)
     t0 = ctx.wait_start()
     if t0 is None:
         return

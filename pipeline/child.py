@@ -2,7 +2,7 @@
 the start-up handshake (ready -> start -> attached) that replaces a barrier nobody can escape.
 
 Messages to the main process are plain tuples on one control queue:
-    ("ready", name, pool_bytes | None, info)   warmed up; its output pool, serialised once
+    ("ready", name, pool_bytes | None)         warmed up; its output pool, serialised once
     ("attached", name)                         opened its producers' pools; may start
     ("rec", request_id, {field: value})        part of a request's record (see records.py)
     ("fatal", name, message)                   cannot go on; the run stops

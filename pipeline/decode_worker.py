@@ -54,7 +54,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     pool = SlotPool(ctx.name, device, largest([decode_output_spec(rows, h, w) for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
     router = spec.output.router(ctx.gpu)
-    ctx.send("ready", ctx.name, pool.handle_bytes(), {"pool_mib": pool.nbytes / 2**20})
+    ctx.send("ready", ctx.name, pool.handle_bytes())
     if ctx.wait_start() is None:
         return
     ctx.send("attached", ctx.name)

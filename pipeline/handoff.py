@@ -43,10 +43,6 @@ class TensorSpec:
             n *= d
         return n
 
-    @property
-    def nbytes(self) -> int:
-        return self.numel * torch.empty((), dtype=self.dtype).element_size()
-
 
 def largest(specs: list[dict[str, TensorSpec]]) -> dict[str, TensorSpec]:
     """Per tensor name, the spec with the most elements (pools sized for every frame size)."""
@@ -127,10 +123,6 @@ class SlotPool:
                         for _ in range(n_slots)] if self.is_cuda else None)
         for i in range(n_slots):
             free_queue.put(i)
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.slots) * sum(s.nbytes for s in self.spec.values())
 
     def handle_bytes(self) -> bytes:
         """The pool serialised once, for the main process to forward unopened to consumers."""

@@ -206,28 +206,16 @@ def free_memory(device: torch.device):
 # ---- inputs --------------------------------------------------------------------------------------
 
 def synthetic_windows(count: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, str]:
-    """`count` windows (count, 3, 4, H, W) in [0, 1] that look like video: moving textures.
+    """`count` windows (count, 3, 4, H, W) in [0, 1] that look like video: the project's moving
+    scenes (pipeline.synthetic)."""
+    from pipeline.synthetic import make_scene, render
 
-    Uses the project's scene renderer (pipeline.synthetic) when it is there; otherwise smooth
-    random textures panning by a sub-pixel step per frame, made here with torch.
-    """
-    try:
-        from pipeline.synthetic import make_scene, render
-    except ImportError:
-        make_scene = render = None
-    if make_scene is not None:
-        windows = []
-        for i in range(count):
-            layers = make_scene(width, height, N_INPUTS, seed * 1009 + i)
-            frames = [torch.from_numpy(render(layers, float(t), width, height)) for t in range(N_INPUTS)]
-            windows.append(torch.stack(frames).permute(3, 0, 1, 2))  # (T, H, W, 3) -> (3, T, H, W)
-        return torch.stack(windows).float().contiguous(), "pipeline.synthetic scenes"
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(count, 3, max(2, height // 16) + 2, max(2, width // 16) + 2, generator=g)
-    big = torch.nn.functional.interpolate(coarse, size=(height + 16, width + 16), mode="bicubic",
-                                          align_corners=False)
-    frames = [big[..., t: t + height, 2 * t: 2 * t + width] for t in range(N_INPUTS)]  # a slow pan
-    return torch.stack(frames, dim=2).clamp(0, 1).contiguous(), "smooth random textures (torch)"
+    windows = []
+    for i in range(count):
+        layers = make_scene(width, height, N_INPUTS, seed * 1009 + i)
+        frames = [torch.from_numpy(render(layers, float(t), width, height)) for t in range(N_INPUTS)]
+        windows.append(torch.stack(frames).permute(3, 0, 1, 2))  # (T, H, W, 3) -> (3, T, H, W)
+    return torch.stack(windows).float().contiguous(), "pipeline.synthetic scenes"
 
 
 def accuracy(out: torch.Tensor, ref: torch.Tensor, frames: torch.Tensor) -> dict:

@@ -303,7 +303,7 @@ class _Run:
             if msg is None:
                 continue
             if msg[0] == "ready":
-                _, name, pool_bytes, info = msg
+                _, name, pool_bytes = msg
                 waiting.discard(name)
                 if pool_bytes is not None:
                     pools[name] = pool_bytes

@@ -45,7 +45,6 @@ BASE_COLUMNS = (
 STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "handoff_exposed_s",
                "publish_s", "batch")
 SINK_FIELDS = ("queue_wait_s", "handoff_s")
-STATUSES = ("ok", "error", "dropped", "unfinished")
 
 
 def step_columns(step_names) -> list[str]:
@@ -71,12 +70,6 @@ class RecordTable:
             if settled and key in ("status", "error"):
                 continue
             row[key] = value
-
-    def status_counts(self) -> dict[str, int]:
-        counts = {s: 0 for s in STATUSES}
-        for row in self.rows.values():
-            counts[row.get("status") or "unfinished"] += 1
-        return counts
 
     def finish(self, t0: float) -> list[dict]:
         """Rows in id order with times made relative to t0 and latency filled in."""

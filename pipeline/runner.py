@@ -105,7 +105,7 @@ class _Runner:
         self.step.setup()
         max_rows = spec.batch * spec.rows_per_request
         specs = [self.step.specs(max_rows, h, w) for h, w in spec.sizes]
-        in_spec, out_spec = largest([i for i, _ in specs]), largest([o for _, o in specs])
+        out_spec = largest([o for _, o in specs])
         for (h, w), (size_in, _) in zip(spec.sizes[:WARM_SIZES], specs):
             try:
                 self._warm_up(size_in, (h, w))
@@ -122,9 +122,7 @@ class _Runner:
                              self.step.output_groups())
         self.gather = InputGather(self.device, self.stream)
         self.router = spec.output.router(self.ctx.gpu)
-        info = {"pool_mib": self.pool.nbytes / 2**20, "in": _describe(in_spec),
-                "out": _describe(out_spec)}
-        self.ctx.send("ready", self.ctx.name, self.pool.handle_bytes(), info)
+        self.ctx.send("ready", self.ctx.name, self.pool.handle_bytes())
         handles = self.ctx.wait_start()
         if handles is None:
             return
@@ -264,10 +262,6 @@ class _Runner:
                     f"{step}.publish_s": publish_s,
                     f"{step}.batch": n_requests,
                 })
-
-
-def _describe(spec) -> dict:
-    return {k: [list(s.shape), str(s.dtype).replace("torch.", "")] for k, s in spec.items()}
 
 
 def _on(stream):

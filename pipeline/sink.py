@@ -30,7 +30,7 @@ def sink_main(ctx: ChildContext, spec: SinkSpec) -> None:
 
 
 def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
-    ctx.send("ready", ctx.name, None, {})
+    ctx.send("ready", ctx.name, None)
     handles = ctx.wait_start()
     if handles is None:
         return

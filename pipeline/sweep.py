@@ -346,7 +346,6 @@ def _render(sweep_dir: Path, log) -> None:
 @dataclass
 class SearchOutcome:
     capacity: float | None  # highest passing rate below the lowest failing one
-    lo: float | None  # highest passing rate in the final bracket
     hi: float | None  # lowest failing rate
     probes: list[tuple[float, bool]]  # (rate, passed) in probe order
     stop: str  # why the search stopped
@@ -378,7 +377,7 @@ def bisect_capacity(probe: Callable[[float], bool], lo: float | None = None, hi:
         return ok
 
     def out(stop: str) -> SearchOutcome:
-        return SearchOutcome(good, good, bad, probes, stop)
+        return SearchOutcome(good, bad, probes, stop)
 
     firsts = [r for r in (lo, hi) if r is not None] or [start]
     for r in firsts:

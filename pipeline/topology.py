@@ -14,7 +14,6 @@ SINK = "sink"
 
 @dataclass(frozen=True)
 class Replica:
-    step_index: int
     step: str
     kind: str
     index: int  # replica number within its step
@@ -37,8 +36,8 @@ class Topology:
         """The config's processes and queues; `-p` is applied to cfg by config.validate."""
         names = [s.name for s in cfg.steps]
         kinds = [s.kind for s in cfg.steps]
-        replicas = [[Replica(i, s.name, s.kind, r, g) for r, g in enumerate(s.gpus)]
-                    for i, s in enumerate(cfg.steps)]
+        replicas = [[Replica(s.name, s.kind, r, g) for r, g in enumerate(s.gpus)]
+                    for s in cfg.steps]
         per_gpu = [False]
         for s in cfg.steps[:-1]:
             per_gpu.append(s.queue == "per_gpu")

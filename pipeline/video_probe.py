@@ -224,10 +224,6 @@ def _why(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e).split(":", 1)[0] or type(e).__name__
 
 
-def clear_cache() -> None:
-    _probe_cached.cache_clear()
-
-
 if __name__ == "__main__":  # python -m pipeline.video_probe FILE...
     import sys
 
