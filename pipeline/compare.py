@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.report import (
-    LAG_MAX_LIMIT_S, LAG_P99_LIMIT_S, MIN_FOR_P90, MIN_FOR_P99, PERCENTILE_METHOD, summary_from_run_dir,
+    MIN_FOR_P90, MIN_FOR_P99, PERCENTILE_METHOD, client_fell_behind, summary_from_run_dir,
 )
 
 # The file a sweep or capacity folder (pipeline/sweep.py) keeps its record in.
@@ -130,7 +130,7 @@ def judge_probe(summary: dict, slo_p99_s: float) -> Verdict:
         parts = ", ".join(f"{k} {v}" for k, v in not_ok.items())
         reasons.append(f"{sum(not_ok.values())} request(s) did not finish ok ({parts})")
     lag = summary["issue_lag_s"]
-    if lag.get("count") and (lag["p99"] > LAG_P99_LIMIT_S or lag["max"] > LAG_MAX_LIMIT_S):
+    if client_fell_behind(summary):
         reasons.append(f"the client fell behind its schedule (issue lag p99 {lag['p99'] * 1e3:.1f} ms, "
                        f"max {lag['max'] * 1e3:.1f} ms): the offered load was not delivered")
     lat = summary["latency_s"]

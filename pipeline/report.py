@@ -279,6 +279,15 @@ def _start_readings(samples, baseline) -> dict[int, dict]:
     return out
 
 
+def client_fell_behind(summary: dict) -> bool:
+    """Whether the client issued requests later than scheduled beyond the limits. In bulk mode
+    every request is due at once, so the lag is only the time it takes to enqueue them all; there
+    is no schedule to fall behind."""
+    lag = summary["issue_lag_s"]
+    return bool(not summary["load"]["bulk"] and lag.get("count")
+                and (lag["p99"] > LAG_P99_LIMIT_S or lag["max"] > LAG_MAX_LIMIT_S))
+
+
 def _warnings(summary: dict) -> list[str]:
     warnings = []
     if summary["run"].get("error"):
@@ -291,10 +300,7 @@ def _warnings(summary: dict) -> list[str]:
         warnings.append("no measured request finished ok: there is no latency or throughput to report")
 
     lag = summary["issue_lag_s"]
-    # In bulk mode every request is due at once, so the client's lag is only the time it takes to
-    # enqueue them all; there is no schedule to fall behind.
-    if (not summary["load"]["bulk"] and lag["count"]
-            and (lag["p99"] > LAG_P99_LIMIT_S or lag["max"] > LAG_MAX_LIMIT_S)):
+    if client_fell_behind(summary):
         warnings.append(f"the client fell behind its schedule: issue lag p99 {lag['p99'] * 1e3:.1f} ms, "
                         f"max {lag['max'] * 1e3:.1f} ms (limits {LAG_P99_LIMIT_S * 1e3:g} / "
                         f"{LAG_MAX_LIMIT_S * 1e3:g} ms); latencies still count from the scheduled "
