@@ -411,6 +411,10 @@ class FrameDecoder:
         return resize(frames, self.resolution)
 
     def _dali_range(self, info: VideoInfo, backend: str, start: int, count: int):
+        return _dali_rgb(self._dali_raw(info, backend, start, count), info, backend)
+
+    def _dali_raw(self, info: VideoInfo, backend: str, start: int, count: int) -> torch.Tensor:
+        """Frames start.. of the clip as DALI decodes them: (count, H, W, 3) uint8 on the device."""
         device_id = self._device_id if backend == "dali-gpu" else None
         pipe = _dali_pipeline("range", backend, device_id)
         encoded = np.fromfile(info.path, dtype=np.uint8)
@@ -424,7 +428,7 @@ class FrameDecoder:
             _drop_pipeline("range", backend, device_id)
             raise _dali_error(info.path, e) from None
         self._check_shape(info, raw, count)
-        return _dali_rgb(raw, info, backend)
+        return raw
 
     @staticmethod
     def _check_shape(info: VideoInfo, raw: torch.Tensor, count: int) -> None:

@@ -7,7 +7,7 @@ K decode processes loop over a 720p H.264 clip on the same GPU, in one of these 
     none     no decode process (the model alone)
     full     what a decode worker does: NVDEC through DALI, colour correction to float RGB,
              window gather, copy into a slot-sized buffer, stream sync
-    raw      NVDEC through DALI only: uint8 RGB into a torch tensor, stream sync
+    raw      NVDEC through DALI only (the decoder's own call): uint8 RGB into a torch tensor, stream sync
     convert  no decode: only the float conversion, colour correction and window gather of
              'full', on a uint8 tensor already on the GPU (our kernels alone)
 
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 def _decode_loop(mode: str, clip: str, device: str, frames: int, period: float, ready, stop,
                  counter) -> None:
-    from pipeline.decode import FrameDecoder, _dali_pipeline, dali_rgb_to_stream_rgb
+    from pipeline.decode import FrameDecoder, _dali_rgb
     from pipeline.video_probe import probe
     from pipeline.windows import make_windows
 
@@ -45,24 +45,14 @@ def _decode_loop(mode: str, clip: str, device: str, frames: int, period: float, 
     stream = torch.cuda.current_stream(dev)
     slot = torch.empty((frames - 1, 3, 4, info.height, info.width), device=dev)
     raw = torch.randint(0, 256, (frames, info.height, info.width, 3), dtype=torch.uint8, device=dev)
-    if mode == "raw":
-        import numpy as np
-        from pipeline.decode import _dali_output_to_torch
-        pipe = _dali_pipeline("range", "dali-gpu", dev.index)
-        encoded = np.fromfile(clip, dtype=np.uint8)
 
     def once():
         if mode == "full":
             slot.copy_(make_windows(decoder.decode(clip, frames)))
         elif mode == "raw":
-            pipe.feed_input("encoded", [encoded])
-            pipe.feed_input("start", [np.array(0, dtype=np.int32)])
-            pipe.feed_input("length", [np.array(frames, dtype=np.int32)])
-            (out,) = pipe.run()
-            _dali_output_to_torch(out, dev)
-        else:  # convert
-            rgb = raw.permute(0, 3, 1, 2).float().div_(255.0)
-            slot.copy_(make_windows(dali_rgb_to_stream_rgb(rgb, info.colour, 0.5)))
+            decoder._dali_raw(info, "dali-gpu", 0, frames)
+        else:  # convert: what the worker does to DALI's output
+            slot.copy_(make_windows(_dali_rgb(raw, info, "dali-gpu")))
         stream.synchronize()
 
     once()
