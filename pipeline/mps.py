@@ -18,7 +18,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +178,7 @@ class PrivateDaemon:
         self.base = root
         self.root = self.pipes = self.logs = None
         self.notice: str | None = None
-        self._saved: dict[str, str | None] = {}
+        self._env = ExitStack()  # the pipe and log variables, set while the daemon runs
 
     def env(self) -> dict[str, str]:
         return {**os.environ, PIPE_ENV: str(self.pipes), LOG_ENV: str(self.logs)}
@@ -204,9 +204,8 @@ class PrivateDaemon:
             raise ConfigError("mps", f"could not start the MPS control daemon: '{self.control} -d' "
                                      f"{why}" + (f": {detail}" if detail else "")
                                      + " (use --mps off to run without MPS)")
-        for key, value in ((PIPE_ENV, str(self.pipes)), (LOG_ENV, str(self.logs))):
-            self._saved[key] = os.environ.get(key)
-            os.environ[key] = value
+        self._env.enter_context(_environ(PIPE_ENV, str(self.pipes)))
+        self._env.enter_context(_environ(LOG_ENV, str(self.logs)))
 
     def _launch(self, out: Path) -> str | None:
         """Run `control -d` and wait for its control pipe; what went wrong, or None."""
@@ -234,12 +233,7 @@ class PrivateDaemon:
     def stop(self) -> str | None:
         """Quit the daemon, wait for it to go, put the environment back; a notice if it would
         not go (its directories are then left, so it can still be told to quit)."""
-        for key, value in self._saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        self._saved = {}
+        self._env.close()
         if self.root is None:
             return None
         problem = self._quit()

@@ -170,6 +170,7 @@ class _Run:
         self.signals = None  # the handlers to restore once the logs are written
         self.mps = "off"  # what the run did about MPS (mps.MpsState.text)
         self.on_final = lambda: None
+        self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
 
     # -- wiring ---------------------------------------------------------------------------------
     def _queues(self):
@@ -181,7 +182,11 @@ class _Run:
     def _ctx(self, name: str, gpu: int | None, threads: int = 1) -> ChildContext:
         from pipeline.gpu_monitor import cpu_affinity_for_gpu
 
-        affinity = cpu_affinity_for_gpu(gpu) if (self.device_kind == "cuda" and gpu is not None) else None
+        affinity = None
+        if self.device_kind == "cuda" and gpu is not None:
+            if gpu not in self.affinity:  # one NVML query per GPU, not per process on it
+                self.affinity[gpu] = cpu_affinity_for_gpu(gpu)
+            affinity = self.affinity[gpu]
         ctx = ChildContext(name, self.control, self.launcher.queue(), self.stop, self.device_kind,
                            gpu, threads, affinity)
         self.children[name] = ctx

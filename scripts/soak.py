@@ -117,16 +117,13 @@ def soak(n: int = 5000, sleep_ms: float = 0.5, size: int = 16, queue_size: int =
         sampler.done.set()
         sampler.join()
     elapsed = time.monotonic() - t_start
+    done = [r["done_s"] for r in result.rows if r.get("done_s") is not None]  # relative to t0
     del result.rows[:]  # only the counts are kept; the rows are in requests.csv
     gc.collect()
     main_rss_end, fds_end = rss_mib(), open_fds()
 
     counts = result.summary["counts"]
     t0 = result.summary["run"]["t0"]
-    from pipeline.records import read_csv
-
-    rows = read_csv(result.run_dir / "requests.csv")
-    done = [r["done_s"] for r in rows if r["done_s"] is not None]
     serve_end = t0 + max(done) if done else t0
     early_t = t0 + 0.1 * (serve_end - t0)
     serving = [(t, s) for t, s in sampler.samples if t0 <= t <= serve_end]
