@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.records import SINK
 
 DEVICES = ("auto", "cuda", "cpu")
 FACTORS = (2, 4, 8)
@@ -31,7 +32,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 STEP_KINDS = ("decode", "model", "sleep")
 QUEUES = ("global", "per_gpu")
 SYNTHETIC_CODECS = ("vp8", "vp9", "h264", "hevc")
-SINK = "sink"
 
 # Step names become CSV column prefixes (`<name>.compute_s`) and queue names.
 _STEP_NAME = re.compile(r"^[A-Za-z0-9_-]+$")

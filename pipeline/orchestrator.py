@@ -18,8 +18,8 @@ from pipeline.child import ChildContext
 from pipeline.clock import now
 from pipeline.launcher import LocalLauncher
 from pipeline.queues import Output
-from pipeline.records import RecordTable
-from pipeline.topology import SINK, Topology
+from pipeline.records import SINK, RecordTable
+from pipeline.topology import Topology
 
 
 @dataclass

@@ -45,12 +45,13 @@ BASE_COLUMNS = (
 STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "handoff_exposed_s",
                "publish_s", "batch")
 SINK_FIELDS = ("queue_wait_s", "handoff_s")
+SINK = "sink"  # the last stage's name in records, queues and process names; no step may take it
 
 
 def step_columns(step_names) -> list[str]:
     cols = []
     for name in step_names:
-        fields = SINK_FIELDS if name == "sink" else STEP_FIELDS
+        fields = SINK_FIELDS if name == SINK else STEP_FIELDS
         cols += [f"{name}.{f}" for f in fields]
     return cols
 
@@ -86,7 +87,7 @@ class RecordTable:
         return out
 
     def columns(self) -> list[str]:
-        return list(BASE_COLUMNS) + step_columns(list(self.step_names) + ["sink"])
+        return list(BASE_COLUMNS) + step_columns(list(self.step_names) + [SINK])
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.records import SINK_FIELDS, STEP_FIELDS, read_csv
+from pipeline.records import SINK, SINK_FIELDS, STEP_FIELDS, read_csv
 
 PERCENTILE_METHOD = ("nearest-rank: the smallest observed value with at least p% of the values "
                      "at or below it (no interpolation)")
@@ -29,7 +29,6 @@ LAG_P99_LIMIT_S = 0.005
 LAG_MAX_LIMIT_S = 0.050
 BUSY_UTIL_PCT = 10
 BUSY_MEM_MIB = 1024
-SINK = "sink"
 
 
 # --------------------------------------------------------------------------------------------

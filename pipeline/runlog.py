@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.records import write_csv
+from pipeline.records import SINK, write_csv
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -179,7 +179,7 @@ def write_run(run_dir, *, config_dict: dict, args_dict: dict, env: dict, rows: l
     run_dir.mkdir(parents=True, exist_ok=True)
     info = run_info if run_info is not None else summary["run"]
     if "step_names" not in info:
-        info = {**info, "step_names": [s for s in summary["steps"] if s != "sink"]}
+        info = {**info, "step_names": [s for s in summary["steps"] if s != SINK]}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
     _write_json(run_dir / "args.json", args_dict)
     _write_json(run_dir / "env.json", env)

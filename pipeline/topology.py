@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.queues import GLOBAL, queue_name
-
-SINK = "sink"
+from pipeline.records import SINK
 
 
 @dataclass(frozen=True)
