@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.report import (
-    MIN_FOR_P90, MIN_FOR_P99, PERCENTILE_METHOD, client_fell_behind, summary_from_run_dir,
+    MIN_FOR_P90, MIN_FOR_P99, PERCENTILE_METHOD, _fmt, client_fell_behind, summary_from_run_dir,
 )
 
 # The file a sweep or capacity folder (pipeline/sweep.py) keeps its record in.
@@ -438,10 +438,6 @@ def compare_dirs(paths, slo_p99_ms: float | None = None) -> Comparison:
 # Rendering
 # --------------------------------------------------------------------------------------------
 
-def _f(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _cell(stats: dict, spec: str, mark: str = "") -> str:
     if stats["n"] == 0:
         return "-"
@@ -517,9 +513,9 @@ def render_markdown(cmp: Comparison, plot_files: dict | None = None) -> str:
         rows = []
         for c in cmp.capacity:
             at, bad = c["at_capacity"] or {}, c["first_failing"] or {}
-            rows.append([c["config"], f"{c['slo_p99_ms']:g}", _f(c["capacity_rps"], "g"),
-                         _f(at.get("achieved_rps"), ".2f"), _f(at.get("output_fps"), ".1f"),
-                         _f(at.get("p99_ms"), ".1f"), _f(c["first_failing_rps"], "g"),
+            rows.append([c["config"], f"{c['slo_p99_ms']:g}", _fmt(c["capacity_rps"], "g"),
+                         _fmt(at.get("achieved_rps"), ".2f"), _fmt(at.get("output_fps"), ".1f"),
+                         _fmt(at.get("p99_ms"), ".1f"), _fmt(c["first_failing_rps"], "g"),
                          "; ".join(bad.get("reasons") or []) or "-", str(len(c["probes"])),
                          "; ".join([c.get("stop") or ""] + c["notices"]).strip("; ")])
         lines += _md_table(["config", "SLO p99 ms", "capacity req/s", "achieved req/s",
@@ -529,8 +525,8 @@ def render_markdown(cmp: Comparison, plot_files: dict | None = None) -> str:
             lines += ["", f"Probes of {c['config']}, in search order:", ""]
             lines += _md_table(
                 ["rate req/s", "SLO", "p99 ms", "achieved req/s", "ok", "reasons and notices"],
-                [[f"{p['rate_rps']:g}", "met" if p["passed"] else "failed", _f(p.get("p99_ms"), ".1f"),
-                  _f(p.get("achieved_rps"), ".2f"), _f(p.get("ok"), "d"),
+                [[f"{p['rate_rps']:g}", "met" if p["passed"] else "failed", _fmt(p.get("p99_ms"), ".1f"),
+                  _fmt(p.get("achieved_rps"), ".2f"), _fmt(p.get("ok"), "d"),
                   "; ".join((p.get("reasons") or []) + (p.get("notices") or [])) or "-"]
                  for p in c["probes"]], text_columns=(1, 5))
         lines.append("")

@@ -357,9 +357,10 @@ def _shared_without_mps(run: dict) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------------------------
 
 def _fmt(value, spec: str = ".2f", scale: float = 1.0) -> str:
+    """The value in `spec`, after `scale`; '-' for a missing value."""
     if value is None:
         return "-"
-    return format(value * scale, spec)
+    return format(value if scale == 1 else value * scale, spec)  # an int stays an int for "d"
 
 
 def _ms(value) -> str:

@@ -46,7 +46,7 @@ from typing import Callable
 from pipeline.compare import (  # the rules a comparison re-applies to the logs
     SWEEP_FILE, Verdict, capacity_from_probes, capacity_notices, judge_probe,
 )
-from pipeline.report import MIN_FOR_P99
+from pipeline.report import MIN_FOR_P99, _fmt
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
@@ -239,12 +239,8 @@ def _point_line(result) -> str:
     s = result.summary if result is not None else {}
     t, lat = s.get("throughput") or {}, s.get("latency_s") or {}
 
-    def ms(v):
-        return "-" if v is None else f"{v * 1e3:.1f}"
-
-    rps = t.get("requests_per_s")
-    return (f"{'-' if rps is None else f'{rps:.2f}'} req/s, p50 {ms(lat.get('p50'))} ms, "
-            f"p99 {ms(lat.get('p99'))} ms ({lat.get('count', 0)} requests)")
+    return (f"{_fmt(t.get('requests_per_s'))} req/s, p50 {_fmt(lat.get('p50'), '.1f', 1e3)} ms, "
+            f"p99 {_fmt(lat.get('p99'), '.1f', 1e3)} ms ({lat.get('count', 0)} requests)")
 
 
 def _eta(started: float, done: int, total: int) -> str:

@@ -21,11 +21,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.report import _pct, summary_from_run_dir  # noqa: E402
+from pipeline.report import _fmt, _pct, summary_from_run_dir  # noqa: E402
 
 
 def _ms(x) -> str:
-    return "-" if x is None else f"{1e3 * x:.1f}"
+    return _fmt(x, ".1f", 1e3)
 
 
 def model_alone_fps(path: Path) -> dict[tuple[str, int], float]:
