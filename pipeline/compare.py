@@ -145,6 +145,11 @@ def judge_probe(summary: dict, slo_p99_s: float) -> Verdict:
     return Verdict(not reasons, reasons, notices)
 
 
+def rate_of(mean_interval_ms: float) -> float | None:
+    """Requests/s of a Poisson load with this mean interval; None for bulk (0)."""
+    return 1000.0 / mean_interval_ms if mean_interval_ms > 0 else None
+
+
 def capacity_from_probes(probes: list[tuple[float, bool]]) -> tuple[float | None, float | None]:
     """(capacity, lowest failing rate) from judged probes: the highest passing rate below the
     lowest failing one. The same rule the search's final bracket follows, so a comparison
@@ -205,7 +210,7 @@ class Group:
 
     @property
     def rate(self) -> float | None:
-        return 1000.0 / self.mean_interval_ms if self.mean_interval_ms > 0 else None
+        return rate_of(self.mean_interval_ms)
 
     @property
     def load_text(self) -> str:
@@ -359,11 +364,7 @@ def _labels(runs: list[RunPoint]) -> None:
 
 
 def _stage_means(runs: list[RunPoint]) -> list[tuple[str, dict]]:
-    steps: list[str] = []
-    for r in runs:
-        for entry in r.summary["stages"]:
-            if entry["step"] not in steps:
-                steps.append(entry["step"])
+    steps = _dedupe([entry["step"] for r in runs for entry in r.summary["stages"]])
     out = []
     for step in steps:
         parts = {}
@@ -383,10 +384,7 @@ def _stage_means(runs: list[RunPoint]) -> list[tuple[str, dict]]:
 
 def group_runs(runs: list[RunPoint]) -> list[Group]:
     _labels(runs)
-    order: list[str] = []
-    for r in runs:
-        if r.label not in order:
-            order.append(r.label)
+    order = _dedupe([r.label for r in runs])
     keyed: dict[tuple[str, float], list[RunPoint]] = {}
     for r in runs:
         keyed.setdefault((r.label, r.mean_interval_ms), []).append(r)
@@ -410,12 +408,8 @@ def group_runs(runs: list[RunPoint]) -> list[Group]:
 
 
 def _dedupe(items: list[str]) -> list[str]:
-    seen, out = set(), []
-    for item in items:
-        if item not in seen:
-            seen.add(item)
-            out.append(item)
-    return out
+    """The items in first-seen order, each once."""
+    return list(dict.fromkeys(items))
 
 
 def compare_dirs(paths, slo_p99_ms: float | None = None) -> Comparison:

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+from pipeline.compare import _dedupe  # noqa: E402
 from pipeline.gpu_monitor import read_samples_csv  # noqa: E402
 from pipeline.records import read_csv  # noqa: E402
 
@@ -30,11 +31,7 @@ def _colours(labels: list[str]) -> dict[str, tuple]:
 
 
 def _config_order(cmp) -> list[str]:
-    out: list[str] = []
-    for g in cmp.groups:
-        if g.label not in out:
-            out.append(g.label)
-    return out
+    return _dedupe([g.label for g in cmp.groups])
 
 
 def _save(fig, path: Path) -> Path:
@@ -132,11 +129,7 @@ def latency_cdf(cmp, path: Path) -> Path:
 
 def stage_breakdown(cmp, path: Path) -> Path:
     groups = list(cmp.groups)
-    steps: list[str] = []
-    for g in groups:
-        for step, _ in g.stages:
-            if step not in steps:
-                steps.append(step)
+    steps = _dedupe([step for g in groups for step, _ in g.stages])
     shades = {part: [plt.get_cmap(cmap)(0.35 + 0.55 * i / max(1, len(steps) - 1))
                      for i in range(len(steps))] for part, cmap in PART_COLOURS.items()}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 3.5), 5.0))

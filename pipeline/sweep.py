@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.compare import (  # the rules a comparison re-applies to the logs
-    SWEEP_FILE, Verdict, capacity_from_probes, capacity_notices, judge_probe,
+    SWEEP_FILE, Verdict, capacity_from_probes, capacity_notices, judge_probe, rate_of,
 )
 from pipeline.report import MIN_FOR_P99, _fmt
 
@@ -104,10 +104,6 @@ def parse_loads(mean_intervals: str | None, rates: str | None) -> list[float]:
 def interval_for_rate(rate: float) -> float:
     """Mean interval in ms for a rate in req/s, rounded to 0.001 ms so folder names stay readable."""
     return round(1000.0 / rate, 3)
-
-
-def rate_of(mean_interval_ms: float) -> float | None:
-    return 1000.0 / mean_interval_ms if mean_interval_ms > 0 else None
 
 
 def _round_rate(rate: float) -> float:
@@ -364,12 +360,8 @@ def bisect_capacity(probe: Callable[[float], bool], lo: float | None = None, hi:
         rate = _round_rate(rate)
         ok = bool(probe(rate))
         probes.append((rate, ok))
-        if ok and (good is None or rate > good) and (bad is None or rate < bad):
-            good = rate
-        if not ok and (bad is None or rate < bad):
-            bad = rate
-            if good is not None and good >= bad:  # a pass above a fail: noise; trust the fail
-                good = max((r for r, p in probes if p and r < bad), default=None)
+        # A pass above a fail is noise: the bracket trusts the fail (the rule compare re-applies).
+        good, bad = capacity_from_probes(probes)
         return ok
 
     def out(stop: str) -> SearchOutcome:
