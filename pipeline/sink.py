@@ -48,18 +48,21 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
         reader.wait_host(item.slot)
         t_done = now()
         out = reader.tensors(item).get("out")
-        for p in item.parts:
+        finite = [True] * len(item.parts)
+        if spec.check_outputs and out is not None:  # one host read per item, not per request
+            finite = torch.stack([torch.isfinite(out[p.start:p.start + p.rows]).all()
+                                  for p in item.parts]).tolist()
+        for p, ok in zip(item.parts, finite):
             status = {"status": "ok", "error": ""}
-            if spec.check_outputs and out is not None:
-                rows = out[p.start:p.start + p.rows]
-                if not bool(torch.isfinite(rows).all()):
-                    status = {"status": "error", "error": "output holds NaN or Inf values"}
+            if not ok:
+                status = {"status": "error", "error": "output holds NaN or Inf values"}
             ctx.record(p.request_id, {
                 "sink.queue_wait_s": t_get - item.t_put, "sink.handoff_s": 0.0,
                 "done_s": t_done, "output_frames": (p.frames - 1) * spec.factor + 1, **status})
             if spec.save_dir and out is not None and status["status"] == "ok":
                 try:
-                    _save(spec, p, out[p.start:p.start + p.rows].cpu().clone())
+                    # a copy: the slot goes back to its producer below
+                    _save(spec, p, out[p.start:p.start + p.rows].to("cpu", copy=True))
                 except Exception as exc:  # saving is a by-product; the request itself is done
                     ctx.send("log", ctx.name, f"request {p.request_id}: could not save: {exc}")
         reader.release(item.slot)

@@ -151,3 +151,23 @@ def test_a_checkpoint_next_to_the_config_is_found_by_every_runner(tmp_path, monk
     result = run(cfg, options(tmp_path, videos=2))
     assert result.error is None, result.error
     assert [r["status"] for r in result.rows] == ["ok"] * 3
+
+
+def test_check_outputs_fails_requests_whose_frames_hold_nan(tmp_path):
+    # Weights with a NaN make every output NaN; with --check-outputs each request of a batch
+    # fails with the reason, the run itself goes on to the end.
+    from models.checkpoint import build_model, save_checkpoint
+
+    model = build_model(factor=2, seed=0)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    ckpt = save_checkpoint(model, tmp_path / "nan.pth")
+    cfg = make_config(tmp_path, WHOLE, name="nan")
+    d = config_to_dict(cfg)
+    d["model"]["checkpoint"] = str(ckpt)
+    result = run(config_from_dict(d), options(tmp_path, videos=4, batch=2, mean_interval_ms=0,
+                                              check_outputs=True))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["error"] * 5
+    assert {r["error"] for r in result.rows} == {"output holds NaN or Inf values"}
+    assert max(r["flavr.batch"] for r in result.rows) == 2  # parts of one item checked together
