@@ -48,6 +48,7 @@ containers carry no checksums and decoders decode such data as a valid, wrong pi
 from __future__ import annotations
 
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -191,14 +192,24 @@ def dali_rgb_to_stream_rgb(rgb: torch.Tensor, colour: Colour,
     `chroma_offset` (in 8-bit code values) off Cb and Cr on the way."""
     if colour.matrix == "bt601" and not chroma_offset:
         return rgb
-    m = _yuv_to_rgb_matrix(colour) @ _rgb_to_yuv_matrix("bt601")
+    m, shift = _dali_correction(colour, chroma_offset)
     out = _apply_3x3(m, rgb[:, 0], rgb[:, 1], rgb[:, 2])
     if chroma_offset:
-        # The offset in normalised chroma, carried through the stream's YCbCr->RGB matrix.
-        c = chroma_offset / (255.0 if colour.full_range else 224.0)
-        shift = (_yuv_to_rgb_matrix(colour) @ torch.tensor([0.0, c, c], dtype=torch.float64)).tolist()
-        out = torch.stack([out[:, i] - shift[i] for i in range(3)], 1).clamp_(0.0, 1.0)
+        for i in range(3):
+            out[:, i].sub_(shift[i])
+        out.clamp_(0.0, 1.0)
     return out
+
+
+@lru_cache(maxsize=64)
+def _dali_correction(colour: Colour, chroma_offset: float) -> tuple[torch.Tensor, list[float]]:
+    """The 3x3 matrix from DALI's BT.601 RGB to the stream's RGB, and the chroma offset carried
+    through the stream's YCbCr->RGB matrix (per RGB channel); once per stream colour, not per
+    request."""
+    m = _yuv_to_rgb_matrix(colour) @ _rgb_to_yuv_matrix("bt601")
+    c = chroma_offset / (255.0 if colour.full_range else 224.0)  # in normalised chroma
+    shift = (_yuv_to_rgb_matrix(colour) @ torch.tensor([0.0, c, c], dtype=torch.float64)).tolist()
+    return m, shift
 
 
 def resize(frames: torch.Tensor, resolution: tuple[int, int] | None) -> torch.Tensor:
