@@ -43,6 +43,13 @@ class ChildContext:
     def fail(self, request_id: int, reason: str) -> None:
         self.control.put(("rec", request_id, {"status": "error", "error": reason}))
 
+    def overflow(self, request_ids, exc: Exception) -> None:
+        """A queue overflowed: these requests are dropped, and (RnB's policy) the run stops
+        admitting new ones."""
+        for rid in request_ids:
+            self.record(rid, {"status": "dropped", "error": str(exc)})
+        self.control.put(("overflow", self.name, str(exc)))
+
     def fatal(self, message: str) -> None:
         self.control.put(("fatal", self.name, message))
 

@@ -73,13 +73,10 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
             if device.type == "cuda":
                 torch.cuda.current_stream(device).synchronize()
             decode_s = now() - t0
-        except VideoError as exc:
+        except Exception as exc:  # a bad clip or a decoder crash on it fails that request only
             ctx.record(req.request_id, base)
-            ctx.fail(req.request_id, f"decode: {exc}")
-            continue
-        except Exception as exc:  # a decoder crash on one clip fails that request only
-            ctx.record(req.request_id, base)
-            ctx.fail(req.request_id, f"decode: {req.video}: {type(exc).__name__}: {exc}")
+            detail = exc if isinstance(exc, VideoError) else f"{req.video}: {type(exc).__name__}: {exc}"
+            ctx.fail(req.request_id, f"decode: {detail}")
             continue
         slot = pool.acquire(ctx.should_stop)
         if slot is None:
@@ -106,6 +103,5 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
             if not router.put(item, ctx.should_stop):
                 break
         except QueueFull as exc:
-            ctx.record(req.request_id, {"status": "dropped", "error": str(exc)})
-            ctx.send("overflow", ctx.name, str(exc))
+            ctx.overflow([req.request_id], exc)
             pool.give_back(slot)

@@ -202,10 +202,7 @@ class _Runner:
                 if self.router.put(flight.out_item, self.ctx.should_stop):
                     slot = None  # the consumer gives it back
         except QueueFull as exc:
-            # RnB's policy: the run stops admitting requests; this batch is dropped, not lost.
-            for p in parts:
-                self.ctx.record(p.request_id, {"status": "dropped", "error": str(exc)})
-            self.ctx.send("overflow", self.ctx.name, str(exc))
+            self.ctx.overflow([p.request_id for p in parts], exc)  # dropped, not lost
             flight.failed = True
         except Exception as exc:  # one bad batch must not take the replica down
             if is_out_of_memory(exc):
