@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.config is None:
         parser.error("the following arguments are required: -c/--config (or --model-only)")
-    from pipeline.config import apply_overrides, describe_placement, load_config, validate
+    from pipeline.config import apply_overrides, describe_placement, load_config
     from pipeline.errors import ConfigError, VideoError
 
     try:
@@ -91,17 +91,14 @@ def main(argv=None) -> int:
         cfg = apply_overrides(load_config(args.config), args.overrides)
         if args.dry_run:
             from pipeline import mps
-            from pipeline.orchestrator import resolve_device
-            from pipeline.topology import Topology
+            from pipeline.orchestrator import plan_run
 
-            kind, count, notices = resolve_device(cfg, args.device)
-            validate(cfg, count, force_per_gpu=args.per_gpu_queue)
-            use_mps, mps_reason = mps.plan(args.mps, kind, Topology.from_config(cfg))
-            for n in notices:
+            p = plan_run(cfg, args.device, args.per_gpu_queue, args.mps)
+            for n in p.notices:
                 print(f"notice: {n}")
-            print(f"device: {kind}" + (f" ({count} GPUs)" if count else ""))
-            print(f"mps: {mps.preview(use_mps, mps_reason, hide=mps.hides(args.mps, kind))}")
-            print(describe_placement(cfg, cpu_mode=kind == "cpu"))
+            print(f"device: {p.device_kind}" + (f" ({p.gpu_count} GPUs)" if p.gpu_count else ""))
+            print(f"mps: {mps.preview(p.use_mps, p.mps_reason, hide=mps.hides(args.mps, p.device_kind))}")
+            print(describe_placement(cfg, cpu_mode=p.device_kind == "cpu"))
             return 0
         from pipeline.orchestrator import RunOptions, run
 

@@ -74,9 +74,9 @@ def resolve_device(cfg, override: str | None) -> tuple[str, int | None, list[str
     from pipeline.gpu_monitor import gpu_count_nvml
 
     want = override or cfg.device
-    count = gpu_count_nvml() or 0
     if want == "cpu":
         return "cpu", None, []
+    count = gpu_count_nvml() or 0
     if want == "cuda":
         if count == 0:
             from pipeline.errors import ConfigError
@@ -86,6 +86,30 @@ def resolve_device(cfg, override: str | None) -> tuple[str, int | None, list[str
     if count == 0:
         return "cpu", None, ["no GPU found: running on the CPU, GPU ids are logical devices"]
     return "cuda", count, []
+
+
+@dataclass
+class Plan:
+    """What a run of a config would be on this machine, before anything starts."""
+    device_kind: str  # cuda | cpu
+    gpu_count: int | None
+    notices: list[str]
+    topo: Topology
+    use_mps: bool
+    mps_reason: str
+
+
+def plan_run(cfg, device: str | None, per_gpu: bool, mps_mode: str) -> Plan:
+    """Resolve the device, check the config against it (applying -p), lay out the processes and
+    decide about MPS; ConfigError names the first problem. Shared by a run, a sweep's check of
+    its configs and benchmark.py --dry-run, so all three judge a config alike."""
+    from pipeline.config import validate
+
+    kind, count, notices = resolve_device(cfg, device)
+    validate(cfg, count, force_per_gpu=per_gpu)
+    topo = Topology.from_config(cfg)
+    use_mps, mps_reason = mps.plan(mps_mode, kind, topo)
+    return Plan(kind, count, notices, topo, use_mps, mps_reason)
 
 
 def frame_sizes(cfg, videos) -> list[tuple[int, int]]:
@@ -112,18 +136,17 @@ def frame_sizes(cfg, videos) -> list[tuple[int, int]]:
 
 
 def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
-    from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos, validate
+    from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos
 
-    device_kind, gpu_count, notices = resolve_device(cfg, opts.device)
-    validate(cfg, gpu_count, force_per_gpu=opts.per_gpu)
+    p = plan_run(cfg, opts.device, opts.per_gpu, opts.mps)
+    device_kind, notices, topo, use_mps, mps_reason = (p.device_kind, p.notices, p.topo,
+                                                       p.use_mps, p.mps_reason)
     checkpoint = resolve_checkpoint(cfg)
     if checkpoint is not None:
         # The runners load the file validation found (next to the config first), not the text.
         cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint)))
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
     sizes = frame_sizes(cfg, videos)
-    topo = Topology.from_config(cfg)
-    use_mps, mps_reason = mps.plan(opts.mps, device_kind, topo)
     if opts.mps == "on" and not use_mps:
         notices.append(f"--mps on has no effect: {mps_reason}")
     if cfg.model.checkpoint is None and "model" in topo.kinds:

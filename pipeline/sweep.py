@@ -167,15 +167,10 @@ def _write_json(path: Path, data) -> None:
 def _check_configs(cfgs, opts) -> None:
     """Validate every config against this machine before the first run starts: a typo in the
     second config must not surface an hour into the sweep. Raises ConfigError."""
-    from pipeline import mps
-    from pipeline.config import validate
-    from pipeline.orchestrator import resolve_device
-    from pipeline.topology import Topology
+    from pipeline.orchestrator import plan_run
 
     for cfg in cfgs:
-        kind, count, _ = resolve_device(cfg, opts.device)
-        validate(cfg, count, force_per_gpu=opts.per_gpu)
-        mps.plan(opts.mps, kind, Topology.from_config(cfg))
+        plan_run(cfg, opts.device, opts.per_gpu, opts.mps)
 
 
 def _with_overrides(cfgs, overrides):
