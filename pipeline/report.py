@@ -19,6 +19,7 @@ import json
 import math
 from pathlib import Path
 
+from pipeline.gpu_monitor import relative_time
 from pipeline.records import SINK, SINK_FIELDS, STEP_FIELDS, read_csv
 
 PERCENTILE_METHOD = ("nearest-rank: the smallest observed value with at least p% of the values "
@@ -90,7 +91,7 @@ def _normalize_samples(samples, t0: float | None) -> list[dict]:
         if "t_s" in s:
             t_s = _time(s["t_s"])
         elif t0 is not None:
-            t_s = round(float(s["t"]) - float(t0), 6)
+            t_s = relative_time(s["t"], t0)  # as nvml.csv stores it
         else:
             raise ValueError("NVML samples with absolute times need run_info['t0']")
         out.append({"t_s": t_s, "gpu": int(s["gpu"]), "util_pct": s["util_pct"],

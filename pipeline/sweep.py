@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.compare import (  # the rules a comparison re-applies to the logs
-    SWEEP_FILE, Verdict, capacity_from_probes, capacity_notices, judge_probe, rate_of,
+    SWEEP_FILE, Verdict, capacity_from_probes, capacity_notices, judge_probe, rate_of, run_metrics,
 )
 from pipeline.report import MIN_FOR_P99, _fmt
 
@@ -435,13 +435,12 @@ def search_capacity(cfg, label: str, slo_p99_ms: float, opts, sweep_dir: Path, *
             verdict = judge_probe(result.summary, slo_s)
         else:
             verdict = Verdict(False, [error or "the run did not finish"], [])
-        s = result.summary if result is not None else {}
+        m = run_metrics(result.summary) if result is not None else {}  # as compare shows them
         probes.append({
             "rate_rps": rate, "mean_interval_ms": mi, "requests": videos,
             "run_dir": _relative(getattr(result, "run_dir", None), sweep_dir),
             "passed": verdict.passed, "reasons": verdict.reasons, "notices": verdict.notices,
-            "p99_ms": _ms((s.get("latency_s") or {}).get("p99")),
-            "achieved_rps": (s.get("throughput") or {}).get("requests_per_s"),
+            "p99_ms": m.get("p99_ms"), "achieved_rps": m.get("achieved_rps"),
             "elapsed_s": round(time.monotonic() - t, 3)})
         log(f"  probe {len(probes)}: {rate:g} req/s -> "
             + ("meets" if verdict.passed else "fails") + f" the SLO: {_point_line(result)}"
@@ -468,10 +467,6 @@ def search_capacity(cfg, label: str, slo_p99_ms: float, opts, sweep_dir: Path, *
     log(f"capacity of {label}: " + (f"{capacity:g} req/s" if capacity is not None else "none found")
         + f" ({stop})" + "".join(f"\n  notice: {n}" for n in notices))
     return result
-
-
-def _ms(seconds):
-    return None if seconds is None else seconds * 1e3
 
 
 def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
