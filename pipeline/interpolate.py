@@ -38,18 +38,16 @@ def _resolution(text: str) -> tuple[int, int]:
 def _device(text: str) -> str:
     if text == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
+    from pipeline.decode import parse_device
+
     try:
-        dev = torch.device(text)
-    except RuntimeError:
+        dev = parse_device(text)  # the decoder's own reading: a bare cuda is cuda:0
+    except (RuntimeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda:N, got '{text}'") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda:N, got '{text}'")
-    if dev.type == "cuda":
-        index = 0 if dev.index is None else dev.index
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"device {text} is not available here")
-        return f"cuda:{index}"
-    return "cpu"
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or dev.index >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"device {text} is not available here")
+    return str(dev)
 
 
 def build_parser() -> argparse.ArgumentParser:
