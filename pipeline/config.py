@@ -421,14 +421,12 @@ def _bool(value, path: str) -> bool:
 # Validation: meaning, and fit to the machine
 # --------------------------------------------------------------------------------------------
 
-def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False,
-             check_files: bool = True) -> Config:
+def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) -> Config:
     """Check everything a run needs from the config; raise ConfigError naming the first bad field.
 
     gpu_count: GPUs on this machine; None means CPU mode, where GPU ids are logical device ids and
     are not checked against hardware. force_per_gpu (the `-p` flag) sets every step's queue to
-    per_gpu, in place, before the checks. check_files: also check that video paths and the
-    checkpoint exist. Returns cfg.
+    per_gpu, in place, before the checks. Video paths and the checkpoint must exist. Returns cfg.
     """
     from models.flavr import STAGES
 
@@ -442,8 +440,8 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False,
     if cfg.frames_per_request < 2:
         raise ConfigError("frames_per_request",
                           f"must be >= 2 (interpolation needs two frames), got {cfg.frames_per_request}")
-    _validate_videos(cfg, check_files)
-    _validate_model(cfg.model, check_files, cfg)
+    _validate_videos(cfg)
+    _validate_model(cfg.model, cfg)
     _validate_steps(cfg, STAGES, gpu_count, force_per_gpu)
     return cfg
 
@@ -455,7 +453,7 @@ def _choice(value, allowed, path: str) -> None:
         raise ConfigError(path, f"must be one of {', '.join(allowed)}; got '{value}'{hint}")
 
 
-def _validate_videos(cfg: Config, check_files: bool) -> None:
+def _validate_videos(cfg: Config) -> None:
     v = cfg.videos
     if bool(v.paths) == (v.synthetic is not None):
         which = "both are given" if v.paths else "neither is given"
@@ -481,11 +479,11 @@ def _validate_videos(cfg: Config, check_files: bool) -> None:
         _choice(s.codec, SYNTHETIC_CODECS, f"{sp}.codec")
         if s.seed < 0:
             raise ConfigError(f"{sp}.seed", f"must be >= 0, got {s.seed}")
-    elif check_files:
+    else:
         resolve_videos(cfg)
 
 
-def _validate_model(m: ModelConfig, check_files: bool, cfg: Config) -> None:
+def _validate_model(m: ModelConfig, cfg: Config) -> None:
     if m.factor not in FACTORS:
         raise ConfigError("model.factor", f"must be one of 2, 4, 8 (the released FLAVR models); got {m.factor}")
     _choice(m.precision, PRECISIONS, "model.precision")
@@ -497,7 +495,7 @@ def _validate_model(m: ModelConfig, check_files: bool, cfg: Config) -> None:
                 raise ConfigError(f"model.resolution[{i}]", f"must be a positive integer, got {value!r}")
     if m.memory_limit_gib is not None and not m.memory_limit_gib > 0:
         raise ConfigError("model.memory_limit_gib", f"must be > 0 GiB, got {m.memory_limit_gib}")
-    if m.checkpoint is not None and check_files:
+    if m.checkpoint is not None:
         resolve_checkpoint(cfg)
 
 
