@@ -132,6 +132,11 @@ def _up(cin: int, cout: int) -> nn.Module:
     return nn.ConvTranspose3d(cin, cout, (3, 4, 4), (1, 2, 2), 1)
 
 
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    """The frame size the network computes at: padded up to a multiple of PAD_MULTIPLE."""
+    return height + -height % PAD_MULTIPLE, width + -width % PAD_MULTIPLE
+
+
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflection-pad H and W of (B, C, T, H, W) up to a multiple (padding on the bottom/right)."""
     h, w = x.shape[-2:]
@@ -230,7 +235,7 @@ class FLAVR(nn.Module):
     def state_shapes(self, batch: int, height: int, width: int
                      ) -> dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
         """Shape and dtype of every tensor in the state at every boundary, by arithmetic."""
-        hp, wp = height + -height % PAD_MULTIPLE, width + -width % PAD_MULTIPLE
+        hp, wp = padded_size(height, width)
         act, f32 = self.dtype, torch.float32
         c0, c1, c2, c3 = WIDTHS
 

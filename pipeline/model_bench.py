@@ -42,7 +42,9 @@ from pathlib import Path
 
 import torch
 
-from models.flavr import N_INPUTS, PAD_MULTIPLE, PRECISIONS as PRECISION_DTYPES, STAGES, WIDTHS
+from models.flavr import (
+    N_INPUTS, PAD_MULTIPLE, PRECISIONS as PRECISION_DTYPES, STAGES, WIDTHS, padded_size,
+)
 
 GIB = 1024 ** 3
 MODES = ("original", "fast", "fp16", "compile")
@@ -68,10 +70,6 @@ FLOP_CONVENTION = (
 
 
 # ---- analytic work count -------------------------------------------------------------------------
-
-def padded_size(height: int, width: int) -> tuple[int, int]:
-    return height + -height % PAD_MULTIPLE, width + -width % PAD_MULTIPLE
-
 
 def flavr_stage_macs(height: int, width: int, factor: int = 2) -> dict[str, int]:
     """Multiply-adds of one window (batch 1) per stage, following models/flavr.py layer by layer."""
