@@ -203,6 +203,14 @@ def free_memory(device: torch.device):
 
 # ---- inputs --------------------------------------------------------------------------------------
 
+def random_input(study, dev, batch: int, height: int, width: int):
+    """A (batch, 3, 4, H, W) input buffer and fill(t), which refills a buffer with uniform values
+    from a generator seeded by the study (each timed call sees new data)."""
+    gen = torch.Generator(device=dev).manual_seed(study.seed)
+    x = torch.empty(batch, 3, N_INPUTS, height, width, device=dev)
+    return x, lambda t: t.uniform_(0.0, 1.0, generator=gen)
+
+
 def synthetic_windows(count: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, str]:
     """`count` windows (count, 3, 4, H, W) in [0, 1] that look like video: the project's moving
     scenes (pipeline.synthetic)."""
@@ -300,12 +308,7 @@ def measure(study: Study, spec: ModeSpec, height: int, width: int, acc_frames: t
            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32 if spec.precision == "fp32" else None}
     free_memory(dev)
     model, fn = make_model(study, spec)
-    gen = torch.Generator(device=dev).manual_seed(study.seed)
-    x = torch.empty(spec.batch, 3, N_INPUTS, height, width, device=dev)
-
-    def fill(t):
-        t.uniform_(0.0, 1.0, generator=gen)
-
+    x, fill = random_input(study, dev, spec.batch, height, width)
     with cudnn_settings(spec.cudnn_benchmark), torch.inference_mode():
         t0 = time.perf_counter()
         fill(x)
@@ -424,15 +427,14 @@ def run_profile(study: Study, height: int, width: int, batch: int, iters: int, p
     dev = study.device
     spec = ModeSpec("fast", batch, "bf16", True, True, False)
     model, fn = make_model(study, spec)
-    gen = torch.Generator(device=dev).manual_seed(study.seed)
-    x = torch.empty(batch, 3, N_INPUTS, height, width, device=dev)
+    x, fill = random_input(study, dev, batch, height, width)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with cudnn_settings(True), torch.inference_mode():
-        times = time_calls(study, fn, x, lambda t: t.uniform_(0, 1, generator=gen), max(study.warmup, 2))
+        times = time_calls(study, fn, x, fill, max(study.warmup, 2))
         with warnings.catch_warnings(), profile(activities=activities) as prof:
             warnings.simplefilter("ignore")  # notes about profiler cycles; one cycle here
             for _ in range(iters):
-                x.uniform_(0, 1, generator=gen)
+                fill(x)
                 fn(x)
             study.clock.sync()
     del model, fn, x
