@@ -11,6 +11,8 @@ conversion (decode.py and encode.py) must agree on it: see `Colour.for_stream`.
 """
 from __future__ import annotations
 
+import stat
+
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
@@ -71,16 +73,13 @@ class VideoInfo:
     codec: str          # FFmpeg decoder name: h264, hevc, vp8, vp9, av1
     width: int
     height: int
-    fps: float
     frames: int         # exact count of video packets (= frames for these codecs)
-    rate: Fraction = field(default=Fraction(0))  # fps as an exact fraction (30000/1001...)
+    rate: Fraction      # frames per second, exact (30000/1001...)
     colour: Colour = field(default_factory=Colour)
-    pix_fmt: str = "yuv420p"
 
-
-def _stat_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns
+    @property
+    def fps(self) -> float:
+        return float(self.rate)
 
 
 def probe(path) -> VideoInfo:
@@ -88,13 +87,15 @@ def probe(path) -> VideoInfo:
     missing, empty, not a video, has no video stream, uses a codec outside SUPPORTED_CODECS, or
     its packet data is cut short or unreadable. Results are cached per (path, size, mtime)."""
     path = Path(path)
-    if not path.exists():
-        raise VideoError(path, "no such file")
-    if path.is_dir():
+    try:
+        st = path.stat()  # once: a decode worker probes every request's clip
+    except (FileNotFoundError, NotADirectoryError):
+        raise VideoError(path, "no such file") from None
+    if stat.S_ISDIR(st.st_mode):
         raise VideoError(path, "is a directory, not a video file")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise VideoError(path, "empty file (0 bytes)")
-    return _probe_cached(*_stat_key(path))
+    return _probe_cached(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 @lru_cache(maxsize=256)
@@ -137,8 +138,7 @@ def _probe_cached(resolved: str, size: int, mtime_ns: int) -> VideoInfo:
             raise VideoError(path, f"truncated or damaged: the header says {lasting:.0f} frames "
                                    f"({lasting / float(rate):.2f} s) but only {frames} frames "
                                    f"can be read")
-    return VideoInfo(path, codec, width, height, float(rate), frames, Fraction(rate), colour,
-                     pix_fmt or "yuv420p")
+    return VideoInfo(path, codec, width, height, frames, Fraction(rate), colour)
 
 
 def _frames_by_duration(container, stream, rate) -> tuple[float, float] | None:
