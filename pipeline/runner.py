@@ -79,7 +79,6 @@ class _InFlight:
     total: _Timer  # the whole step: its stages and its slot writes
     writes: list  # one _Timer per group written into the slot
     gathered: object
-    out_item: Item | None
     failed: bool = False
 
 
@@ -168,7 +167,7 @@ class _Runner:
             for p in item.parts:
                 parts.append(Part(p.request_id, offset + p.start, p.rows, p.video, p.frames))
             offset += item.rows
-        flight = _InFlight(items, t_get, _Timer(self.stream), [], None, None)
+        flight = _InFlight(items, t_get, _Timer(self.stream), [], None)
         slot = None
         try:
             with torch.inference_mode(), _on(self.stream):
@@ -197,9 +196,8 @@ class _Runner:
                         raise RuntimeError(f"step '{self.spec.step_name}' wrote groups with "
                                            f"different row counts {sorted(rows)}")
             if not flight.failed:
-                flight.out_item = Item(self.pool_id, slot, rows.pop(), parts, items[0].size,
-                                       layout)
-                if self.router.put(flight.out_item, self.ctx.should_stop):
+                out_item = Item(self.pool_id, slot, rows.pop(), parts, items[0].size, layout)
+                if self.router.put(out_item, self.ctx.should_stop):
                     slot = None  # the consumer gives it back
         except QueueFull as exc:
             self.ctx.overflow([p.request_id for p in parts], exc)  # dropped, not lost
@@ -238,14 +236,14 @@ class _Runner:
             flight.total.end.synchronize()
         for item in flight.items:
             self.gather.readers[item.pool_id].release(item.slot)
-        if flight.failed or flight.out_item is None:
+        if flight.failed:
             return
         # Slot writes are interleaved with the stages on one stream: compute is the rest.
         publish_s = sum(t.seconds() for t in flight.writes)
         compute_s = flight.total.seconds() - publish_s
         handoff_s = flight.gathered.copy_seconds()
         exposed_s = flight.gathered.exposed_seconds()
-        n_requests = len(flight.out_item.parts)
+        n_requests = sum(len(item.parts) for item in flight.items)
         step, ctx = self.spec.step_name, self.ctx
         for item in flight.items:
             for p in item.parts:
