@@ -1,115 +1,40 @@
-"""The load generator: when each request is due, and issuing requests on that schedule.
+"""The load generator, as a command: print the request schedule a benchmark run would send.
 
-Requests arrive as a Poisson process (exponential gaps of a given mean, drawn from a seeded
-generator so a run can be repeated exactly) or all at once (bulk, mean interval 0). As in MLPerf
-LoadGen, every request keeps its *scheduled* time: latency is counted from it, and a client that
-falls behind issues late requests at once rather than shifting the schedule, so queueing delay is
-never hidden (no coordinated omission).
+    python client.py -mi 50 -n 20 [--seed 0]
+
+Requests arrive as a Poisson process (exponential gaps of mean `-mi` ms, from a seeded generator,
+so a run can be repeated exactly) or all at once (`-mi 0`). The benchmark's client process
+(pipeline/serving/workers/client.py) sends exactly this schedule; latency counts from each
+request's scheduled time. The schedule itself lives in pipeline/serving/loadgen.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import argparse
+import sys
 
-import numpy as np
-
-from pipeline.clock import now, sleep_until
-
-# Longest single sleep while waiting for a request's time, so a stop request is seen promptly.
-_STOP_POLL_S = 0.05
+from pipeline.serving.loadgen import poisson_offsets, run_schedule  # noqa: F401  (re-exported)
 
 
-def poisson_offsets(n: int, mean_interval_ms: float, seed: int) -> np.ndarray:
-    """Scheduled issue times (seconds after the run's start) of n requests.
-
-    The cumulative sum of n exponential gaps with mean `mean_interval_ms`, so the first request is
-    due one gap after the start. mean_interval_ms == 0 is bulk mode: every request is due at 0.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if not mean_interval_ms >= 0:
-        raise ValueError(f"mean_interval_ms must be >= 0, got {mean_interval_ms}")
-    if mean_interval_ms == 0:
-        return np.zeros(n)
-    gaps = np.random.default_rng(seed).exponential(mean_interval_ms / 1000.0, size=n)
-    return np.cumsum(gaps)
-
-
-def run_schedule(offsets, t0: float, send: Callable[[int, float], object],
-                 should_stop: Callable[[], bool]) -> int:
-    """Issue request i at t0 + offsets[i] by calling send(i, scheduled_time); return how many went.
-
-    A request whose time has already passed is sent at once, still carrying its own scheduled time;
-    later requests keep theirs. send returning False (the first queue is full) ends the schedule;
-    that request does not count as sent. should_stop() is polled while waiting.
-    """
-    sent = 0
-    for i, offset in enumerate(offsets):
-        scheduled = t0 + float(offset)
-        while True:
-            if should_stop():
-                return sent
-            t = now()
-            if t >= scheduled:
-                break
-            sleep_until(min(scheduled, t + _STOP_POLL_S))
-        if send(i, scheduled) is False:
-            break
-        sent += 1
-    return sent
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-mi", "--mean_interval_ms", type=float, default=50.0,
+                   help="mean gap between requests in ms; 0 sends every request at once")
+    p.add_argument("-n", "--requests", type=int, default=20, help="how many requests")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    args = p.parse_args(argv)
+    try:
+        offsets = poisson_offsets(args.requests, args.mean_interval_ms, args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for i, t in enumerate(offsets):
+        print(f"{i:6d}  {t * 1000:10.1f} ms")
+    if len(offsets) > 1 and offsets[-1] > 0:
+        rate = len(offsets) / offsets[-1]
+        print(f"realised rate {rate:.2f} requests/s (nominal {1000 / args.mean_interval_ms:.2f})")
+    return 0
 
 
-# -- the client process ------------------------------------------------------------------------
-# The load generator's side of the pipeline: it issues requests on schedule into the decode queue.
-# Every request it handles is recorded (scheduled and issued time); one refused by a full queue
-# is recorded as dropped, and under the 'stop' policy nothing is issued after it.
-
-@dataclass
-class ClientSpec:
-    requests: list  # (request_id, video, frames, warmup)
-    offsets: list  # seconds after t0, one per request
-    out_queue: object
-    queue_name: str
-    bound: int
-    on_full: str  # "stop" | "block"
-    admit_closed: object  # shared flag (is_set): another queue overflowed, stop issuing
-
-
-def client_main(ctx, spec: ClientSpec) -> None:
-    from pipeline.child import run_child
-
-    run_child(ctx, lambda c: _serve(c, spec))
-
-
-def _serve(ctx, spec: ClientSpec) -> None:
-    from pipeline.items import Request
-    from pipeline.queues import QueueFull, Router
-
-    ctx.send("ready", ctx.name, None)
-    t0 = ctx.wait_start()
-    if t0 is None:
-        return
-    router = Router({None: spec.out_queue}, False, None, {None: spec.queue_name}, spec.bound,
-                    spec.on_full)
-    stopped = {"reason": ""}
-    handled = [0]  # requests recorded: admitted, or dropped at a full queue
-
-    def send(i: int, scheduled: float) -> bool:
-        if spec.admit_closed.is_set():
-            stopped["reason"] = "admission closed after a queue overflowed"
-            return False
-        rid, video, frames, warmup = spec.requests[i]
-        req = Request(rid, video, frames, warmup, scheduled, issued=now())
-        handled[0] += 1
-        ctx.record(rid, {"video": video, "frames": frames, "warmup": int(warmup),
-                         "scheduled_s": scheduled, "issued_s": req.issued})
-        try:
-            return router.put(req, ctx.should_stop)
-        except QueueFull as exc:
-            ctx.record(rid, {"status": "dropped", "error": str(exc)})
-            stopped["reason"] = str(exc)
-            return False
-
-    stop = lambda: ctx.should_stop() or spec.admit_closed.is_set()
-    run_schedule(spec.offsets, t0, send, stop)
-    ctx.send("client_done", handled[0], stopped["reason"])
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,1 @@
-"""FLAVR frame interpolation model and its checkpoints."""
+"""Models the serving pipeline can run, each in its own folder."""

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.decode import FrameDecoder, _rgb_to_yuv_matrix  # noqa: E402
-from pipeline.synthetic import truth_path, write_clip  # noqa: E402
-from pipeline.video_probe import probe  # noqa: E402
+from pipeline.media.decode import FrameDecoder, _rgb_to_yuv_matrix  # noqa: E402
+from pipeline.media.probe import probe  # noqa: E402
+from pipeline.media.synthetic import truth_path, write_clip  # noqa: E402
 
 
 def ycc_codes(rgb: torch.Tensor, matrix: str) -> torch.Tensor:

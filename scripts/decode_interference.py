@@ -34,9 +34,9 @@ import torch  # noqa: E402
 
 def _decode_loop(mode: str, clip: str, device: str, frames: int, period: float, ready, stop,
                  counter) -> None:
-    from pipeline.decode import FrameDecoder, _dali_rgb
-    from pipeline.video_probe import probe
-    from pipeline.windows import make_windows
+    from models.flavr.windows import make_windows
+    from pipeline.media.decode import FrameDecoder, _dali_rgb
+    from pipeline.media.probe import probe
 
     dev = torch.device(device)
     torch.cuda.set_device(dev)
@@ -67,7 +67,7 @@ def _decode_loop(mode: str, clip: str, device: str, frames: int, period: float, 
 
 
 def _model_times(device: str, height: int, width: int, rows: int, iters: int) -> list[float]:
-    from models.checkpoint import build_model
+    from models.flavr.checkpoint import build_model
 
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = True
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                     help="clips/s all decode processes together aim at (0: as fast as they go)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args(argv)
-    from pipeline.synthetic import write_clip
+    from pipeline.media.synthetic import write_clip
 
     device = f"cuda:{args.gpu}"
     height, width = 720, 1280

@@ -26,5 +26,5 @@ for c in $configs; do
     echo "$c -mi $mi: exit $?"
   done
 done | tee "$out/runs.txt"
-python3 -m pipeline.compare "$out"/logs/* --out "$out/compare" --no-plots > /dev/null 2>&1 \
+python3 -m pipeline.analysis.compare "$out"/logs/* --out "$out/compare" --no-plots > /dev/null 2>&1 \
   && cat "$out/compare/compare.md"

@@ -29,14 +29,14 @@ alive=$(python3 -c "import json,os; t=json.load(open('$table')); print([k for k,
 
 [ -n "${SKIP_OOM:-}" ] && exit 0
 mkdir -p videos/faults
-python3 -m pipeline.synthetic videos/faults/small-a.mp4 --width 256 --height 256 --frames 8 --codec h264 --seed 1 > /dev/null
-python3 -m pipeline.synthetic videos/faults/small-b.mp4 --width 256 --height 256 --frames 8 --codec h264 --seed 2 > /dev/null
-python3 -m pipeline.synthetic videos/faults/zbig.mp4 --width 1920 --height 1080 --frames 8 --codec h264 --seed 3 > /dev/null
+python3 -m pipeline.media.synthetic videos/faults/small-a.mp4 --width 256 --height 256 --frames 8 --codec h264 --seed 1 > /dev/null
+python3 -m pipeline.media.synthetic videos/faults/small-b.mp4 --width 256 --height 256 --frames 8 --codec h264 --seed 2 > /dev/null
+python3 -m pipeline.media.synthetic videos/faults/zbig.mp4 --width 1920 --height 1080 --frames 8 --codec h264 --seed 3 > /dev/null
 python3 benchmark.py -c configs/faults/oom.yaml -mi 100 -v 12 --warmup 0 --logs "$out/oom" --no-progress > "$out/oom.txt" 2>&1
 echo "oom demo: exit $?" | tee -a "$out/oom.txt"
 python3 - "$out" <<'PY' | tee -a "$out/oom.txt"
 import glob, sys
-from pipeline.records import read_csv
+from pipeline.analysis.records import read_csv
 rows = read_csv(glob.glob(f"{sys.argv[1]}/oom/*/requests.csv")[0])
 for r in rows:
     print(r["request_id"], r["video"].split("/")[-1], r["status"], (r["error"] or "")[:110])

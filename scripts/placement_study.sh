@@ -40,7 +40,7 @@ part() { [[ $parts == *" $1 "* ]]; }
     bench whole 0 2
   fi
   if [ "$ngpu" -ge 2 ] && part 2gpu; then
-    timeout 330 python3 -m pipeline.sweep -c configs/study/replicated.yaml -c configs/study/split.yaml \
+    timeout 330 python3 -m pipeline.analysis.sweep -c configs/study/replicated.yaml -c configs/study/split.yaml \
       -mi 50,0 --repeats 2 -v "$v" -qs 512 --logs "$out/runs" --name two-placements > "$out/sweep.txt" 2>&1
     echo "sweep replicated+split: exit $?"
     bench replicated 0 2
@@ -57,5 +57,5 @@ part() { [[ $parts == *" $1 "* ]]; }
     done
   fi
 } | tee "$out/runs.txt"
-python3 -m pipeline.compare "$out"/runs/* --out "$out/compare" > "$out/compare.txt" 2>&1
+python3 -m pipeline.analysis.compare "$out"/runs/* --out "$out/compare" > "$out/compare.txt" 2>&1
 head -40 "$out/compare/compare.md" 2>/dev/null

@@ -75,7 +75,7 @@ def soak(n: int = 5000, sleep_ms: float = 0.5, size: int = 16, queue_size: int =
          period_s: float = 0.2) -> dict:
     """Run n requests and return the figures (see module doc)."""
     from pipeline.config import config_from_dict
-    from pipeline.orchestrator import RunOptions, run
+    from pipeline.serving.orchestrator import RunOptions, run
 
     cfg = config_from_dict({
         "name": "soak", "device": "cpu",
@@ -96,12 +96,12 @@ def soak(n: int = 5000, sleep_ms: float = 0.5, size: int = 16, queue_size: int =
     # What a run imports and starts in this process once (torch, multiprocessing's resource
     # tracker) and the clips, made before the start figures so that they are not the first
     # import or the clip encoder.
-    import client  # noqa: F401
-    import models.flavr  # noqa: F401
-    import pipeline.report  # noqa: F401
-    import pipeline.runlog  # noqa: F401
     from multiprocessing import resource_tracker
 
+    import models.flavr.model  # noqa: F401
+    import pipeline.analysis.report  # noqa: F401
+    import pipeline.serving.runlog  # noqa: F401
+    import pipeline.serving.workers.client  # noqa: F401
     from pipeline.config import resolve_videos
 
     resource_tracker.ensure_running()

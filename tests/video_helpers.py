@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.synthetic import CONTAINER, truth_path, write_clip
+from pipeline.media.synthetic import CONTAINER, truth_path, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 _cache: dict = {}
@@ -40,7 +40,7 @@ def grey_levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def run_interpolate(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "pipeline.interpolate", *map(str, args),
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.interpolate", *map(str, args),
                            "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -1,0 +1,1 @@
+"""The model alone, without the pipeline: timing, accuracy of fast modes, profiles."""

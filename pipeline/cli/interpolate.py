@@ -1,0 +1,162 @@
+"""Interpolate one video file end to end: decode, FLAVR, encode at factor x fps.
+
+    python -m pipeline.cli.interpolate IN.mp4 -o OUT.mp4 --factor 4 [--checkpoint F] \
+        [--device auto|cpu|cuda:N] [--precision fp32|bf16|fp16] [--batch N] [--resolution HxW]
+
+Streams: frame chunks from the decoder -> 4-frame windows (1 frame of look-behind, 2 of
+look-ahead) -> FLAVR in batches -> the writer, which gets input frame i, then its factor-1 new
+frames, ..., then the last input frame: (T-1)*factor+1 frames at the input fps x factor. Memory
+stays bounded by one chunk plus one batch of windows, whatever the clip's length.
+
+A bad input (missing, empty, not a video, truncated or corrupt, unsupported codec, fewer than 2
+frames) or a checkpoint that does not fit ends the command with exit code 2 and one line naming
+the file; a half-written output file is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import CheckpointError, VideoError
+
+EXIT_BAD_INPUT = 2
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x448, got '{text}'") from None
+    if h <= 0 or w <= 0 or h % 2 or w % 2:
+        raise argparse.ArgumentTypeError(f"height and width must be positive and even, got {text}")
+    return h, w
+
+
+def _device(text: str) -> str:
+    if text == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    from pipeline.media.decode import parse_device
+
+    try:
+        dev = parse_device(text)  # the decoder's own reading: a bare cuda is cuda:0
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda:N, got '{text}'") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or dev.index >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"device {text} is not available here")
+    return str(dev)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.cli.interpolate",
+                                 description="Interpolate a video with FLAVR: decode, model, "
+                                             "encode at factor x fps.")
+    ap.add_argument("input", type=Path, help="video file to interpolate")
+    ap.add_argument("-o", "--output", type=Path, required=True,
+                    help="output video (.mp4/.mkv: H.264 where available, .webm: VP9)")
+    ap.add_argument("--factor", type=int, choices=(2, 4, 8), default=2,
+                    help="output frames per input frame interval (fps multiplier)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="FLAVR weights (without one the weights are random: a smoke test)")
+    ap.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda:N")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ap.add_argument("--batch", type=int, default=4, help="windows per model call")
+    ap.add_argument("--chunk", type=int, default=16, help="frames decoded per step")
+    ap.add_argument("--resolution", type=_resolution, default=None, metavar="HxW",
+                    help="resize the input to HxW before the model (default: its own size)")
+    ap.add_argument("--codec", choices=("auto", "h264", "vp9", "hevc", "vp8"), default="auto")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, device: str = "cpu",
+                precision: str = "fp32", batch: int = 4, chunk: int = 16,
+                resolution: tuple[int, int] | None = None, codec: str = "auto",
+                progress: bool = True, log=print) -> dict:
+    """Run the whole thing; returns a summary dict. Raises VideoError / CheckpointError."""
+    from tqdm import tqdm
+
+    from models.flavr.checkpoint import build_model
+    from models.flavr.windows import output_frame_count, stream_windows
+    from pipeline.media.decode import FrameDecoder
+    from pipeline.media.encode import VideoWriter
+    from pipeline.media.probe import probe
+
+    if batch < 1 or chunk < 1:
+        raise ValueError("batch and chunk must be >= 1")
+    info = probe(input_path)
+    if info.frames < 2:
+        raise VideoError(info.path, f"has {info.frames} frame(s); interpolation needs at least 2")
+    height, width = resolution or (info.height, info.width)
+    if height % 2 or width % 2:
+        raise VideoError(info.path, f"frame size {info.width}x{info.height} is odd; pass "
+                                    f"--resolution with even numbers")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+
+    decoder = FrameDecoder(device, resolution=(height, width))
+    backend = decoder.backend_for(info)
+    log(f"decode: {backend} ({decoder.last_reason})")
+    model = build_model(factor=factor, checkpoint=checkpoint, device=device)
+    model = model.for_inference(precision)
+
+    total = output_frame_count(info.frames, factor)
+    output_path = Path(output_path)
+    written = 0
+    writer = VideoWriter(output_path, info.rate * factor, width, height, codec=codec)
+    try:
+        with writer, tqdm(total=total, unit="frame", disable=not progress,
+                          desc=output_path.name) as bar, torch.inference_mode():
+            last = None
+            for windows, middles, _first in stream_windows(decoder.iter_chunks(info.path, chunk),
+                                                           batch):
+                new = model(windows)  # (B, factor-1, 3, H, W) float32
+                if new.shape[1] != factor - 1:
+                    raise CheckpointError(f"model made {new.shape[1]} frames per window, "
+                                          f"factor {factor} needs {factor - 1}")
+                # input frame i, then its factor-1 new frames, for each window of the batch
+                out = torch.cat([middles[:, None].to(new.dtype), new], 1).flatten(0, 1)
+                writer.write(out)
+                written += out.shape[0]
+                bar.update(out.shape[0])
+                last = windows[-1, :, 2]  # input frame i+1 of the last window so far
+            writer.write(last)
+            written += 1
+            bar.update(1)
+    except BaseException:
+        output_path.unlink(missing_ok=True)  # no half-written video left behind
+        raise
+    if written != total:
+        raise VideoError(info.path, f"wrote {written} frames, expected {total}")
+    return {"input": str(info.path), "output": str(output_path), "frames_in": info.frames,
+            "frames_out": written, "fps_out": float(info.rate * factor), "codec": writer.codec,
+            "width": width, "height": height, "backend": backend}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def log(msg):
+        print(msg, file=sys.stderr)
+
+    try:
+        summary = interpolate(args.input, args.output, args.factor, args.checkpoint, args.device,
+                              args.precision, args.batch, args.chunk, args.resolution,
+                              args.codec, progress=not args.quiet, log=log)
+    except (VideoError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"wrote {summary['output']}: {summary['frames_out']} frames "
+          f"({summary['frames_in']} in), {summary['width']}x{summary['height']} at "
+          f"{summary['fps_out']:g} fps, {summary['codec']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

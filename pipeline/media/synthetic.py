@@ -1,0 +1,191 @@
+"""Synthetic clips with known motion, for tests and benchmarks.
+
+A scene is a smooth random texture (a sum of a few random sinusoids per colour channel, so it can
+be evaluated at any real-valued position) panning at a sub-pixel speed, with textured foreground
+discs moving across it at other sub-pixel speeds and passing over it (occlusion, anti-aliased
+edges). Every frame is rendered analytically at its time t (in frame units), so the true
+in-between frames at t = i + k/F can be rendered the same way and stored beside the clip for
+quality checks:
+
+    python -m pipeline.media.synthetic OUT.webm --width 128 --height 128 --frames 16 --fps 24 \
+        --codec vp9 --seed 0 --truth-factor 4
+
+writes OUT.webm and OUT.truth.npz with `frames` (N,H,W,3) uint8 RGB at t = j/F for
+j = 0..(T-1)*F (j % F == 0 are the clip's own frames), `times` (N,) and `factor`.
+Clips are tagged BT.709, limited range (see encode.py), which is what their pixels hold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CONTAINER = {"vp9": ".webm", "vp8": ".webm", "h264": ".mp4", "hevc": ".mp4"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A textured layer; a disc of `radius` centred at `centre` + t * `velocity` (pixels), or the
+    whole frame when radius is 0 (the background)."""
+
+    freqs: np.ndarray      # (C, K, 2) cycles per pixel (fx, fy)
+    phases: np.ndarray     # (C, K)
+    amps: np.ndarray       # (C, K)
+    base: np.ndarray       # (C,)
+    centre: tuple[float, float]
+    velocity: tuple[float, float]
+    radius: float = 0.0
+
+
+def make_scene(width: int, height: int, frames: int, seed: int) -> list[Layer]:
+    """Background plus two foreground discs whose paths cross the frame during the clip."""
+    rng = np.random.default_rng(seed)
+
+    def texture(k: int, min_wavelength: float, max_wavelength: float, contrast: float):
+        wavelength = rng.uniform(min_wavelength, max_wavelength, size=(1, k))
+        angle = rng.uniform(0, 2 * np.pi, size=(1, k))
+        # shared spatial pattern across channels (like luminance) with per-channel amplitudes,
+        # so colours vary but stay moderate: well inside the RGB cube under any YCbCr matrix.
+        freqs = np.stack([np.cos(angle), np.sin(angle)], -1) / wavelength[..., None]
+        freqs = np.repeat(freqs, 3, axis=0)
+        phases = np.repeat(rng.uniform(0, 2 * np.pi, size=(1, k)), 3, axis=0)
+        phases = phases + rng.normal(0, 0.6, size=(3, k))
+        amps = rng.uniform(0.3, 1.0, size=(3, k))
+        amps *= contrast / amps.sum(axis=1, keepdims=True)
+        base = rng.uniform(0.35, 0.65, size=3)
+        return freqs, phases, amps, base
+
+    size = min(width, height)
+    bg_v = rng.uniform(0.3, 1.2, 2) * rng.choice([-1, 1], 2)  # px / frame, sub-pixel fractions
+    layers = [Layer(*texture(6, 6.0, max(12.0, size / 3), 0.28), centre=(0.0, 0.0),
+                    velocity=tuple(bg_v))]
+    for _ in range(2):
+        radius = rng.uniform(0.14, 0.22) * size
+        # start on one side and cross the frame: the disc passes over the background.
+        direction = rng.choice([-1, 1])
+        vx = direction * rng.uniform(0.6, 1.0) * width / max(frames - 1, 1) * 0.8
+        vx = float(np.clip(vx, -3.7, 3.7)) + rng.uniform(-0.25, 0.25)
+        vy = float(rng.uniform(-0.8, 0.8))
+        cx = width / 2 - vx * (frames - 1) / 2 + rng.uniform(-0.1, 0.1) * width
+        cy = rng.uniform(0.3, 0.7) * height
+        layers.append(Layer(*texture(4, 4.0, max(8.0, radius), 0.3), centre=(cx, cy),
+                            velocity=(vx, vy), radius=radius))
+    return layers
+
+
+def render(layers: list[Layer], t: float, width: int, height: int) -> np.ndarray:
+    """RGB float32 (H, W, 3) in [0, 1] at time t (frame units), evaluated at pixel centres."""
+    xs = np.arange(width, dtype=np.float64)
+    ys = np.arange(height, dtype=np.float64)
+    out = None
+    for layer in layers:
+        ox = layer.centre[0] + layer.velocity[0] * t
+        oy = layer.centre[1] + layer.velocity[1] * t
+        u, v = xs - ox, ys - oy  # texture coordinates move with the layer
+        # sin(2pi(fx u + fy v) + p) = sin(2pi fx u) cos(2pi fy v + p) + cos(2pi fx u) sin(...):
+        # each channel is one (H, 2K) @ (2K, W) product instead of K full-frame sines.
+        ax = 2 * np.pi * layer.freqs[..., 0, None] * u                        # (C, K, W)
+        ay = 2 * np.pi * layer.freqs[..., 1, None] * v + layer.phases[..., None]  # (C, K, H)
+        amp = layer.amps[..., None]
+        rows = np.concatenate([amp * np.cos(ay), amp * np.sin(ay)], axis=1)   # (C, 2K, H)
+        cols = np.concatenate([np.sin(ax), np.cos(ax)], axis=1)               # (C, 2K, W)
+        colour = layer.base[:, None, None] + np.einsum("ckh,ckw->chw", rows, cols)
+        colour = colour.transpose(1, 2, 0)
+        if layer.radius <= 0:
+            out = colour
+        else:
+            dist = np.hypot(u[None, :], v[:, None])
+            cover = np.clip(layer.radius - dist + 0.5, 0.0, 1.0)[..., None]  # ~1 px soft edge
+            out = out * (1 - cover) + colour * cover
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def truth_path(clip: Path) -> Path:
+    return clip.with_suffix(".truth.npz")
+
+
+def write_clip(out, width: int = 128, height: int = 128, frames: int = 16, fps: float = 24,
+               codec: str = "vp9", seed: int = 0, truth_factor: int | None = None,
+               crf: int | None = None) -> Path:
+    """Render and encode one clip; with truth_factor F also write OUT.truth.npz (see module
+    doc). Returns the clip path."""
+    from pipeline.media.encode import VideoWriter
+
+    out = Path(out)
+    if frames < 1:
+        raise ValueError("frames must be >= 1")
+    layers = make_scene(width, height, frames, seed)
+    with VideoWriter(out, fps, width, height, codec=codec, crf=crf) as writer:
+        for i in range(frames):
+            writer.write(torch.from_numpy(render(layers, float(i), width, height)).permute(2, 0, 1))
+    if truth_factor:
+        f = int(truth_factor)
+        times = np.arange((frames - 1) * f + 1) / f
+        truth = np.stack([render(layers, float(t), width, height) for t in times])
+        np.savez_compressed(truth_path(out), frames=(truth * 255.0).round().astype(np.uint8),
+                            times=times, factor=f)
+    return out
+
+
+def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int, fps: float,
+                         codec: str, seed: int) -> list[Path]:
+    """`count` clips under root/<name derived from the parameters>/, written once and reused:
+    a later call with the same parameters returns the cached files."""
+    ext = CONTAINER[codec]
+    name = f"{codec}_{width}x{height}_{frames}f_{fps:g}fps_seed{seed}"
+    folder = Path(root) / name
+    paths = [folder / f"clip{i:04d}{ext}" for i in range(count)]
+    stamp = folder / "params.json"
+    params = dict(width=width, height=height, frames=frames, fps=fps, codec=codec, seed=seed)
+    if stamp.exists() and json.loads(stamp.read_text()) == params and all(
+            p.exists() and p.stat().st_size > 0 for p in paths):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(paths):
+        if not (p.exists() and p.stat().st_size > 0 and stamp.exists()):
+            tmp = p.with_name(p.stem + ".tmp" + ext)  # write-then-rename: no half clips cached
+            write_clip(tmp, width, height, frames, fps, codec, seed * 100003 + i)
+            tmp.replace(p)
+    stamp.write_text(json.dumps(params))
+    return paths
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.media.synthetic", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", help="output file (.webm for vp8/vp9, .mp4/.mkv for h264/hevc), or a "
+                                "folder to write --count clips into")
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--height", type=int, default=128)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--fps", type=float, default=24.0)
+    ap.add_argument("--codec", default="vp9", choices=sorted(CONTAINER))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--truth-factor", type=int, default=None, metavar="F",
+                    help="also write the true frames at t = i + k/F to OUT.truth.npz")
+    ap.add_argument("--count", type=int, default=1, help="clips to write when OUT is a folder")
+    args = ap.parse_args(argv)
+    from pipeline.media.encode import encoder_available
+
+    if encoder_available(args.codec) is None:
+        print(f"error: this PyAV build has no {args.codec} encoder", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.suffix:
+        targets = [out]
+    else:
+        targets = [out / f"clip{i:04d}{CONTAINER[args.codec]}" for i in range(args.count)]
+    for i, target in enumerate(targets):
+        write_clip(target, args.width, args.height, args.frames, args.fps, args.codec,
+                   args.seed + i, args.truth_factor)
+        print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

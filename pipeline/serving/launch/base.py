@@ -1,0 +1,41 @@
+"""The launcher interface: how a run's processes are started, connected, watched and stopped.
+
+"Start replica R of step S on device D, connected to these queues" is all the orchestrator asks
+for. Each implementation is one module in this folder plus one line in `LAUNCHERS` (launch/__init__
+imports nothing heavy, so a launcher's own dependencies load only when it is chosen).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+
+class Launcher(ABC):
+    """Processes of one run. `roles[name]` says what each is for, in error messages."""
+
+    roles: dict[str, str]
+
+    @abstractmethod
+    def queue(self, maxsize: int = 0):
+        """A queue the run's processes can all use (put/put_nowait/get/get_nowait)."""
+
+    @abstractmethod
+    def event(self):
+        """A one-way flag (set / is_set) shared by the run's processes."""
+
+    @abstractmethod
+    def start(self, name: str, role: str, target: Callable, *args) -> None:
+        """Start `target(*args)` as the process `name`; `role` describes it for messages."""
+
+    @abstractmethod
+    def dead(self) -> list[tuple[str, str, int]]:
+        """(name, role, exit code) of every process that has exited."""
+
+    @abstractmethod
+    def pid(self, name: str) -> int | None:
+        """The operating system's id of process `name`, where it has one on this machine."""
+
+    @abstractmethod
+    def stop(self, grace_s: float = 3.0, pump: Callable[[], None] | None = None) -> list[str]:
+        """Let every process leave on its own within `grace_s` (calling `pump()` meanwhile), then
+        end the rest; return the names of those that had to be forced."""

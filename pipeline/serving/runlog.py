@@ -1,0 +1,191 @@
+"""The per-run logs folder: everything needed to read, re-render or compare a run later.
+
+    logs/<yymmdd_HHMMSS>-<config>-mi<mi>-b<b>-v<v>-qs<qs>-p<0|1>/
+        config.yaml    the resolved config (every setting explicit)
+        args.json      the command-line arguments
+        env.json       software and hardware the run used (environment_info)
+        run.json       run_info: t0, step names, ... (what report.summary_from_run_dir needs)
+        requests.csv   one row per request (pipeline/records.py)
+        nvml.csv       GPU samples, times relative to t0
+        report.json    the summary (pipeline/report.py)
+        report.txt     the printed report
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from pipeline.analysis.records import SINK, write_csv
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _num(value) -> str:
+    """50 -> '50', 50.0 -> '50', 12.5 -> '12.5', True -> '1'."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def run_dir_name(config_name: str, mi, b, v, qs, p, when: _dt.datetime | None = None) -> str:
+    """`<yymmdd_HHMMSS>-<config>-mi<mi>-b<b>-v<v>-qs<qs>-p<0|1>` (local time)."""
+    when = when or _dt.datetime.now()
+    name = _UNSAFE.sub("_", config_name).strip("_") or "config"
+    return (f"{when:%y%m%d_%H%M%S}-{name}-mi{_num(mi)}-b{_num(b)}-v{_num(v)}-qs{_num(qs)}"
+            f"-p{1 if p else 0}")
+
+
+def create_run_dir(root, name: str) -> Path:
+    """Make root/name; when it exists (two runs in one second) make root/name_2, _3, ..."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    candidate, n = root / name, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = root / f"{name}_{n}"
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------
+
+def _probe(fn):
+    """Run one probe; a failure becomes {'error': ...} in the record instead of a crash."""
+    try:
+        return fn()
+    except Exception as e:  # a probe must never stop a run
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def package_version(*names: str) -> str | None:
+    """Installed version of the first distribution found among names; None when absent."""
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _dali_version() -> str | None:
+    found = package_version("nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-dali-cuda110",
+                            "nvidia-dali")
+    if found is not None:
+        return found
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower()
+        if name.startswith("nvidia-dali"):
+            return dist.version
+    return None
+
+
+def _torch_info() -> dict:
+    # Versions only: nothing here may initialise CUDA in the main process.
+    import torch
+
+    return {"version": torch.__version__, "cuda": torch.version.cuda,
+            "debug": bool(getattr(torch.version, "debug", False))}
+
+
+def _git_info() -> dict:
+    def git(*args) -> str:
+        return subprocess.run(["git", *args], cwd=_REPO_ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"commit": commit, "dirty": dirty}
+
+
+def _cpu_info() -> dict:
+    info = {"count": os.cpu_count()}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable"] = len(os.sched_getaffinity(0))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def environment_info() -> dict:
+    """Software and hardware of this run; every probe is independent and none can raise."""
+    from pipeline.serving.gpu_monitor import nvml_info
+
+    packages = {
+        "torch": _probe(_torch_info) if package_version("torch") else None,
+        "nvidia-dali": _probe(_dali_version),
+        "av": _probe(lambda: package_version("av")),
+        "numpy": _probe(lambda: package_version("numpy")),
+        "pyyaml": _probe(lambda: package_version("pyyaml", "PyYAML")),
+        "nvidia-ml-py": _probe(lambda: package_version("nvidia-ml-py")),
+        "scipy": _probe(lambda: package_version("scipy")),
+    }
+    return {
+        "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
+                   "executable": sys.executable},
+        "platform": _probe(lambda: {"system": platform.platform(), "machine": platform.machine()}),
+        "hostname": _probe(socket.gethostname),
+        "cpu": _probe(_cpu_info),
+        "packages": packages,  # None: not installed
+        "nvml": _probe(nvml_info),
+        "git": _probe(_git_info),
+        "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS",
+                                           "PYTORCH_CUDA_ALLOC_CONF") if k in os.environ},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Writing a run
+# --------------------------------------------------------------------------------------------
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_run(run_dir, *, config_dict: dict, args_dict: dict, env: dict, rows: list[dict],
+              columns: list[str], nvml_samples, summary: dict, report_text: str,
+              run_info: dict | None = None) -> Path:
+    """Write every log file of a run into run_dir; returns run_dir.
+
+    rows/columns: records.RecordTable.finish(t0) and .columns(). nvml_samples: GpuMonitor.samples
+    (absolute times; stored relative to t0). run_info defaults to summary['run'], which
+    report.summarize fills with everything summary_from_run_dir needs (t0, step_names, ...).
+    """
+    from pipeline.serving.gpu_monitor import write_samples_csv
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = run_info if run_info is not None else summary["run"]
+    if "step_names" not in info:
+        info = {**info, "step_names": [s for s in summary["steps"] if s != SINK]}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+    _write_json(run_dir / "args.json", args_dict)
+    _write_json(run_dir / "env.json", env)
+    _write_json(run_dir / "run.json", info)
+    write_csv(run_dir / "requests.csv", rows, columns)
+    write_samples_csv(run_dir / "nvml.csv", nvml_samples, info.get("t0", 0.0))
+    _write_json(run_dir / "report.json", summary)
+    (run_dir / "report.txt").write_text(report_text if report_text.endswith("\n") else report_text + "\n")
+    return run_dir

@@ -1,0 +1,120 @@
+"""The `interpolate` command end to end, as a user runs it, and its one-line errors."""
+import pytest
+from video_helpers import (
+    corrupt_middle,
+    cut_in_half,
+    ffv1_clip,
+    run_interpolate,
+    video_clip,
+)
+
+from pipeline.media.decode import FrameDecoder
+from pipeline.media.probe import probe
+
+
+@pytest.mark.parametrize("factor, codec", [(2, "vp9"), (4, "h264")])
+def test_output_has_all_frames_at_factor_times_fps(tmp_path_factory, tmp_path, factor, codec):
+    clip = video_clip(tmp_path_factory, codec, frames=6, fps=12)
+    out = tmp_path / "out.mp4"
+    result = run_interpolate(clip, "-o", out, "--factor", factor, "--device", "cpu",
+                             "--batch", 2, "--chunk", 3)
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert info.frames == (6 - 1) * factor + 1
+    assert info.fps == 12 * factor
+    assert (info.width, info.height) == (64, 64)
+    # input frame i sits at output position i * factor (after a second lossy encode: a few
+    # grey levels), and nearer to it than to its neighbours
+    inp = FrameDecoder("cpu").decode(clip)
+    got = FrameDecoder("cpu").decode(out)[::factor]
+    assert ((got - inp).abs() * 255).mean() < 6.0
+    for i in range(1, 5):
+        here = (got[i] - inp[i]).abs().mean()
+        assert here < (got[i] - inp[i - 1]).abs().mean() and \
+            here < (got[i] - inp[i + 1]).abs().mean()
+
+
+def test_resolution_flag_resizes(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "vp9", frames=6, fps=12)
+    out = tmp_path / "small.webm"
+    result = run_interpolate(clip, "-o", out, "--factor", 2, "--device", "cpu",
+                             "--resolution", "32x48")
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert (info.height, info.width, info.frames, info.codec) == (32, 48, 11, "vp9")
+
+
+def _assert_clear_error(result, name, out):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and str(name) in errors[0], result.stderr
+    assert not out.exists()  # no half-written output left behind
+
+
+def test_missing_file(tmp_path):
+    out = tmp_path / "o.mp4"
+    _assert_clear_error(run_interpolate(tmp_path / "missing.mp4", "-o", out),
+                        "missing.mp4", out)
+
+
+def test_zero_byte_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    out = tmp_path / "o.mp4"
+    _assert_clear_error(run_interpolate(empty, "-o", out), empty, out)
+
+
+def test_text_file_named_mp4(tmp_path):
+    text = tmp_path / "readme.mp4"
+    text.write_text("plain text, not a video\n" * 50)
+    out = tmp_path / "o.mp4"
+    _assert_clear_error(run_interpolate(text, "-o", out), text, out)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_file(tmp_path_factory, tmp_path, damage):
+    clip = video_clip(tmp_path_factory, "h264", frames=12)
+    bad = tmp_path / f"{damage}.mp4"
+    (cut_in_half if damage == "truncated" else corrupt_middle)(clip, bad)
+    out = tmp_path / "o.mp4"
+    _assert_clear_error(run_interpolate(bad, "-o", out, "--device", "cpu"), bad, out)
+
+
+def test_corrupt_vp9_found_while_streaming(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "vp9", frames=12)
+    bad = corrupt_middle(clip, tmp_path / "corrupt.webm")
+    out = tmp_path / "o.webm"
+    _assert_clear_error(run_interpolate(bad, "-o", out, "--device", "cpu"), bad, out)
+
+
+def test_unsupported_codec(tmp_path):
+    path = ffv1_clip(tmp_path / "lossless.mkv")
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(path, "-o", out)
+    _assert_clear_error(result, path, out)
+    assert "ffv1" in result.stderr
+
+
+def test_clip_of_one_frame(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "vp9", frames=1)
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "-o", out)
+    _assert_clear_error(result, clip, out)
+    assert "at least 2" in result.stderr
+
+
+def test_checkpoint_of_the_wrong_factor(tmp_path_factory, tmp_path):
+    import warnings
+
+    from models.flavr.checkpoint import build_model, save_checkpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights: fine for a file of the wrong factor
+        ckpt = save_checkpoint(build_model(factor=2, seed=0), tmp_path / "flavr_2x.pt")
+    clip = video_clip(tmp_path_factory, "vp9", frames=6, fps=12)
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "-o", out, "--factor", 4, "--checkpoint", ckpt,
+                             "--device", "cpu")
+    _assert_clear_error(result, ckpt.name, out)

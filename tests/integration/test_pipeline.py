@@ -1,0 +1,173 @@
+"""The serving pipeline end to end on the CPU: real child processes, real DALI/PyAV decode of
+generated clips, real FLAVR ranges, shared-memory slot pools. Small clips keep it quick."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.analysis.records import read_csv
+from pipeline.analysis.report import summary_from_run_dir
+from pipeline.config import config_from_dict, config_to_dict
+from pipeline.serving.orchestrator import RunOptions, run
+
+SIZE = 32  # frames are 32x32: the model's full graph at a size a 2-core machine runs quickly
+
+
+def make_config(tmp_path: Path, steps: list[dict], name: str = "t", **over) -> object:
+    cfg = {
+        "name": name,
+        "device": "cpu",
+        "videos": {"synthetic": {"count": 2, "width": SIZE, "height": SIZE, "frames": 6,
+                                 "fps": 24, "codec": "vp9", "seed": 1}},
+        "frames_per_request": 4,
+        "model": {"factor": 2, "precision": "fp32", "resolution": [SIZE, SIZE]},
+        "pipeline": steps,
+    }
+    cfg.update(over)
+    return config_from_dict(cfg)
+
+
+WHOLE = [{"name": "decode", "kind": "decode", "gpus": [0]},
+         {"name": "flavr", "kind": "model", "stages": ["stem", "head"], "gpus": [0]}]
+SPLIT = [{"name": "decode", "kind": "decode", "gpus": [0], "queue": "per_gpu"},
+         {"name": "encoder", "kind": "model", "stages": ["stem", "layer4"], "gpus": [0]},
+         {"name": "decoder", "kind": "model", "stages": ["dec0", "head"], "gpus": [1]}]
+REPLICATED = [{"name": "decode", "kind": "decode", "gpus": [0, 1], "queue": "per_gpu"},
+              {"name": "flavr", "kind": "model", "stages": ["stem", "head"], "gpus": [0, 1]}]
+
+
+def options(tmp_path: Path, **over) -> RunOptions:
+    base = dict(mean_interval_ms=20, videos=4, warmup=1, queue_size=16, logs_root=str(tmp_path / "logs"),
+                progress=False, cpu_threads=1, start_timeout_s=240, stall_timeout_s=120,
+                video_cache=str(tmp_path / "videos"))
+    base.update(over)
+    return RunOptions(**base)
+
+
+@pytest.mark.parametrize("steps", [WHOLE, SPLIT, REPLICATED], ids=["whole", "split", "replicated"])
+def test_every_request_completes_and_is_accounted_for(tmp_path, steps):
+    result = run(make_config(tmp_path, steps), options(tmp_path))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["ok"] * 5
+    assert [r["request_id"] for r in result.rows] == list(range(5))
+    for row in result.rows:
+        assert row["latency_s"] > 0
+        assert row["output_frames"] == (4 - 1) * 2 + 1
+        for step in [s["name"] for s in steps]:
+            assert row[f"{step}.compute_s"] > 0, step
+            assert row[f"{step}.queue_wait_s"] >= 0, step
+
+
+def test_replicas_share_the_load_and_report_their_device(tmp_path):
+    result = run(make_config(tmp_path, REPLICATED), options(tmp_path, videos=8, mean_interval_ms=0))
+    assert result.error is None, result.error
+    devices = {r["flavr.device"] for r in result.rows}
+    assert devices <= {"cpu:0", "cpu:1"}
+    # Per-GPU queues: a request decoded on device g is interpolated on device g.
+    assert all(r["decode.device"] == r["flavr.device"] for r in result.rows)
+
+
+def test_split_output_equals_whole_output_exactly(tmp_path):
+    outs = {}
+    for name, steps in (("whole", WHOLE), ("split", SPLIT)):
+        result = run(make_config(tmp_path, steps, name=name),
+                     options(tmp_path, save_outputs=True, save_tensors=True, mean_interval_ms=0))
+        assert result.error is None, result.error
+        outs[name] = {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
+    assert outs["whole"].keys() == outs["split"].keys() and len(outs["whole"]) == 5
+    for key in outs["whole"]:
+        assert torch.equal(outs["whole"][key], outs["split"][key]), key
+
+
+def test_batching_groups_queued_requests_into_one_model_call(tmp_path):
+    result = run(make_config(tmp_path, WHOLE), options(tmp_path, batch=4, videos=8, mean_interval_ms=0))
+    assert result.error is None, result.error
+    assert all(r["status"] == "ok" for r in result.rows)
+    assert max(r["flavr.batch"] for r in result.rows) > 1
+
+
+def test_report_recomputed_from_the_logs_equals_the_live_report(tmp_path):
+    result = run(make_config(tmp_path, SPLIT), options(tmp_path))
+    run_dir = result.run_dir
+    for f in ("requests.csv", "report.json", "report.txt", "config.yaml", "args.json", "env.json"):
+        assert (run_dir / f).exists(), f
+    again = summary_from_run_dir(run_dir)
+    assert json.loads(json.dumps(again)) == json.loads((run_dir / "report.json").read_text())
+    rows = read_csv(run_dir / "requests.csv")
+    assert len(rows) == 5
+
+
+def test_a_bad_clip_fails_alone(tmp_path):
+    good = tmp_path / "good"
+    from pipeline.media.synthetic import write_clip
+
+    clip = write_clip(good / "a.webm", width=SIZE, height=SIZE, frames=6, fps=24,
+                                codec="vp9", seed=0)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("this is not a video")
+    cfg = make_config(tmp_path, WHOLE, videos={"paths": [str(clip), str(bad)]})
+    result = run(cfg, options(tmp_path, videos=4, warmup=0))
+    assert result.error is None, result.error
+    by_video = {}
+    for r in result.rows:
+        by_video.setdefault(Path(r["video"]).name, set()).add(r["status"])
+    assert by_video == {"a.webm": {"ok"}, "bad.mp4": {"error"}}
+    errors = [r["error"] for r in result.rows if r["status"] == "error"]
+    assert all("bad.mp4" in e for e in errors)
+    assert result.summary["counts"]["error"] == 2
+
+
+def test_clips_of_different_sizes_run_at_their_own_size(tmp_path):
+    from pipeline.media.synthetic import write_clip
+
+    small = write_clip(tmp_path / "v" / "small.webm", width=32, height=32, frames=5, fps=24, seed=0)
+    wide = write_clip(tmp_path / "v" / "wide.webm", width=48, height=24, frames=5, fps=24, seed=1)
+    cfg = make_config(tmp_path, WHOLE, videos={"paths": [str(small), str(wide)]},
+                      model={"factor": 2, "precision": "fp32", "resolution": None})
+    result = run(cfg, options(tmp_path, videos=4, warmup=0, batch=2, mean_interval_ms=0,
+                              save_outputs=True, save_tensors=True))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["ok"] * 4
+    shapes = {tuple(torch.load(p).shape) for p in (result.run_dir / "outputs").glob("*.pt")}
+    assert shapes == {(3, 1, 3, 32, 32), (3, 1, 3, 24, 48)}
+
+
+def test_a_checkpoint_next_to_the_config_is_found_by_every_runner(tmp_path, monkeypatch):
+    # Relative paths are looked up next to the config file first; the runners must load the file
+    # that validation found, whatever the working directory.
+    from models.flavr.checkpoint import build_model, save_checkpoint
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    save_checkpoint(build_model(factor=2, seed=3), folder / "weights.pth")
+    cfg = make_config(tmp_path, SPLIT, name="ckpt")
+    d = config_to_dict(cfg)
+    d["model"]["checkpoint"] = "weights.pth"
+    cfg = config_from_dict(d, source=str(folder / "ckpt.yaml"))
+    monkeypatch.chdir(tmp_path)
+    result = run(cfg, options(tmp_path, videos=2))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["ok"] * 3
+
+
+def test_check_outputs_fails_requests_whose_frames_hold_nan(tmp_path):
+    # Weights with a NaN make every output NaN; with --check-outputs each request of a batch
+    # fails with the reason, the run itself goes on to the end.
+    from models.flavr.checkpoint import build_model, save_checkpoint
+
+    model = build_model(factor=2, seed=0)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    ckpt = save_checkpoint(model, tmp_path / "nan.pth")
+    cfg = make_config(tmp_path, WHOLE, name="nan")
+    d = config_to_dict(cfg)
+    d["model"]["checkpoint"] = str(ckpt)
+    result = run(config_from_dict(d), options(tmp_path, videos=4, batch=2, mean_interval_ms=0,
+                                              check_outputs=True))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["error"] * 5
+    assert {r["error"] for r in result.rows} == {"output holds NaN or Inf values"}
+    assert max(r["flavr.batch"] for r in result.rows) == 2  # parts of one item checked together
