@@ -190,7 +190,7 @@ def _check_configs(cfgs, opts) -> None:
     from pipeline.serving.plan import plan_run
 
     for cfg in cfgs:
-        plan_run(cfg, opts.device, opts.per_gpu, opts.mps)
+        plan_run(cfg, opts)
 
 
 def _with_overrides(cfgs, overrides):
