@@ -36,13 +36,14 @@ def flag_entries(cls) -> list[Entry]:
     return [e for e in entries(cls) if e.spec.flags]
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, cls=RunSettings, skip=(),
+def add_setting_flags(parser: argparse.ArgumentParser, cls=RunSettings, skip=(), only=None,
                       defaults: dict | None = None) -> None:
-    """One option per flagged field of `cls` (except `skip`); `defaults` replaces declared
-    defaults for this command only (e.g. no progress bars inside a sweep's runs)."""
+    """One option per flagged field of `cls` (except `skip`; or just those in `only`);
+    `defaults` replaces declared defaults for this command only (e.g. no progress bars inside a
+    sweep's runs)."""
     defaults = defaults or {}
     for e in flag_entries(cls):
-        if e.name in skip:
+        if e.name in skip or (only is not None and e.name not in only):
             continue
         default = defaults[e.name] if e.name in defaults else (None if e.required else e.default())
         help_text = _help(e)
