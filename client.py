@@ -12,18 +12,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.config import RunSettings, add_setting_flags, check_flag_value
 from pipeline.serving.loadgen import poisson_offsets, run_schedule  # noqa: F401  (re-exported)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-mi", "--mean_interval_ms", type=float, default=50.0,
-                   help="mean gap between requests in ms; 0 sends every request at once")
-    p.add_argument("-n", "--requests", type=int, default=20, help="how many requests")
-    p.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    # -mi and --seed as benchmark.py declares them (pipeline/config/schema.py), bounds included.
+    add_setting_flags(p, only=("mean_interval_ms", "seed"))
+    p.add_argument("-n", "--requests", type=int, default=20,
+                   help="how many requests (as many as benchmark.py's -v allows)")
     args = p.parse_args(argv)
     try:
+        check_flag_value(args.requests, RunSettings, "videos", "-n/--requests")
         offsets = poisson_offsets(args.requests, args.mean_interval_ms, args.seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

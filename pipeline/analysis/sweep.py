@@ -53,6 +53,16 @@ from pipeline.analysis.compare import (  # the rules a comparison re-applies to 
     run_metrics,
 )
 from pipeline.analysis.report import MIN_FOR_P99, _fmt
+from pipeline.config import (
+    CapacitySettings,
+    RunSettings,
+    SweepSettings,
+    add_override_flag,
+    add_setting_flags,
+    check_flag_value,
+    check_settings,
+    settings_from_args,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
@@ -82,6 +92,9 @@ def _start_record(prefix: str, kind: str, name: str, command, labels, cfgs, over
     _write_json(sweep_dir / SWEEP_FILE, record)
     return sweep_dir, record
 
+MAX_LOADS = 100  # loads in one sweep (each is a run per config and repeat)
+
+
 def _numbers(text: str, flag: str) -> list[float]:
     try:
         values = [float(t) for t in text.split(",") if t.strip()]
@@ -89,21 +102,22 @@ def _numbers(text: str, flag: str) -> list[float]:
         raise ValueError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
     if not values:
         raise ValueError(f"{flag}: no values in {text!r}")
+    if len(values) > MAX_LOADS:
+        raise ValueError(f"{flag}: at most {MAX_LOADS} loads, got {len(values)}")
     return values
 
 
 def parse_loads(mean_intervals: str | None, rates: str | None) -> list[float]:
-    """The sweep's loads as mean intervals in ms, from `-mi 200,100,50` or `--rates 5,10,20`."""
+    """The sweep's loads as mean intervals in ms, from `-mi 200,100,50` or `--rates 5,10,20`;
+    each within the bounds of a run's -mi (config/schema.py)."""
     if (mean_intervals is None) == (rates is None):
         raise ValueError("give the loads either as -mi (mean intervals, ms) or as --rates (req/s)")
     if mean_intervals is not None:
-        values = _numbers(mean_intervals, "-mi")
-        if any(v < 0 for v in values):
-            raise ValueError("-mi: mean intervals must be >= 0 (0 sends everything at once)")
-        return values
+        return [check_flag_value(v, RunSettings, "mean_interval_ms", "-mi")
+                for v in _numbers(mean_intervals, "-mi")]
     values = _numbers(rates, "--rates")
-    if any(not v > 0 for v in values):
-        raise ValueError("--rates: rates must be > 0 req/s")
+    for r in values:  # the same bounds as a capacity search's rates
+        check_flag_value(r, CapacitySettings, "start", "--rates")
     return [interval_for_rate(r) for r in values]
 
 
@@ -176,7 +190,7 @@ def _check_configs(cfgs, opts) -> None:
     from pipeline.serving.plan import plan_run
 
     for cfg in cfgs:
-        plan_run(cfg, opts.device, opts.per_gpu, opts.mps)
+        plan_run(cfg, opts)
 
 
 def _with_overrides(cfgs, overrides):
@@ -263,7 +277,7 @@ def run_sweep(cfgs, mean_intervals: list[float], repeats: int, opts, name: str |
               log: Callable[[str], None] | None = None, render: bool = True) -> SweepResult:
     """Run every config at every load, `repeats` times, and write the sweep folder.
 
-    cfgs: loaded Config objects. opts: the RunOptions shared by all runs (seed is the base seed;
+    cfgs: loaded Config objects. opts: the RunSettings shared by all runs (seed is the base seed;
     mean_interval_ms is set per load). overrides: FIELD=VALUE assignments applied to every config
     (benchmark.py's --set). run_fn defaults to pipeline.serving.orchestrator.run.
     """
@@ -271,6 +285,7 @@ def run_sweep(cfgs, mean_intervals: list[float], repeats: int, opts, name: str |
 
     if repeats < 1:
         raise ValueError("--repeats must be >= 1")
+    check_settings(replace(opts, seed=opts.seed + repeats - 1))  # the last repeat's seed too
     run_fn = run_fn or orchestrator_run
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     cfgs = _with_overrides(cfgs, overrides)
@@ -519,85 +534,51 @@ def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
 # Command line
 # --------------------------------------------------------------------------------------------
 
-def _common_flags(p: argparse.ArgumentParser) -> None:
+def _common_flags(p: argparse.ArgumentParser, skip=()) -> None:
+    """What every sweep command takes: configs, every run setting benchmark.py has (from the same
+    declaration, config/schema.py), --set and the folder's name."""
     p.add_argument("-c", "--config", action="append", required=True,
                    help="placement config, YAML or JSON; repeat -c to compare several")
-    p.add_argument("-b", "--batch_size", type=int, default=1,
-                   help="requests a runner may batch into one model call")
-    p.add_argument("-qs", "--queue_size", type=int, default=64, help="bound of every queue")
-    p.add_argument("-p", "--per_gpu_queue", action="store_true",
-                   help="force per-GPU queues between all steps")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="extra requests issued first in every run, excluded from statistics")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the arrival times")
-    p.add_argument("--on-full", choices=("stop", "block"), default="stop",
-                   help="a full queue stops admitting requests (RnB) or makes producers wait")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
-                   help="override every config's device")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a field of every config, as benchmark.py --set does, e.g. "
-                        "--set model.resolution=[512,512]")
-    from pipeline.serving.mps import MODES as MPS_MODES
-
-    p.add_argument("--mps", choices=MPS_MODES, default="auto",
-                   help="CUDA MPS control daemon for every run, as benchmark.py --mps: without "
-                        "it, processes sharing a GPU time-slice it (~9%% on the model on one H200)")
-    p.add_argument("--logs", default="logs", help="root folder of the run and sweep folders")
+    # No progress bars inside the runs by default: the sweep prints a line per run instead.
+    add_setting_flags(p, skip=skip, defaults={"progress": False})
+    add_override_flag(p, every=True)
     p.add_argument("--name", default=None,
                    help="names the sweep folder; unset: the config labels joined by '+'")
-    p.add_argument("--progress", action="store_true", help="progress bars inside each run")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.analysis.sweep",
+        usage="%(prog)s -c CONFIG [-c CONFIG ...] (-mi MS,MS,... | --rates R,R,...) [options]",
         description="Run configs x loads x repeats and compare them "
                     "('python -m pipeline.analysis.sweep capacity --help': capacity under an SLO).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common_flags(p)
-    p.add_argument("-mi", "--mean_interval_ms", default=None,
+    _common_flags(p, skip=("mean_interval_ms",))  # a sweep's loads are lists (below)
+    p.add_argument("-mi", "--mean_interval_ms", dest="mean_intervals", default=None,
                    help="loads as mean Poisson intervals in ms, comma-separated (0: bulk)")
     p.add_argument("--rates", default=None,
                    help="loads as arrival rates in req/s, comma-separated (instead of -mi)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="runs per config and load, each with its own seed (--seed + k)")
-    p.add_argument("-v", "--videos", type=int, default=20, help="measured requests per run")
+    add_setting_flags(p, SweepSettings)
     return p
 
 
 def build_capacity_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.analysis.sweep capacity",
+        usage="%(prog)s -c CONFIG [-c CONFIG ...] --slo-p99-ms MS [options]",
         description="The highest Poisson arrival rate at which p99 end-to-end latency stays "
                     "within the SLO, every request finishes ok and the client keeps its schedule "
                     "(MLPerf's server scenario), found by bracketing and bisection over real runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _common_flags(p)
-    p.add_argument("--slo-p99-ms", type=float, required=True, help="bound on p99 latency, ms")
-    p.add_argument("--lo", type=float, default=None,
-                   help="a rate (req/s) expected to meet the SLO (halved until one does)")
-    p.add_argument("--hi", type=float, default=None,
-                   help="a rate (req/s) expected to fail the SLO (doubled until one does)")
-    p.add_argument("--start", type=float, default=1.0,
-                   help="first rate tried when neither --lo nor --hi is given")
-    p.add_argument("--rel-tol", type=float, default=0.05,
-                   help="stop when the failing rate is within this fraction above the passing one")
-    p.add_argument("--max-probes", type=int, default=16, help="runs per config at most")
-    p.add_argument("--min-requests", type=int, default=MIN_FOR_P99,
-                   help=f"measured requests per probe; below {MIN_FOR_P99} the p99 is flagged "
-                        "as not meaningful")
-    p.add_argument("--min-duration", type=float, default=0.0, metavar="S",
-                   help="also make each probe's schedule at least this many seconds long")
+    # Each probe sets its own rate, and --min-requests its request count.
+    _common_flags(p, skip=("mean_interval_ms", "videos"))
+    add_setting_flags(p, CapacitySettings)
     return p
 
 
 def _options(args, videos: int):
-    from pipeline.serving.orchestrator import RunOptions
-
-    return RunOptions(batch=args.batch_size, videos=videos, warmup=args.warmup,
-                      queue_size=args.queue_size, per_gpu=args.per_gpu_queue, seed=args.seed,
-                      on_full=args.on_full, device=args.device, logs_root=args.logs,
-                      mps=args.mps, progress=args.progress)
+    """The run settings every run of the sweep shares, from the parsed flags."""
+    return settings_from_args(args, videos=videos)
 
 
 def main(argv=None) -> int:
@@ -612,15 +593,15 @@ def main(argv=None) -> int:
     try:
         cfgs = [load_config(path) for path in args.config]
         if capacity:
-            if args.min_requests < 1:
-                raise ValueError("--min-requests must be >= 1")
-            result = run_capacity(cfgs, args.slo_p99_ms, _options(args, args.min_requests),
+            search = settings_from_args(args, CapacitySettings)
+            result = run_capacity(cfgs, search.slo_p99_ms, _options(args, search.min_requests),
                                   name=args.name, command=command, overrides=args.overrides,
-                                  lo=args.lo, hi=args.hi, start=args.start, rel_tol=args.rel_tol,
-                                  max_probes=args.max_probes, min_requests=args.min_requests,
-                                  min_duration_s=args.min_duration)
+                                  lo=search.lo, hi=search.hi, start=search.start,
+                                  rel_tol=search.rel_tol, max_probes=search.max_probes,
+                                  min_requests=search.min_requests,
+                                  min_duration_s=search.min_duration_s)
         else:
-            loads = parse_loads(args.mean_interval_ms, args.rates)
+            loads = parse_loads(args.mean_intervals, args.rates)
             result = run_sweep(cfgs, loads, args.repeats, _options(args, args.videos),
                                name=args.name, command=command, overrides=args.overrides)
     except (ConfigError, VideoError, ValueError) as exc:

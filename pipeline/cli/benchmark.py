@@ -10,63 +10,33 @@ scheduled time), a per-stage breakdown and GPU utilisation, and writes everythin
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from dataclasses import asdict
+
+from pipeline.config import add_override_flag, add_setting_flags, settings_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's own flags plus one flag per run setting of the schema (config/schema.py)."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        usage="%(prog)s -c CONFIG [options]   (--help lists them)", description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-c", "--config", default=None,
                    help="placement config, YAML or JSON (see configs/); required unless --model-only")
     p.add_argument("--model-only", action="store_true",
                    help="benchmark the FLAVR model alone on one GPU instead (no config; its own "
-                        "flags: python benchmark.py --model-only --help; see pipeline/model_bench.py)")
-    p.add_argument("-mi", "--mean_interval_ms", type=float, default=50.0,
-                   help="mean gap between requests of the Poisson arrival process, in ms; "
-                        "0 sends every request at once (saturation)")
-    p.add_argument("-b", "--batch_size", type=int, default=1,
-                   help="requests a runner may batch into one model call (it never waits to "
-                        "fill a batch: it takes what is queued, up to this many)")
-    p.add_argument("-v", "--videos", type=int, default=20,
-                   help="number of measured requests (clips cycle through the video set)")
-    p.add_argument("-qs", "--queue_size", type=int, default=64,
-                   help="bound of every queue between steps")
-    p.add_argument("-p", "--per_gpu_queue", action="store_true",
-                   help="force per-GPU queues between all steps (RnB's -p)")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="extra requests issued first and excluded from statistics")
-    p.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
-    p.add_argument("--on-full", choices=("stop", "block"), default="stop",
-                   help="a full queue stops admitting requests (RnB) or makes producers wait")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None,
-                   help="override the config's device; cpu runs any placement on the CPU, "
-                        "GPU ids becoming logical devices")
-    p.add_argument("--decode-backend", default=os.environ.get("FLAVR_DECODE_BACKEND", "auto"),
-                   choices=("auto", "dali-gpu", "dali-cpu", "pyav"),
-                   help="force a decoder instead of choosing by device and codec (auto: DALI on "
-                        "NVDEC for GPUs; DALI or PyAV on the CPU); env FLAVR_DECODE_BACKEND")
-    from pipeline.serving.mps import MODES as MPS_MODES
-
-    p.add_argument("--mps", choices=MPS_MODES, default="auto",
-                   help="CUDA MPS control daemon for the run: without it, processes sharing a "
-                        "GPU (decode workers, runner replicas) time-slice it (measured: the model "
-                        "~9%% slower beside two decode processes on one H200, 0.5%% with MPS). "
-                        "auto starts a private daemon where a GPU hosts more than one process and "
-                        "nvidia-cuda-mps-control exists; on requires it; a running daemon is reused")
-    p.add_argument("--logs", default="logs", help="root folder of the per-run log folders")
-    p.add_argument("--save-outputs", action="store_true",
-                   help="encode each request's interpolated clip into the run's logs folder")
-    p.add_argument("--check-outputs", action="store_true",
-                   help="check every output value is finite (costs a GPU pass in the sink)")
+                        "flags: python benchmark.py --model-only --help; see pipeline/bench/)")
+    add_setting_flags(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved placement and exit without starting anything")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field for this run, e.g. --set model.precision=fp32 "
-                        "--set model.resolution=[720,1280] --set videos.synthetic.count=8 "
-                        "(VALUE is read as YAML; pipeline[1].gpus=[0,1] indexes the step list)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_override_flag(p)
     return p
+
+
+def run_record(args: argparse.Namespace, settings) -> dict:
+    """args.json of a run: the config file, the --set assignments and every run setting under
+    its field name (as a sweep records its runs, so compare reads both alike)."""
+    return {"config": args.config, "overrides": list(args.overrides), **asdict(settings)}
 
 
 def main(argv=None) -> int:
@@ -83,33 +53,22 @@ def main(argv=None) -> int:
     from pipeline.errors import ConfigError, VideoError
 
     try:
-        for flag in ("batch_size", "videos", "queue_size"):
-            if getattr(args, flag) < 1:
-                parser.error(f"--{flag} must be >= 1")
-        if args.warmup < 0 or args.mean_interval_ms < 0:
-            parser.error("--warmup and --mean_interval_ms must be >= 0")
+        settings = settings_from_args(args)
         cfg = apply_overrides(load_config(args.config), args.overrides)
         if args.dry_run:
             from pipeline.serving import mps
             from pipeline.serving.plan import plan_run
 
-            p = plan_run(cfg, args.device, args.per_gpu_queue, args.mps)
+            p = plan_run(cfg, settings)
             for n in p.notices:
                 print(f"notice: {n}")
             print(f"device: {p.device_kind}" + (f" ({p.gpu_count} GPUs)" if p.gpu_count else ""))
-            print(f"mps: {mps.preview(p.use_mps, p.mps_reason, hide=mps.hides(args.mps, p.device_kind))}")
+            print(f"mps: {mps.preview(p.use_mps, p.mps_reason, hide=mps.hides(settings.mps, p.device_kind))}")
             print(describe_placement(cfg, cpu_mode=p.device_kind == "cpu"))
             return 0
-        from pipeline.serving.orchestrator import RunOptions, run
+        from pipeline.serving.orchestrator import run
 
-        opts = RunOptions(
-            mean_interval_ms=args.mean_interval_ms, batch=args.batch_size, videos=args.videos,
-            warmup=args.warmup, queue_size=args.queue_size, per_gpu=args.per_gpu_queue,
-            seed=args.seed, on_full=args.on_full, device=args.device, logs_root=args.logs,
-            save_outputs=args.save_outputs, check_outputs=args.check_outputs,
-            decode_backend=args.decode_backend, mps=args.mps,
-            progress=not args.no_progress)
-        result = run(cfg, opts, args_for_log=vars(args))
+        result = run(cfg, settings, args_for_log=run_record(args, settings))
     except (ConfigError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,8 +16,9 @@ from pathlib import Path
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.serving import mps
-from pipeline.serving.launch.local import LocalLauncher
-from pipeline.serving.plan import RunOptions, frame_sizes, plan_run
+from pipeline.serving.frame_limits import FrameLimits
+from pipeline.serving.launch import launcher_class
+from pipeline.serving.plan import RunOptions, plan_run, survey_clips
 from pipeline.serving.transport.queues import Output
 from pipeline.serving.workers.child import ChildContext
 
@@ -46,7 +47,7 @@ class RunStopped(Exception):
 def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos
 
-    p = plan_run(cfg, opts.device, opts.per_gpu, opts.mps)
+    p = plan_run(cfg, opts)
     device_kind, notices, topo, use_mps, mps_reason = (p.device_kind, p.notices, p.topo,
                                                        p.use_mps, p.mps_reason)
     checkpoint = resolve_checkpoint(cfg)
@@ -54,15 +55,17 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         # The runners load the file validation found (next to the config first), not the text.
         cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint)))
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
-    sizes = frame_sizes(cfg, videos)
+    clips = survey_clips(cfg, videos)
     if opts.mps == "on" and not use_mps:
         notices.append(f"--mps on has no effect: {mps_reason}")
     if cfg.model.checkpoint is None and "model" in topo.kinds:
         notices.append("no checkpoint: FLAVR runs with random weights, so timings are real but "
                        "the interpolated frames are not meaningful (set model.checkpoint)")
+    if clips.refused:
+        notices.append("clips that will fail their requests: " + "; ".join(clips.refused))
     for n in notices:
         print(f"notice: {n}", file=sys.stderr)
-    run = _Run(cfg, opts, topo, device_kind, videos, sizes)
+    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher_class(p.launcher)())
     run.notices = notices
     try:
         # The daemon outlives every child: started before the first, stopped after the last.
@@ -81,12 +84,13 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
 
 
 class _Run:
-    def __init__(self, cfg, opts, topo, device_kind, videos, sizes):
+    def __init__(self, cfg, opts, topo, device_kind, videos, clips, launcher):
         self.cfg, self.opts, self.topo = cfg, opts, topo
         self.device_kind = device_kind
         self.videos = [str(v) for v in videos]
-        self.sizes = sizes
-        self.launcher = LocalLauncher()
+        self.sizes = clips.sizes  # only clips within the frame limits size the pools
+        self.warmup_video = clips.warmup_video
+        self.launcher = launcher
         self.table = RecordTable(topo.step_names)
         self.error: str | None = None
         self.stop_reason: str | None = None
@@ -155,9 +159,9 @@ class _Run:
                     ctx = self._ctx(r.name, r.gpu, 1)
                     resolution = tuple(cfg.model.resolution) if cfg.model.resolution else None
                     spec = DecodeSpec(r.step, r.index, resolution, self.sizes,
-                                      cfg.frames_per_request, opts.decode_backend, self.videos[0],
+                                      cfg.frames_per_request, opts.decode_backend, self.warmup_video,
                                       step_cfg.pool_slots,
-                                      in_q, out, self.free[r.name])
+                                      in_q, out, self.free[r.name], FrameLimits.of(cfg))
                     L.start(r.name, role, decode_main, ctx, spec)
                 else:
                     ctx = self._ctx(r.name, r.gpu, threads)

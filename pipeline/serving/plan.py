@@ -1,45 +1,27 @@
-"""What a run of a config would be on this machine, decided before anything starts: the run's
-options, the device, the validated placement, MPS, and the frame sizes the pools are sized for.
-Shared by a run, a sweep's check of its configs and benchmark.py --dry-run, so all three judge a
-config alike."""
+"""What a run of a config would be on this machine, decided before anything starts: the device,
+the validated placement, how many processes it starts, the launcher, MPS, and the frame sizes the
+pools are sized for. Shared by a run, a sweep's check of its configs and benchmark.py --dry-run,
+so all three judge a config alike."""
 from __future__ import annotations
 
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pipeline.config import validate
+from pipeline.config import RunSettings, check_settings, validate
 from pipeline.errors import ConfigError, VideoError
-from pipeline.media.probe import probe
 from pipeline.serving import mps
+from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import gpu_count_nvml
 from pipeline.serving.topology import Topology
 
+# The name the run's settings had before they joined the config schema; call sites still use it.
+RunOptions = RunSettings
 
-@dataclass
-class RunOptions:
-    mean_interval_ms: float = 50.0
-    batch: int = 1
-    videos: int = 20  # measured requests
-    warmup: int = 2  # extra requests issued first, excluded from statistics
-    queue_size: int = 64
-    per_gpu: bool = False
-    seed: int = 0
-    on_full: str = "stop"  # RnB: stop admitting when a queue overflows; or "block"
-    device: str | None = None  # overrides the config's device
-    logs_root: str = "logs"
-    save_outputs: bool = False
-    save_tensors: bool = False  # with save_outputs: raw output tensors instead of videos
-    video_cache: str | None = None  # where synthetic clips are generated (default <repo>/videos)
-    cpu_threads: int | None = None  # torch threads per CPU model process (default: cores / replicas)
-    check_outputs: bool = False
-    # "auto" picks by device and codec; or force one of pipeline.media.decode.BACKENDS (e.g. pyav)
-    decode_backend: str = field(default_factory=lambda: os.environ.get("FLAVR_DECODE_BACKEND", "auto"))
-    start_timeout_s: float = 600.0  # model build + warm-up of every replica
-    stall_timeout_s: float = 300.0  # no request finished for this long: stop
-    progress: bool = True
-    # MPS control daemon (pipeline/mps.py): "auto" where processes share a GPU, or "on" / "off"
-    mps: str = "auto"
+# A CPU run's processes share the cores: more than a few per core only adds switching and memory
+# (each holds its own torch), and a placement of hundreds of logical GPUs would start hundreds.
+PROCESSES_PER_CORE = 4
+MIN_PROCESS_CAP = 16
 
 
 def resolve_device(cfg, override: str | None) -> tuple[str, int | None, list[str]]:
@@ -58,6 +40,27 @@ def resolve_device(cfg, override: str | None) -> tuple[str, int | None, list[str
     return "cuda", count, []
 
 
+def cpu_process_cap() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(MIN_PROCESS_CAP, PROCESSES_PER_CORE * cores)
+
+
+def check_process_count(topo: Topology, device_kind: str) -> None:
+    """A CPU run may start only so many processes (the client, the sink and every replica)."""
+    if device_kind != "cpu":
+        return
+    replicas = sum(len(step) for step in topo.replicas)
+    total, cap = replicas + 2, cpu_process_cap()
+    if total > cap:
+        raise ConfigError("pipeline", f"a CPU run of this placement would start {total} processes "
+                                      f"(client, sink and {replicas} step replicas); this machine "
+                                      f"allows at most {cap} ({PROCESSES_PER_CORE} per core, at "
+                                      f"least {MIN_PROCESS_CAP}): list fewer ids in the steps' gpus")
+
+
 @dataclass
 class Plan:
     """What a run of a config would be on this machine, before anything starts."""
@@ -67,32 +70,50 @@ class Plan:
     topo: Topology
     use_mps: bool
     mps_reason: str
+    launcher: str  # pipeline.serving.launch.LAUNCHERS
 
 
-def plan_run(cfg, device: str | None, per_gpu: bool, mps_mode: str) -> Plan:
-    """Resolve the device, check the config against it (applying -p), lay out the processes and
-    decide about MPS; ConfigError names the first problem. Shared by a run, a sweep's check of
-    its configs and benchmark.py --dry-run, so all three judge a config alike."""
-    kind, count, notices = resolve_device(cfg, device)
-    validate(cfg, count, force_per_gpu=per_gpu)
+def plan_run(cfg, settings: RunSettings) -> Plan:
+    """Check the settings, resolve the device, check the config against it (applying -p), lay out
+    the processes and decide about MPS; ConfigError names the first problem."""
+    settings = check_settings(settings)
+    kind, count, notices = resolve_device(cfg, settings.device)
+    validate(cfg, count, force_per_gpu=settings.per_gpu)
     topo = Topology.from_config(cfg)
-    use_mps, mps_reason = mps.plan(mps_mode, kind, topo)
-    return Plan(kind, count, notices, topo, use_mps, mps_reason)
+    check_process_count(topo, kind)
+    use_mps, mps_reason = mps.plan(settings.mps, kind, topo)
+    return Plan(kind, count, notices, topo, use_mps, mps_reason, settings.launcher or cfg.launcher)
 
 
-def frame_sizes(cfg, videos) -> list[tuple[int, int]]:
-    """The run's frame sizes, most common first: the config's resolution, or else each readable
-    clip's own size (an unreadable clip fails as a request later, not here)."""
-    if cfg.model.resolution:
-        return [tuple(cfg.model.resolution)]
-    sizes, reasons = Counter(), []
+@dataclass
+class ClipSurvey:
+    """The run's clips as the pools see them: the frame sizes to size for (most common first),
+    a clip to warm the decoders up on, and the clips that will fail their requests."""
+    sizes: list[tuple[int, int]]
+    warmup_video: str
+    refused: list[str] = field(default_factory=list)  # "path: reason", a few at most
+
+
+def survey_clips(cfg, videos) -> ClipSurvey:
+    """Probe the clips (headers and packets, no decoding). At native resolution every clip within
+    the frame limits adds its size; with model.resolution set the size is that, and probing stops
+    at the first usable clip. An unreadable or out-of-limits clip fails as a request later, not
+    here, unless no clip at all is usable."""
+    limits = FrameLimits.of(cfg)
+    fixed = tuple(cfg.model.resolution) if cfg.model.resolution else None
+    sizes, refused, warmup = Counter(), [], None
     for v in videos:
         try:
-            info = probe(v)
-            sizes[(info.height, info.width)] += 1
+            info = limits.check(v)
         except VideoError as exc:
-            reasons.append(str(exc))
-    if not sizes:
-        raise ConfigError("videos", "no readable clip to take the frame size from: "
-                                    + "; ".join(reasons[:3]))
-    return [size for size, _ in sizes.most_common()]
+            refused.append(str(exc))
+            continue
+        warmup = warmup or str(v)
+        if fixed is not None:
+            break
+        sizes[(info.height, info.width)] += 1
+    if warmup is None:
+        raise ConfigError("videos", "no usable clip: " + "; ".join(refused[:3])
+                          + (f"; and {len(refused) - 3} more" if len(refused) > 3 else ""))
+    ordered = [fixed] if fixed is not None else [size for size, _ in sizes.most_common()]
+    return ClipSurvey(ordered, warmup, refused[:5])

@@ -12,6 +12,7 @@ import torch
 
 from pipeline.clock import now
 from pipeline.errors import VideoError
+from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.steps import decode_output_spec
 from pipeline.serving.transport.items import Item, Part
 from pipeline.serving.transport.queues import Output, QueueFull, get_batch
@@ -32,6 +33,7 @@ class DecodeSpec:
     in_queue: object
     output: Output
     free_queue: object
+    limits: FrameLimits | None = None  # clips outside fail their request before decoding
 
 
 def decode_main(ctx: ChildContext, spec: DecodeSpec) -> None:
@@ -68,6 +70,8 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
                 f"{step}.queue_wait_s": t_get - req.t_put, f"{step}.batch": 1}
         try:
             t0 = now()
+            if spec.limits is not None:  # probing is cached: the decoder's own probe is free
+                spec.limits.check(req.video)
             frames = decoder.decode(req.video, req.frames)
             windows = make_windows(frames)
             if device.type == "cuda":

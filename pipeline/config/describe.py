@@ -1,0 +1,75 @@
+"""The resolved placement in words (`benchmark.py --dry-run`): steps, replicas per GPU, queues."""
+from __future__ import annotations
+
+import collections
+
+from pipeline.analysis.records import SINK
+from pipeline.config.schema import Config
+
+
+def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
+    """The resolved placement, readable: steps, replicas per GPU, and every queue.
+
+    cpu_mode: say that GPU ids are logical device ids (None: assume so when cfg.device is cpu).
+    """
+    if cpu_mode is None:
+        cpu_mode = cfg.device == "cpu"
+    lines = [f"config {cfg.name}" + (f" ({cfg.source})" if cfg.source else "")
+             + f", device {cfg.device}, launcher {cfg.launcher}"]
+    v = cfg.videos
+    if v.synthetic is not None:
+        s = v.synthetic
+        lines.append(f"videos    synthetic: {s.count} clips {s.width}x{s.height}, {s.frames} frames at "
+                     f"{s.fps:g} fps, {s.codec}, seed {s.seed}")
+    else:
+        lines.append(f"videos    {', '.join(v.paths)}")
+    lines.append(f"          a clip over {v.max_pixels} pixels per frame (videos.max_pixels) "
+                 "fails its own request")
+    m = cfg.model
+    out_frames = (cfg.frames_per_request - 1) * m.factor + 1
+    lines.append(f"requests  {cfg.frames_per_request} input frames each -> {out_frames} output frames "
+                 f"(factor {m.factor})")
+    res = "native" if m.resolution is None else f"{m.resolution[0]}x{m.resolution[1]} (HxW)"
+    flags = [f for f in ("channels_last", "compile", "cuda_graphs") if getattr(m, f)]
+    lines.append(f"model     FLAVR x{m.factor}, {m.precision}, resolution {res}, "
+                 f"checkpoint {m.checkpoint or 'none (random weights)'}"
+                 + (f", {', '.join(flags)}" if flags else ""))
+    if cpu_mode:
+        lines.append("          (CPU mode: GPU ids below are logical device ids)")
+    lines.append("")
+
+    first = cfg.steps[0].name if cfg.steps else "?"
+    rows = [("step", "kind", "work", "replicas", "output queue"),
+            ("client", "-", "issues requests", "1 (host)", f"global -> {first}")]
+    for i, step in enumerate(cfg.steps):
+        if step.kind == "model":
+            work = f"{step.stages[0]}..{step.stages[1]}" if step.stages else "?"
+        elif step.kind == "sleep":
+            work = f"TEST sleep {step.sleep_ms:g} ms" if step.sleep_ms is not None else "TEST sleep"
+        else:
+            work = "clip -> frames"
+        nxt = cfg.steps[i + 1].name if i + 1 < len(cfg.steps) else SINK
+        if i + 1 == len(cfg.steps):
+            queue = "global -> sink" + (" (per_gpu ignored: the sink queue is always global)"
+                                        if step.queue == "per_gpu" else " (the sink queue is always global)")
+        elif step.queue == "per_gpu":
+            queue = (f"per_gpu -> {nxt} (one queue per GPU: "
+                     + ", ".join(str(g) for g in sorted(set(step.gpus))) + ")")
+        else:
+            queue = f"global -> {nxt}"
+        rows.append((step.name, step.kind, work, _replicas_text(step.gpus), queue))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    for r in rows:
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
+    lines.append("")
+    gpus = sorted({g for s in cfg.steps for g in s.gpus})
+    for g in gpus:
+        here = [f"{s.name} x{s.gpus.count(g)}" for s in cfg.steps if g in s.gpus]
+        lines.append(f"GPU {g}: " + ", ".join(here))
+    return "\n".join(lines)
+
+
+def _replicas_text(gpus: list[int]) -> str:
+    counts = collections.Counter(gpus)
+    parts = [f"GPU {g}" + (f" x{n}" if n > 1 else "") for g, n in sorted(counts.items())]
+    return f"{len(gpus)}: " + ", ".join(parts)

@@ -1,0 +1,48 @@
+"""`--set FIELD=VALUE`: change one field of a loaded config for this run. The config goes to its
+plain form, the assignment lands there, and the whole is loaded again, so an override is checked
+exactly like the same value written in the file."""
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from pipeline.config.loading import config_from_dict, config_to_dict
+from pipeline.config.schema import Config
+from pipeline.errors import ConfigError
+
+_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def apply_overrides(cfg: Config, overrides) -> Config:
+    """The config with `--set FIELD=VALUE` assignments applied (VALUE read as YAML; `pipeline[1]`
+    indexes the step list), validated again as a whole."""
+    if not overrides:
+        return cfg
+    d = config_to_dict(cfg)  # fresh containers: cfg itself is left as it was
+    for text in overrides:
+        field, sep, value = text.partition("=")
+        if not sep or not field:
+            raise ConfigError("--set", f"expected FIELD=VALUE, got '{text}'")
+        keys = [int(k[1:-1]) if k.startswith("[") else k for k in _PART.findall(field)]
+        if not keys:
+            raise ConfigError("--set", f"expected FIELD=VALUE, got '{text}'")
+        node = d
+        for i, key in enumerate(keys[:-1]):
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                raise ConfigError(field, f"--set: no such field ('{keys[i]}' not found)") from None
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(field, f"--set: cannot read '{value}' as a YAML value "
+                                     f"({getattr(e, 'problem', None) or e})") from None
+        last = keys[-1]
+        if isinstance(node, dict) and isinstance(last, str):
+            node[last] = parsed  # an unknown key is refused, with a suggestion, on loading
+        elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = parsed
+        else:
+            raise ConfigError(field, "--set: no such field")
+    return config_from_dict(d, source=cfg.source)
