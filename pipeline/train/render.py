@@ -77,8 +77,9 @@ def _sample_photo(photos: torch.Tensor, idx: torch.Tensor, local: torch.Tensor,
     b, t, h, w, _ = local.shape
     hp, wp = photos.shape[-2:]
     pts = src_centre[:, None, None, None] + src_scale[:, None, None, None, None] * local
-    size = torch.tensor([wp, hp], device=local.device, dtype=torch.float32)
-    grid = (pts / size * 2 - 1).reshape(b, t * h, w, 2)  # align_corners=False: edges at +-1
+    # align_corners=False: the photo's outer edges are at -1 and +1. (Python scalars, not a small
+    # device tensor: making one would copy from the host and wait for the GPU every batch.)
+    grid = torch.stack([pts[..., 0] * (2 / wp) - 1, pts[..., 1] * (2 / hp) - 1], -1).reshape(b, t * h, w, 2)
     src = photos.index_select(0, idx).float().div_(255)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.reshape(b, 3, t, h, w)
@@ -121,10 +122,10 @@ def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
 
     def source(k: int, m: dict) -> torch.Tensor:
         scale = draw.log_uniform((batch,), scale_lo, scale_hi)
-        margin = torch.stack([scale * crop / 2] * 2, -1)
-        lo = torch.minimum(margin, torch.tensor([wp / 2, hp / 2], device=dev))
-        hi = torch.tensor([wp, hp], device=dev) - lo
-        centre = lo + (hi - lo) * draw.uniform((batch, 2), 0.0, 1.0)
+        # Centre the look-up where the crop's footprint fits inside the photo (if it can).
+        lo = torch.stack([(scale * crop / 2).clamp(max=wp / 2), (scale * crop / 2).clamp(max=hp / 2)], -1)
+        size = torch.stack([torch.full_like(scale, wp), torch.full_like(scale, hp)], -1)
+        centre = lo + (size - 2 * lo) * draw.uniform((batch, 2), 0.0, 1.0)
         local = _local_coords(m, times, crop)
         return _sample_photo(photos, idx[k], local, scale, centre), local
 
