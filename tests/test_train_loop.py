@@ -14,7 +14,7 @@ from models.checkpoint import build_model
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.data import TrainData
 from pipeline.train.loop import Trainer, train
-from pipeline.train.model import build_train_model, make_optimizer, train_step
+from pipeline.train.model import build_train_model, lr_factor, make_optimizer, train_step
 from train_helpers import build, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +62,9 @@ def test_a_weights_only_folder_resumes_at_its_step_with_fresh_moments(dataset, t
         trainer = Trainer(cfg, tmp_path / "b", resume=bf16)
     try:
         assert trainer.step == 2 and not trainer.optimizer.state
+        # The rate ramps up again over optim.rewarm_steps: fresh moments, small first steps.
+        expected = cfg.optim.lr * lr_factor(2, 1, 4, cfg.optim.final_lr_fraction) / cfg.optim.rewarm_steps
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
         saved = weights(bf16)
         assert all(torch.equal(v.to(torch.bfloat16), saved[k]) for k, v in trainer.flavr.state_dict().items())
         assert trainer.run() == 0 and trainer.step == 4

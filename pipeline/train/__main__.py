@@ -5,6 +5,7 @@
     torchrun --standalone --nproc_per_node N -m pipeline.train -c ...     (all GPUs of a host)
     python -m pipeline.train export CKPT_DIR OUT.safetensors [--dtype bf16]
     python -m pipeline.train bench [...]                                   (see pipeline.train.bench)
+    python -m pipeline.train summary RUN_DIR                               (a run's short table)
 """
 from __future__ import annotations
 
@@ -67,6 +68,12 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] == "export":
             return _export(argv[1:])
+        if argv and argv[0] == "summary":
+            from pipeline.train.logs import summary
+
+            for folder in argv[1:]:
+                print(summary(Path(folder)))
+            return 0
         if argv and argv[0] == "bench":
             from pipeline.train.bench import main as bench_main
 

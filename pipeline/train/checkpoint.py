@@ -76,13 +76,23 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str,
     return paths
 
 
-def load_sharded(folder: Path, prefix: str, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    """All prefix-*.safetensors of a folder joined into one dict, and the first shard's metadata."""
+def _shard_paths(folder: Path, prefix: str) -> list[Path]:
     paths = sorted(Path(folder).glob(f"{prefix}-*.safetensors"))
     if not paths:
         raise FileNotFoundError(f"{folder}: no {prefix}-*.safetensors")
-    with safe_open(str(paths[0]), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
+    return paths
+
+
+def load_sharded_metadata(folder: Path, prefix: str) -> dict[str, str]:
+    """The metadata of a sharded file set (step, factor, dtype, ...), without reading tensors."""
+    with safe_open(str(_shard_paths(folder, prefix)[0]), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_sharded(folder: Path, prefix: str, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """All prefix-*.safetensors of a folder joined into one dict, and the first shard's metadata."""
+    paths = _shard_paths(folder, prefix)
+    metadata = load_sharded_metadata(folder, prefix)
     expected = int(metadata.get("shards", len(paths)))
     if len(paths) != expected:
         raise FileNotFoundError(f"{folder}: {len(paths)} {prefix} shards, their metadata says {expected}")
@@ -165,7 +175,7 @@ def _replace_folder(tmp: Path, folder: Path) -> None:
 
 
 def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: list[dict],
-         config: dict | None = None) -> Path:
+         config: dict | None = None, extra: dict | None = None) -> Path:
     """A full checkpoint (see module doc); rank_states[r] comes from rank_state() on rank r."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
@@ -184,7 +194,7 @@ def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: lis
     save_file(rng, str(tmp / "rng.safetensors"), metadata={"format": FORMAT})
     state = {"format": FORMAT, "step": step, "factor": flavr.config.factor,
              "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(),
-             "ranks": ranks, "config": config}
+             "ranks": ranks, "config": config, **(extra or {})}
     (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
     _replace_folder(tmp, folder)
     return folder
@@ -204,6 +214,12 @@ def save_weights(folder, flavr: FLAVR, step: int, dtype: str = "bf16") -> list[P
 
 def is_full(folder) -> bool:
     return (Path(folder) / "state.json").is_file()
+
+
+def read_state(folder) -> dict:
+    """state.json of a full checkpoint ({} for a weights folder)."""
+    path = Path(folder) / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _schedule_at(scheduler, step: int) -> None:

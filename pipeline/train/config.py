@@ -84,6 +84,8 @@ class OptimSection:
     final_lr_fraction: float = num(0.01, 0.0, 1.0, "learning rate at the last step, as a share "
                                    "of lr")
     grad_clip: float = num(0.0, 0.0, 1e6, "clip the global gradient norm to this (0: off)")
+    rewarm_steps: int = num(200, 0, 10**6, "after a weights-only resume (fresh Adam moments), "
+                            "ramp the learning rate up again over this many steps")
 
 
 @dataclass

@@ -124,3 +124,28 @@ def plot_val(csv_path: Path, png_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
+
+
+def summary(out: Path) -> str:
+    """A short table of a run: where training got to, its speed, and the last validation."""
+    out = Path(out)
+    train, val = read_rows(out / "train.csv"), read_rows(out / "val.csv")
+    lines = [f"run {out}"]
+    if train:
+        last = train[-1]
+        recent = train[-10:]
+        sps = sum(float(r["samples_per_s"]) for r in recent) / len(recent)
+        utils = [float(r["gpu_util_pct"]) for r in recent if r["gpu_util_pct"]]
+        lines.append(f"  step {last['step']}  loss {float(last['loss']):.4f}  lr {float(last['lr']):.2e}  "
+                     f"{sps:.1f} samples/s (last {len(recent)} rows)"
+                     + (f"  GPU util {sum(utils) / len(utils):.0f}%" if utils else ""))
+    if val:
+        step = val[-1]["step"]
+        lines.append(f"  validation at step {step}:")
+        lines.append(f"  {'clip':14} {'PSNR model':>10} {'average':>8} {'nearest':>8}  "
+                     f"{'SSIM model':>10} {'average':>8} {'nearest':>8}")
+        for r in (r for r in val if r["step"] == step):
+            lines.append(f"  {r['clip']:14} {float(r['model_psnr']):10.2f} {float(r['average_psnr']):8.2f} "
+                         f"{float(r['nearest_psnr']):8.2f}  {float(r['model_ssim']):10.4f} "
+                         f"{float(r['average_ssim']):8.4f} {float(r['nearest_ssim']):8.4f}")
+    return "\n".join(lines)

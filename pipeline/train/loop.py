@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch._dynamo
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from pipeline.clock import now
@@ -27,7 +26,7 @@ from pipeline.train.config import TrainConfig, config_to_dict, describe
 from pipeline.train.data import TrainData, ValData
 from pipeline.train.distributed import Dist, all_reduce, cleanup, gather_objects, setup
 from pipeline.train.evaluate import evaluate, summary_line
-from pipeline.train.model import (build_train_model, make_optimizer, make_schedule,
+from pipeline.train.model import (build_train_model, make_optimizer, make_schedule, parallelize,
                                   set_matmul_precision, train_step)
 
 
@@ -80,11 +79,18 @@ class Trainer:
         self.data = TrainData(cfg, self.d.device, stream_seed(t.seed, self.d.rank, 0), self.log)
         self.val = ValData(cfg, self.d.device, self.log) if self.d.main and cfg.data.val_clips else None
         self.flavr, net = build_train_model(cfg.model.factor, self.d.device, t.seed, t.channels_last,
-                                            t.compile, t.activation_checkpointing)
+                                            t.activation_checkpointing)
         o = cfg.optim
         self.optimizer = make_optimizer(self.flavr.parameters(), o.lr, (o.beta1, o.beta2), o.eps,
                                         o.weight_decay, self.d.device.type)
-        self.scheduler = make_schedule(self.optimizer, o.warmup_steps, t.steps, o.final_lr_fraction)
+        # A piece resumed from weights only re-warms the rate from its step (and so do the
+        # pieces that continue from its full checkpoints: the step is kept in state.json).
+        self.rewarm_from = None if resume is None else ckpt.read_state(resume).get("rewarm_from")
+        if resume is not None and not ckpt.is_full(resume):
+            self.rewarm_from = ckpt.load_sharded_metadata(resume, "model").get("step")
+            self.rewarm_from = int(self.rewarm_from) if self.rewarm_from is not None else 0
+        self.scheduler = make_schedule(self.optimizer, o.warmup_steps, t.steps, o.final_lr_fraction,
+                                       self.rewarm_from, o.rewarm_steps)
         self.step = 0
         if resume is not None:
             self.step, full = ckpt.load(resume, self.flavr, self.optimizer, self.scheduler,
@@ -93,8 +99,7 @@ class Trainer:
                 self.data.reseed(stream_seed(t.seed, self.d.rank, self.step))
             self.log(f"resumed from {resume} at step {self.step} ({'full' if full else 'weights only'})")
         # Every rank loaded the same weights; DDP also broadcasts rank 0's at construction.
-        device_ids = [self.d.device.index] if self.d.device.type == "cuda" else None
-        self.net = DDP(net, device_ids=device_ids) if self.d.world > 1 else net
+        self.net = parallelize(net, self.d.device, self.d.world, t.compile)
         self.monitor = None
         if self.d.main and self.d.device.type == "cuda":
             self.monitor = GpuMonitor(range(self.d.local_world), interval_s=0.5)
@@ -118,7 +123,8 @@ class Trainer:
         states = gather_objects(ckpt.rank_state(self.data), self.d)
         if self.d.main:
             folder = ckpt.save(self.out / "checkpoint", self.flavr, self.optimizer, self.scheduler,
-                               self.step, states, config_to_dict(self.cfg))
+                               self.step, states, config_to_dict(self.cfg),
+                               {"rewarm_from": self.rewarm_from})
             self.log(f"saved {folder} at step {self.step}")
 
     def validate(self) -> None:

@@ -4,7 +4,8 @@ Switches (each a config field, each measured by pipeline/train/bench.py):
   precision   fp32: strict IEEE fp32 matmuls and convolutions; tf32: TF32 tensor cores for fp32;
               bf16: autocast to bf16 over fp32 master weights (TF32 for what stays fp32)
   channels_last   weights and activations NDHWC (NHWC for the 2D head): cuDNN's preferred layout
-  compile     torch.compile of the training forward: element-wise chains become fused kernels
+  compile     torch.compile of the training step's forward and backward: element-wise chains
+              become fused kernels
   activation_checkpointing   each encoder/decoder stage runs under torch.utils.checkpoint, so the
               backward pass recomputes its activations instead of keeping them (memory for time)
 """
@@ -17,6 +18,7 @@ import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 
 from models.checkpoint import build_model
@@ -75,19 +77,26 @@ class TrainNet(nn.Module):
 
 
 def build_train_model(factor: int, device, seed: int, channels_last: bool = False,
-                      compile: bool = False, activation_checkpointing: bool = False
-                      ) -> tuple[FLAVR, TrainNet]:
-    """A freshly initialised FLAVR (seeded, identical on every rank) and the net that trains it."""
+                      activation_checkpointing: bool = False) -> tuple[FLAVR, TrainNet]:
+    """A freshly initialised FLAVR (seeded, identical on every rank) and the net that trains it
+    (see `parallelize` for DDP and compilation)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "random weights": that is where training starts
         flavr = build_model(factor, seed=seed)
     flavr = flavr.to(device).train()
     if channels_last:
         to_channels_last(flavr)
-    net = TrainNet(flavr, activation_checkpointing)
-    if compile:
-        net.compile()  # in place: parameter names and state_dict keys stay those of FLAVR
-    return flavr, net
+    return flavr, TrainNet(flavr, activation_checkpointing)
+
+
+def parallelize(net: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
+    """DDP over the process group when there is more than one process, then torch.compile of
+    the whole: compiling the DDP wrapper (not the module inside it) lets the compiler cut the
+    graph at DDP's gradient buckets, so all-reduces overlap the backward pass. Weights are always
+    saved from the FLAVR module itself, so the wrappers' key prefixes never reach a file."""
+    if world > 1:
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if compile else net
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
@@ -120,6 +129,15 @@ def lr_factor(step: int, warmup: int, total: int, final_fraction: float) -> floa
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_schedule(optimizer, warmup: int, total: int, final_fraction: float):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, final_fraction))
+def make_schedule(optimizer, warmup: int, total: int, final_fraction: float,
+                  rewarm_from: int | None = None, rewarm_steps: int = 0):
+    """LambdaLR over lr_factor. rewarm_from: a run that restarted Adam's moments at that step
+    (weights-only resume) ramps the rate up again over rewarm_steps, as at the very start: fresh
+    moments make the first updates full-size whatever the gradient's scale."""
+    def factor(s: int) -> float:
+        f = lr_factor(s, warmup, total, final_fraction)
+        if rewarm_from is not None and rewarm_steps > 0:
+            f *= min(1.0, (s - rewarm_from + 1) / rewarm_steps)
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
