@@ -272,9 +272,24 @@ def summary(manifest: dict, parts: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def verify(dataset: Path) -> list[str]:
+    """What keeps `dataset` from being used here (unpacked parts missing, no video decoder)."""
+    from pipeline.train.media import video_backend
+
+    if not (dataset / "manifest.json").is_file():
+        return [f"{dataset}/manifest.json is missing: unpack part-0.tar there"]
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    problems = [f"{e['file']} is missing" for e in manifest["items"] if not (dataset / e["file"]).is_file()]
+    if video_backend() is None:
+        problems.append("neither OpenCV (cv2) nor PyAV (av) is installed: videos cannot be decoded")
+    return problems
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.train.fetch", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--downloads", type=Path, required=True, help="folder with the .deb and .whl files")
+    ap.add_argument("--verify", type=Path, metavar="DATASET",
+                    help="only check an unpacked dataset folder (every file there, a decoder)")
+    ap.add_argument("--downloads", type=Path, help="folder with the .deb and .whl files")
     ap.add_argument("--cache", type=Path, default=Path(".cache/train-data"),
                     help="where packages are unpacked and the dataset folder is built")
     ap.add_argument("--out", type=Path, default=Path(".traindata"), help="where part-K.tar go")
@@ -284,6 +299,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quality", type=int, default=92, help="JPEG quality of re-encoded photos")
     ap.add_argument("--part-mib", type=float, default=45.0, help="largest part, MiB")
     args = ap.parse_args(argv)
+    if args.verify is not None:
+        problems = verify(args.verify)
+        for p in problems[:10]:
+            print(f"error: {p}", file=sys.stderr)
+        if not problems:
+            print(f"{args.verify}: complete")
+        return 2 if problems else 0
+    if args.downloads is None:
+        ap.error("--downloads is required")
 
     val = tuple(v.strip() for v in args.val.split(",") if v.strip())
     roots = unpack(args.downloads, args.cache)
