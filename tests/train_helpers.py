@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipeline.synthetic import write_clip
 from pipeline.train.config import config_from_dict
+from pipeline.train.fetch import main as fetch_main
 
 CLIP_SIZE = 80
 
@@ -84,10 +85,10 @@ def make_downloads(root: Path) -> Path:
 
 def build(root: Path, part_mib: float = 45.0) -> Path:
     """Run the extraction on the stand-ins; returns the dataset folder (root/cache/dataset)."""
-    from pipeline.train.fetch import main
+
 
     downloads = make_downloads(root)
-    rc = main(["--downloads", str(downloads), "--cache", str(root / "cache"),
+    rc = fetch_main(["--downloads", str(downloads), "--cache", str(root / "cache"),
                "--out", str(root / "parts"), "--val", "street.webm", "--part-mib", str(part_mib)])
     assert rc == 0
     return root / "cache" / "dataset"

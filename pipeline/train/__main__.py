@@ -15,6 +15,11 @@ import time
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.train.bench import main as bench_main
+from pipeline.train.checkpoint import export
+from pipeline.train.config import describe, load_train_config
+from pipeline.train.logs import summary
+from pipeline.train.loop import train
 
 
 def _train(argv) -> int:
@@ -34,8 +39,6 @@ def _train(argv) -> int:
     args = ap.parse_args(argv)
     overrides = list(args.set) + ([f"train.max_minutes={args.max_minutes}"]
                                   if args.max_minutes is not None else [])
-    from pipeline.train.config import describe, load_train_config
-
     cfg = load_train_config(args.config, overrides)
     if args.dry_run:
         print(describe(cfg), end="")
@@ -43,8 +46,6 @@ def _train(argv) -> int:
     if args.resume is not None and not args.resume.is_dir():
         raise ConfigError("--resume", f"{args.resume} is not a folder")
     out = args.out or Path("logs") / f"train-{time.strftime('%y%m%d_%H%M%S')}-{cfg.name}"
-    from pipeline.train.loop import train
-
     return train(cfg, out, args.resume, args.stop_at)
 
 
@@ -56,8 +57,6 @@ def _export(argv) -> int:
     ap.add_argument("out", type=Path, help="OUT.safetensors")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     args = ap.parse_args(argv)
-    from pipeline.train.checkpoint import export
-
     path = export(args.checkpoint, args.out, args.dtype)
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB ({args.dtype})")
     return 0
@@ -69,14 +68,10 @@ def main(argv=None) -> int:
         if argv and argv[0] == "export":
             return _export(argv[1:])
         if argv and argv[0] == "summary":
-            from pipeline.train.logs import summary
-
             for folder in argv[1:]:
                 print(summary(Path(folder)))
             return 0
         if argv and argv[0] == "bench":
-            from pipeline.train.bench import main as bench_main
-
             return bench_main(argv[1:])
         return _train(argv)
     except ConfigError as e:

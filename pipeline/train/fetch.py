@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from pipeline.train.media import read_photo, read_video, video_fps
+from pipeline.train.media import read_photo, read_video, video_backend, video_fps
 
 FORMAT = "flavr-serving-traindata/1"
 VIDEO_EXT = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".ogv")
@@ -114,8 +115,6 @@ def _largest_of_sizes(paths: list[Path]) -> list[Path]:
 
 def _thumb(rgb: np.ndarray) -> np.ndarray:
     """A 16x16 normalised grey thumbnail: near-identical images give near-identical thumbs."""
-    from PIL import Image
-
     grey = np.asarray(Image.fromarray(rgb).convert("L").resize((16, 16), Image.BILINEAR), np.float32)
     return (grey - grey.mean()) / (grey.std() + 1.0)
 
@@ -153,8 +152,6 @@ def collect(roots: dict[str, Path], val: tuple[str, ...]) -> tuple[list[dict], l
 def build_dataset(items: list[dict], skipped: list[dict], out: Path, long_side: int = 1280,
                   quality: int = 92) -> dict:
     """Write videos/ and photos/ under `out` and return the manifest (also written there)."""
-    from PIL import Image
-
     shutil.rmtree(out, ignore_errors=True)
     (out / "videos").mkdir(parents=True)
     (out / "photos").mkdir()
@@ -274,8 +271,6 @@ def summary(manifest: dict, parts: list[Path]) -> str:
 
 def verify(dataset: Path) -> list[str]:
     """What keeps `dataset` from being used here (unpacked parts missing, no video decoder)."""
-    from pipeline.train.media import video_backend
-
     if not (dataset / "manifest.json").is_file():
         return [f"{dataset}/manifest.json is missing: unpack part-0.tar there"]
     manifest = json.loads((dataset / "manifest.json").read_text())

@@ -100,7 +100,7 @@ class Trainer:
             self.log(f"resumed from {resume} at step {self.step} ({'full' if full else 'weights only'})")
         # Every rank loaded the same weights; DDP also broadcasts rank 0's at construction.
         self.net = parallelize(net, self.d.device, self.d.world, t.compile)
-        self.monitor = None
+        self.monitor, self._seen = None, 0
         if self.d.main and self.d.device.type == "cuda":
             self.monitor = GpuMonitor(range(self.d.local_world), interval_s=0.5)
             self.monitor.start()
@@ -142,9 +142,13 @@ class Trainer:
             logs.plot_val(self.out / "val.csv", self.out / "val.png")
 
     def _util(self, since: float) -> float | None:
+        """Mean NVML utilisation of this host's GPUs over the samples taken since `since`."""
         if self.monitor is None or not self.monitor.available:
             return None
-        recent = [s["util_pct"] for s in self.monitor.samples if s["t"] >= since]
+        samples = self.monitor.samples
+        fresh = samples[self._seen:]  # only the new ones: the list grows for the whole run
+        self._seen = len(samples)
+        recent = [s["util_pct"] for s in fresh if s["t"] >= since]
         return sum(recent) / len(recent) if recent else None
 
     # ---- the loop -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def video_backend() -> str | None:
@@ -67,8 +68,6 @@ def _read_pyav(path: Path, max_frames: int) -> list[np.ndarray]:
 
 def read_photo(path) -> np.ndarray:
     """A photo as uint8 (H, W, 3) RGB (alpha dropped over black, greyscale expanded)."""
-    from PIL import Image
-
     with Image.open(path) as im:
         im.load()
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
