@@ -16,6 +16,7 @@ import math
 import warnings
 
 import torch
+import torch._dynamo
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -96,6 +97,10 @@ def parallelize(net: nn.Module, device: torch.device, world: int, compile: bool)
     saved from the FLAVR module itself, so the wrappers' key prefixes never reach a file."""
     if world > 1:
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+        if compile and getattr(net.module, "activation_checkpointing", False):
+            # The compiler's DDP graph splitting refuses checkpointed regions (higher-order ops):
+            # fall back to one gradient bucket for the whole graph rather than to eager mode.
+            torch._dynamo.config.optimize_ddp = False
     return torch.compile(net) if compile else net
 
 
