@@ -7,7 +7,12 @@
 #   RESUME_DIR=.trainckpt bash scripts/gpu_train.sh   continue from carried bf16 weights (+csv)
 #   PART=b bash scripts/gpu_train.sh                  no training: return the other weight shards
 #   BENCH=1 bash scripts/gpu_train.sh                 the mixed-precision table (1 GPU, then 2)
+#   STAGE=1 RESUME_DIR=.trainckpt bash scripts/gpu_train.sh
+#                                                     only unpack and check what has been carried
 #
+# bf16 weights of FLAVR 2x (80 MiB) do not fit in one call's carry (64 MiB): on a fresh machine,
+# carry the data part and some shards with STAGE=1, then the other shards with the training call
+# (carried files stay on the machine between calls).
 # Data: the dataset parts (scripts/fetch_training_data.sh) carried as .traindata/part-K.tar;
 # each part is a standalone tar, unpacked here into .traindata/dataset.
 # Everything else stays under WORK (/tmp/flavr-train); OUT gets at most 8 files:
@@ -32,7 +37,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1  # never NVLink mul
 PY=$(command -v python || command -v python3)
 NGPU=${NGPU:-$($PY -c "import torch; print(torch.cuda.device_count())")}
 echo "== $(date -u +%FT%TZ) host $(hostname), $NGPU GPU(s), $($PY -c 'import torch; print("torch", torch.__version__)')"
-nvidia-smi --query-gpu=index,name,memory.used,utilization.gpu --format=csv,noheader || true
+nvidia-smi --query-gpu=index,name,memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
 
 unpack() {
   local parts=(.traindata/part-*.tar)
@@ -77,6 +82,18 @@ import json; one=json.load(open('$B/bench-1gpu.json'))['rows']; two=json.load(op
 ref=[r for r in one if r['mode']==two['mode'] and r['batch']==two['batch']][0]
 print(f\"\\nscaling: {two['mode']} batch {two['batch']}/GPU: 1 GPU {ref['samples_per_s']:.1f}, 2 GPUs {two['samples_per_s']:.1f} samples/s = {two['samples_per_s']/ref['samples_per_s']:.2f}x\")"
   exit 0
+fi
+
+if [ "${STAGE:-0}" = 1 ]; then
+  unpack; RC=$?
+  if [ -n "${RESUME_DIR:-}" ]; then
+    $PY -c "
+import sys; from pipeline.train.checkpoint import load_sharded_metadata
+from pathlib import Path; d = Path(sys.argv[1]); m = load_sharded_metadata(d, 'model')
+have = sorted(p.name for p in d.glob('model-*.safetensors'))
+print(f'{d}: {len(have)} of {m[\"shards\"]} weight shards (step {m[\"step\"]}, {m[\"dtype\"]}):', *have)" "$RESUME_DIR" || RC=1
+  fi
+  exit $RC
 fi
 
 if [ "$PART" = b ]; then
