@@ -1,10 +1,11 @@
 """Loading and saving FLAVR weights.
 
-Three layouts are read:
+Four layouts are read:
   released  {'state_dict': {'module.<name>': tensor}, 'epoch', 'optimizer', 'best_psnr', 'lr'}
             (FLAVR_2x/4x/8x.pth as published; the extra entries are ignored)
   plain     {'<name>': tensor} with or without the 'module.' prefix
   project   {'format': 'flavr-serving/1', 'factor': F, 'state_dict': {'<name>': tensor}}
+  .safetensors  {'<name>': tensor} (what `python -m pipeline.train export` writes; any dtype)
 
 The checkpoint describes its own model: the factor comes from the head's output channels
 (3 per output frame) and the encoder-bias variant from whether the stem conv has a bias.
@@ -48,6 +49,17 @@ def _torch_load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
+    # Tensors only, by construction: nothing in the file can run code.
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {e}") from None
+
+
 def load_state(path_or_dict) -> dict[str, torch.Tensor]:
     """Read any of the three layouts; return the weights keyed by module name (no 'module.')."""
     name = _describe(path_or_dict)
@@ -57,7 +69,7 @@ def load_state(path_or_dict) -> dict[str, torch.Tensor]:
         path = Path(path_or_dict)
         if not path.is_file():
             raise CheckpointError(f"{name}: checkpoint file not found")
-        obj = _torch_load(path)
+        obj = _safetensors_load(path) if path.suffix == ".safetensors" else _torch_load(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{name}: expected a dict of weights, found {type(obj).__name__}")
 

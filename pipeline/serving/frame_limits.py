@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import VideoError
-from pipeline.media.probe import VideoInfo, probe
 
 
 def model_min_side(model_name: str) -> int:
@@ -41,8 +40,12 @@ class FrameLimits:
                     f"(at least {self.min_side}x{self.min_side})")
         return None
 
-    def check(self, path) -> VideoInfo:
+    def check(self, path) -> "VideoInfo":
         """The clip's description; VideoError naming it when it is unreadable or out of limits."""
+        # PyAV loads only where clips are probed: the training command imports the config
+        # package on machines without it.
+        from pipeline.media.probe import probe
+
         info = probe(path)
         problem = self.problem(info.width, info.height)
         if problem:

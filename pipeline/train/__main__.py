@@ -1,0 +1,83 @@
+"""python -m pipeline.train: train FLAVR, export its weights, or measure training speed.
+
+    python -m pipeline.train -c configs/train/flavr-2x.yaml [--set FIELD=VALUE ...]
+                             [--resume DIR] [--out DIR] [--max-minutes M] [--dry-run]
+    torchrun --standalone --nproc_per_node N -m pipeline.train -c ...     (all GPUs of a host)
+    python -m pipeline.train export CKPT_DIR OUT.safetensors [--dtype bf16]
+    python -m pipeline.train bench [...]                                   (see pipeline.train.bench)
+    python -m pipeline.train summary RUN_DIR                               (a run's short table)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.train.bench import main as bench_main
+from pipeline.train.checkpoint import export
+from pipeline.train.config import describe, load_train_config
+from pipeline.train.logs import summary
+from pipeline.train.loop import train
+
+
+def _train(argv) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-c", "--config", type=Path, help="training config (YAML); omitted: the defaults")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)")
+    ap.add_argument("--resume", type=Path, metavar="DIR",
+                    help="continue from a checkpoint folder (full) or a weights folder (weights only)")
+    ap.add_argument("--out", type=Path, metavar="DIR",
+                    help="output folder (default logs/train-<time>-<name>)")
+    ap.add_argument("--max-minutes", type=float, metavar="M",
+                    help="stop cleanly (save) after M minutes; same as --set train.max_minutes=M")
+    ap.add_argument("--stop-at", type=int, metavar="STEP",
+                    help="end this piece cleanly at STEP (saved); the schedule still spans train.steps")
+    ap.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    args = ap.parse_args(argv)
+    overrides = list(args.set) + ([f"train.max_minutes={args.max_minutes}"]
+                                  if args.max_minutes is not None else [])
+    cfg = load_train_config(args.config, overrides)
+    if args.dry_run:
+        print(describe(cfg), end="")
+        return 0
+    if args.resume is not None and not args.resume.is_dir():
+        raise ConfigError("--resume", f"{args.resume} is not a folder")
+    out = args.out or Path("logs") / f"train-{time.strftime('%y%m%d_%H%M%S')}-{cfg.name}"
+    return train(cfg, out, args.resume, args.stop_at)
+
+
+def _export(argv) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train export",
+                                 description="write one inference weight file (safetensors) "
+                                             "from a checkpoint or weights folder")
+    ap.add_argument("checkpoint", type=Path, help="checkpoint or weights folder")
+    ap.add_argument("out", type=Path, help="OUT.safetensors")
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    args = ap.parse_args(argv)
+    path = export(args.checkpoint, args.out, args.dtype)
+    print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB ({args.dtype})")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "export":
+            return _export(argv[1:])
+        if argv and argv[0] == "summary":
+            for folder in argv[1:]:
+                print(summary(Path(folder)))
+            return 0
+        if argv and argv[0] == "bench":
+            return bench_main(argv[1:])
+        return _train(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Training checkpoints: safetensors shards of at most 15 MiB each plus one small JSON.
+
+A full checkpoint folder (what a run saves every N steps, at the end and on SIGTERM/Ctrl-C):
+  model-KKKKK.safetensors   fp32 weights, FLAVR's own key names
+  optim-KKKKK.safetensors   Adam's moments and step counts
+  rng.safetensors           each rank's torch CPU/CUDA generator and data-sampler generators
+  state.json                step, optimizer param groups, scheduler, numpy/python RNG, config
+A weights folder holds only model-KKKKK.safetensors (e.g. bf16, half the bytes to carry); a run
+resumed from one starts fresh optimizer moments at the step written in the shards' metadata.
+
+Shards stay small so that a machine which hands back a few files of 16 MiB at a time can return
+them: a tensor larger than a shard is cut along its first dimension into pieces named
+`<name>@<i>/<k>` and joined again on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from models.flavr import FLAVR
+
+FORMAT = "flavr-serving-train/1"
+SHARD_BYTES = 15 * 1024 * 1024
+_HEADER_ROOM = 64 * 1024  # a shard's JSON header (names, shapes, metadata) fits in this
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---- sharded tensor files -----------------------------------------------------------------------
+
+def _pieces(name: str, t: torch.Tensor, budget: int) -> list[tuple[str, torch.Tensor]]:
+    nbytes = t.numel() * t.element_size()
+    if nbytes <= budget or t.dim() == 0:
+        return [(name, t)]
+    k = -(-nbytes // budget)
+    parts = torch.tensor_split(t, min(k, t.shape[0]), dim=0)
+    if max(p.numel() * p.element_size() for p in parts) > budget:
+        raise ValueError(f"{name}: a slice of its first dimension is larger than a shard")
+    return [(f"{name}@{i}/{len(parts)}", p.contiguous()) for i, p in enumerate(parts)]
+
+
+def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str,
+                 metadata: dict[str, str], max_bytes: int = SHARD_BYTES) -> list[Path]:
+    """Write `tensors` (CPU copies are made) as prefix-KKKKK.safetensors, each <= max_bytes."""
+    budget = max_bytes - _HEADER_ROOM
+    pieces = [piece for name, t in tensors.items()
+              for piece in _pieces(name, t.detach().cpu().contiguous(), budget)]
+    # First fit, largest first: as few shards as the sizes allow (fewer files to carry).
+    pieces.sort(key=lambda kv: -kv[1].numel() * kv[1].element_size())
+    shards: list[dict] = []
+    room: list[int] = []
+    for key, piece in pieces:
+        size = piece.numel() * piece.element_size()
+        k = next((i for i, r in enumerate(room) if r >= size), None)
+        if k is None:
+            shards.append({})
+            room.append(budget)
+            k = len(shards) - 1
+        shards[k][key] = piece
+        room[k] -= size
+    paths = []
+    for k, shard in enumerate(shards):
+        path = folder / f"{prefix}-{k:05d}.safetensors"
+        save_file(shard, str(path), metadata={**metadata, "shard": str(k), "shards": str(len(shards))})
+        if path.stat().st_size > max_bytes:  # the header room was too small: never ship it
+            raise RuntimeError(f"{path}: {path.stat().st_size} bytes, over {max_bytes}")
+        paths.append(path)
+    return paths
+
+
+def _shard_paths(folder: Path, prefix: str) -> list[Path]:
+    paths = sorted(Path(folder).glob(f"{prefix}-*.safetensors"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no {prefix}-*.safetensors")
+    return paths
+
+
+def load_sharded_metadata(folder: Path, prefix: str) -> dict[str, str]:
+    """The metadata of a sharded file set (step, factor, dtype, ...), without reading tensors."""
+    with safe_open(str(_shard_paths(folder, prefix)[0]), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_sharded(folder: Path, prefix: str, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """All prefix-*.safetensors of a folder joined into one dict, and the first shard's metadata."""
+    paths = _shard_paths(folder, prefix)
+    metadata = load_sharded_metadata(folder, prefix)
+    expected = int(metadata.get("shards", len(paths)))
+    if len(paths) != expected:
+        raise FileNotFoundError(f"{folder}: {len(paths)} {prefix} shards, their metadata says {expected}")
+    raw: dict[str, torch.Tensor] = {}
+    for p in paths:
+        raw.update(load_file(str(p), device=str(device)))
+    out, pieces = {}, {}
+    for key, t in raw.items():
+        name, at, part = key.partition("@")
+        if at:
+            i, k = map(int, part.split("/"))
+            pieces.setdefault(name, [None] * k)[i] = t
+        else:
+            out[name] = t
+    for name, parts in pieces.items():
+        if any(p is None for p in parts):
+            raise FileNotFoundError(f"{folder}: pieces of {name} are missing")
+        out[name] = torch.cat(parts, dim=0)
+    return out, metadata
+
+
+# ---- full checkpoints ---------------------------------------------------------------------------
+
+def rank_state(data) -> dict:
+    """What one rank must keep to continue exactly: its generators and its sampler."""
+    state = {"torch_cpu": torch.get_rng_state(), "numpy": _jsonable(np.random.get_state()),
+             "python": _jsonable(random.getstate()), "data_batches": data.batches,
+             "data_cpu_gen": data.cpu_gen.get_state(), "data_dev_gen": data.dev_gen.get_state()}
+    if torch.cuda.is_available() and data.device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(data.device)
+    return state
+
+
+def restore_rank_state(state: dict, data) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and data.device.type == "cuda":
+        torch.cuda.set_rng_state(state["torch_cuda"], data.device)
+    np.random.set_state(_numpy_state(state["numpy"]))
+    random.setstate(_python_state(state["python"]))
+    data.load_state_dict({"cpu_gen": state["data_cpu_gen"], "dev_gen": state["data_dev_gen"],
+                          "batches": state["data_batches"]})
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _numpy_state(s):
+    return (s[0], np.array(s[1], dtype=np.uint32), int(s[2]), int(s[3]), float(s[4]))
+
+
+def _python_state(s):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def _model_metadata(flavr: FLAVR, step: int, dtype: torch.dtype) -> dict[str, str]:
+    return {"format": FORMAT, "kind": "weights", "step": str(step),
+            "factor": str(flavr.config.factor), "dtype": str(dtype).removeprefix("torch.")}
+
+
+def _model_tensors(flavr: FLAVR, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    # Default memory layout and CPU: the file never depends on channels-last or the device.
+    return {k: v.detach().to("cpu", dtype).contiguous() for k, v in flavr.state_dict().items()}
+
+
+def _replace_folder(tmp: Path, folder: Path) -> None:
+    """Swap a finished temporary folder in: a crash leaves either the old or the new one."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: list[dict],
+         config: dict | None = None, extra: dict | None = None) -> Path:
+    """A full checkpoint (see module doc); rank_states[r] comes from rank_state() on rank r."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_sharded(_model_tensors(flavr, torch.float32), tmp, "model",
+                 _model_metadata(flavr, step, torch.float32))
+    opt = optimizer.state_dict()
+    tensors = {f"{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v)
+               for i, s in opt["state"].items() for k, v in s.items()}
+    save_sharded(tensors or {"empty": torch.zeros(0)}, tmp, "optim", {"format": FORMAT, "kind": "optim"})
+    rng, ranks = {}, []
+    for r, st in enumerate(rank_states):
+        ranks.append({k: v for k, v in st.items() if not torch.is_tensor(v)})
+        rng.update({f"{r}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
+    save_file(rng, str(tmp / "rng.safetensors"), metadata={"format": FORMAT})
+    state = {"format": FORMAT, "step": step, "factor": flavr.config.factor,
+             "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(),
+             "ranks": ranks, "config": config, **(extra or {})}
+    (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
+    _replace_folder(tmp, folder)
+    return folder
+
+
+def save_weights(folder, flavr: FLAVR, step: int, dtype: str = "bf16") -> list[Path]:
+    """Only the model, in `dtype`, as shards that carry their step (a weights folder)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_sharded(_model_tensors(flavr, DTYPES[dtype]), tmp, "model",
+                 _model_metadata(flavr, step, DTYPES[dtype]))
+    _replace_folder(tmp, folder)
+    return sorted(folder.glob("model-*.safetensors"))
+
+
+def is_full(folder) -> bool:
+    return (Path(folder) / "state.json").is_file()
+
+
+def read_state(folder) -> dict:
+    """state.json of a full checkpoint ({} for a weights folder)."""
+    path = Path(folder) / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _schedule_at(scheduler, step: int) -> None:
+    """Put a LambdaLR at `step` without stepping it (no optimizer step has been taken)."""
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler.last_epoch = step
+    scheduler._last_lr = lrs
+
+
+def _match_param_layouts(optimizer) -> None:
+    """Give each moment its parameter's memory layout: safetensors stores tensors contiguous,
+    while channels-last parameters have channels-last moments, and the fused Adam kernel
+    requires both to match."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            for name, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
+def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print) -> tuple[int, bool]:
+    """Restore what `folder` holds into the given objects; return the step to continue from and
+    whether the checkpoint was full (False: weights only, the caller reseeds its sampler).
+
+    Full checkpoint: everything, bit for bit. Weights folder: the weights (cast to the model's
+    dtype), the schedule set to the saved step, fresh optimizer moments (with a warning)."""
+    folder = Path(folder)
+    weights, meta = load_sharded(folder, "model")
+    factor = int(meta.get("factor", flavr.config.factor))
+    if factor != flavr.config.factor:
+        raise ValueError(f"{folder}: holds a {factor}x model; this run trains {flavr.config.factor}x")
+    with torch.no_grad():
+        own = flavr.state_dict()
+        missing = sorted(set(own) - set(weights))
+        if missing:
+            raise ValueError(f"{folder}: weights lack {missing[:3]}")
+        for k, v in own.items():
+            v.copy_(weights[k].to(v.dtype))  # copy_ keeps the module's device and memory layout
+    if not is_full(folder):
+        step = int(meta.get("step", 0))
+        warnings.warn(f"{folder}: weights only ({meta.get('dtype', '?')}); Adam's moments start "
+                      f"afresh at step {step}", stacklevel=2)
+        _schedule_at(scheduler, step)
+        return step, False
+    state = json.loads((folder / "state.json").read_text())
+    opt_tensors, _ = load_sharded(folder, "optim")
+    groups = state["param_groups"]
+    current = optimizer.state_dict()["param_groups"]
+    for g, c in zip(groups, current):  # keep this machine's kernel choice (fused on CUDA, foreach on CPU)
+        for key in ("fused", "foreach", "capturable", "differentiable"):
+            if key in c:
+                g[key] = c[key]
+    per_param: dict[int, dict] = {}
+    for key, t in opt_tensors.items():
+        if key == "empty":
+            continue
+        i, name = key.split(".", 1)
+        per_param.setdefault(int(i), {})[name] = t
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    _match_param_layouts(optimizer)
+    scheduler.load_state_dict(state["scheduler"])
+    ranks = state["ranks"]
+    if rank < len(ranks):
+        rng = load_file(str(folder / "rng.safetensors"))
+        tensors = {k.split(".", 1)[1]: v for k, v in rng.items() if k.split(".", 1)[0] == str(rank)}
+        restore_rank_state({**ranks[rank], **tensors}, data)
+    else:
+        log(f"checkpoint: no sampler state for rank {rank} (saved with {len(ranks)} ranks); "
+            "this rank's data stream starts afresh")
+    return int(state["step"]), True
+
+
+def export(folder, out, dtype: str = "bf16") -> Path:
+    """One inference weight file (FLAVR's key names) from a checkpoint or weights folder."""
+    weights, meta = load_sharded(Path(folder), "model")
+    tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in weights.items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": "weights",
+                                           "factor": meta.get("factor", ""),
+                                           "step": meta.get("step", ""), "dtype": dtype})
+    os.replace(tmp, out)
+    return out

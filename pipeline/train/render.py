@@ -1,0 +1,142 @@
+"""Synthetic motion rendered from photos, on the device, every time step at once.
+
+A sample is a background photo under a moving camera (pan, rotation, zoom, with acceleration)
+and 2-4 layers cut from other photos by soft-edged irregular masks, each moving with its own
+sub-pixel affine motion and occluding what lies below. The motion is known exactly at every real
+time, so the frames between the inputs are as true as the inputs themselves.
+
+Each source (background or layer) is one `grid_sample` call: the T time steps are stacked along
+the output's height, so the photo is read once per sample and never copied T times.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.train.config import SyntheticSection
+
+HARMONICS = (2, 3, 4)  # angular harmonics that bend a layer's ellipse into a blob
+
+
+class _Draw:
+    """Uniform draws from one generator on one device (the renderer's only randomness)."""
+
+    def __init__(self, gen: torch.Generator, device):
+        self.gen, self.device = gen, device
+
+    def uniform(self, shape, lo, hi) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(shape, generator=self.gen, device=self.device)
+
+    def log_uniform(self, shape, lo, hi) -> torch.Tensor:
+        return self.uniform(shape, math.log(lo), math.log(hi)).exp()
+
+    def in_disc(self, shape, radius) -> torch.Tensor:
+        """Points uniform over a disc of `radius` (per sample): (*shape, 2)."""
+        r = radius * self.uniform(shape, 0.0, 1.0).sqrt()
+        a = self.uniform(shape, -math.pi, math.pi)
+        return torch.stack([r * a.cos(), r * a.sin()], -1)
+
+
+def _motion(draw: _Draw, batch: int, crop: int, speed: float, rot_deg: float, zoom: float,
+            accel: float, spin0: float, spread: float):
+    """Per-sample affine motion in output pixels: start centre, velocity, acceleration, angle,
+    angular velocity, log-zoom rate."""
+    centre = crop / 2 + draw.uniform((batch, 2), -spread, spread) * crop
+    return dict(centre=centre,
+                vel=draw.in_disc((batch,), speed),
+                acc=draw.in_disc((batch,), accel),
+                angle=draw.uniform((batch,), -spin0, spin0),
+                spin=draw.uniform((batch,), -1.0, 1.0) * math.radians(rot_deg),
+                zoom=draw.uniform((batch,), -zoom, zoom))
+
+
+def _local_coords(m: dict, times: torch.Tensor, crop: int) -> torch.Tensor:
+    """Where each output pixel centre lands in the source's own frame (output pixels at t = 0,
+    origin at the source's centre): (B, T, H, W, 2)."""
+    dev = times.device
+    pix = torch.arange(crop, device=dev, dtype=torch.float32) + 0.5
+    qy, qx = torch.meshgrid(pix, pix, indexing="ij")
+    q = torch.stack([qx, qy], -1)                                              # (H, W, 2)
+    t = times[None, :, None]                                                   # (1, T, 1)
+    pos = m["centre"][:, None] + m["vel"][:, None] * t + 0.5 * m["acc"][:, None] * t ** 2  # (B, T, 2)
+    angle = m["angle"][:, None] + m["spin"][:, None] * times[None]            # (B, T)
+    scale = torch.exp(-m["zoom"][:, None] * times[None])                      # > 1 zooms out
+    cos, sin = angle.cos() * scale, angle.sin() * scale
+    d = q[None, None] - pos[:, :, None, None]                                  # (B, T, H, W, 2)
+    # Inverse rotation of the offset: the source turns by +angle, so we look up by -angle.
+    lx = cos[..., None, None] * d[..., 0] + sin[..., None, None] * d[..., 1]
+    ly = -sin[..., None, None] * d[..., 0] + cos[..., None, None] * d[..., 1]
+    return torch.stack([lx, ly], -1)
+
+
+def _sample_photo(photos: torch.Tensor, idx: torch.Tensor, local: torch.Tensor,
+                  src_scale: torch.Tensor, src_centre: torch.Tensor) -> torch.Tensor:
+    """Bilinear look-up of photos[idx] at src_centre + src_scale * local: (B, 3, T, H, W)."""
+    b, t, h, w, _ = local.shape
+    hp, wp = photos.shape[-2:]
+    pts = src_centre[:, None, None, None] + src_scale[:, None, None, None, None] * local
+    # align_corners=False: the photo's outer edges are at -1 and +1. (Python scalars, not a small
+    # device tensor: making one would copy from the host and wait for the GPU every batch.)
+    grid = torch.stack([pts[..., 0] * (2 / wp) - 1, pts[..., 1] * (2 / hp) - 1], -1).reshape(b, t * h, w, 2)
+    src = photos.index_select(0, idx).float().div_(255)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.reshape(b, 3, t, h, w)
+
+
+def _blob_mask(draw: _Draw, local: torch.Tensor, crop: int, size: tuple[float, float],
+               edge_px: float) -> torch.Tensor:
+    """Soft-edged irregular blob around the layer's origin, moving with it: (B, 1, T, H, W)."""
+    b = local.shape[0]
+    diameter = draw.uniform((b,), size[0], size[1]) * crop
+    aspect = draw.log_uniform((b,), 0.5, 2.0).sqrt()
+    rx, ry = diameter / 2 * aspect, diameter / 2 / aspect
+    shape = (b, 1, 1, 1)
+    ex, ey = local[..., 0] / rx.view(shape), local[..., 1] / ry.view(shape)
+    rho = torch.sqrt(ex ** 2 + ey ** 2)
+    phi = torch.atan2(ey, ex)
+    boundary = torch.ones_like(rho)
+    for k in HARMONICS:
+        amp = draw.uniform((b,), 0.0, 0.35 / k).view(shape)
+        phase = draw.uniform((b,), -math.pi, math.pi).view(shape)
+        boundary = boundary + amp * torch.cos(k * phi + phase)
+    # (boundary - rho) is in units of the radius: times the radius gives roughly pixels.
+    radius_px = torch.sqrt(rx * ry).view(shape)
+    return ((boundary - rho) * radius_px / edge_px + 0.5).clamp_(0, 1).unsqueeze(1)
+
+
+def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
+                 cfg: SyntheticSection, gen: torch.Generator) -> torch.Tensor:
+    """`batch` synthetic clips of `frames` frames, (B, 3, T, crop, crop) float in [0, 1] on the
+    photos' device, rounded to 8-bit levels like the real clips."""
+    dev = photos.device
+    draw = _Draw(gen, dev)
+    n = photos.shape[0]
+    hp, wp = photos.shape[-2:]
+    times = torch.arange(frames, device=dev, dtype=torch.float32) - (frames - 1) / 2  # centred
+    n_sources = 1 + cfg.layers_max
+    idx = torch.randint(n, (n_sources, batch), generator=gen, device=dev)
+    layers = torch.randint(cfg.layers_min, cfg.layers_max + 1, (batch,), generator=gen, device=dev)
+    scale_lo, scale_hi = cfg.source_scale
+
+    def source(k: int, m: dict) -> torch.Tensor:
+        scale = draw.log_uniform((batch,), scale_lo, scale_hi)
+        # Centre the look-up where the crop's footprint fits inside the photo (if it can).
+        lo = torch.stack([(scale * crop / 2).clamp(max=wp / 2), (scale * crop / 2).clamp(max=hp / 2)], -1)
+        size = torch.stack([torch.full_like(scale, wp), torch.full_like(scale, hp)], -1)
+        centre = lo + (size - 2 * lo) * draw.uniform((batch, 2), 0.0, 1.0)
+        local = _local_coords(m, times, crop)
+        return _sample_photo(photos, idx[k], local, scale, centre), local
+
+    camera = _motion(draw, batch, crop, cfg.camera_speed, cfg.rotation_deg, cfg.zoom,
+                     cfg.accel, spin0=math.radians(5), spread=0.0)
+    out, _ = source(0, camera)
+    for k in range(1, n_sources):
+        m = _motion(draw, batch, crop, cfg.layer_speed, cfg.rotation_deg, cfg.zoom,
+                    cfg.accel, spin0=math.pi, spread=0.35)
+        tex, local = source(k, m)
+        mask = _blob_mask(draw, local, crop, tuple(cfg.layer_size), cfg.edge_px)
+        mask = mask * (k <= layers).to(mask.dtype).view(batch, 1, 1, 1, 1)  # 2-4 layers each
+        out = torch.lerp(out, tex, mask)
+    return out.mul_(255).round_().div_(255)

@@ -1,0 +1,127 @@
+"""Training on the CPU: the loss falls, a resumed run ends where an unbroken one does, weights
+travel through checkpoints and exports, and a signal stops a run cleanly."""
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import build, tiny_config
+
+from models.flavr.checkpoint import build_model
+from pipeline.train import checkpoint as ckpt
+from pipeline.train.data import TrainData
+from pipeline.train.loop import Trainer, train
+from pipeline.train.model import (
+    build_train_model,
+    lr_factor,
+    make_optimizer,
+    train_step,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("data"))
+
+
+def weights(folder: Path) -> dict:
+    return ckpt.load_sharded(folder, "model")[0]
+
+
+def test_a_few_steps_on_fixed_data_lower_the_loss(dataset):
+    torch.manual_seed(0)
+    cfg = tiny_config(dataset, data={"real_fraction": 0.5, "crop": 64})
+    inputs, targets = TrainData(cfg, "cpu", seed=0, log=lambda *a: None).next_batch(2)
+    flavr, net = build_train_model(2, "cpu", seed=0)
+    opt = make_optimizer(net.parameters(), lr=5e-4)
+    losses = [float(train_step(net, opt, inputs, targets, "fp32")) for _ in range(12)]
+    assert sum(losses[-3:]) / 3 < 0.85 * losses[0], losses
+
+
+def test_resuming_gives_the_same_weights_as_not_stopping(dataset, tmp_path):
+    cfg = tiny_config(dataset, train={"steps": 4, "log_every": 1}, data={"val_clips": []})
+    assert train(cfg, tmp_path / "whole") == 0
+    assert train(cfg, tmp_path / "piece", stop_at=2) == 0
+    assert ckpt.is_full(tmp_path / "piece" / "checkpoint")
+    assert train(cfg, tmp_path / "rest", resume=tmp_path / "piece" / "checkpoint") == 0
+    whole, rest = weights(tmp_path / "whole" / "checkpoint"), weights(tmp_path / "rest" / "checkpoint")
+    assert whole.keys() == rest.keys()
+    assert all(torch.equal(whole[k], rest[k]) for k in whole)
+    assert not all(torch.equal(whole[k], weights(tmp_path / "piece" / "checkpoint")[k]) for k in whole)
+    with open(tmp_path / "rest" / "train.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
+
+
+def test_a_weights_only_folder_resumes_at_its_step_with_fresh_moments(dataset, tmp_path):
+    cfg = tiny_config(dataset, train={"steps": 4}, data={"val_clips": []})
+    assert train(cfg, tmp_path / "a", stop_at=2) == 0
+    bf16 = tmp_path / "a" / "weights"
+    assert not ckpt.is_full(bf16) and len(list(bf16.glob("model-*.safetensors"))) >= 1
+    with pytest.warns(UserWarning, match="weights only"):
+        trainer = Trainer(cfg, tmp_path / "b", resume=bf16)
+    try:
+        assert trainer.step == 2 and not trainer.optimizer.state
+        # The rate ramps up again over optim.rewarm_steps: fresh moments, small first steps.
+        expected = cfg.optim.lr * lr_factor(2, 1, 4, cfg.optim.final_lr_fraction) / cfg.optim.rewarm_steps
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+        saved = weights(bf16)
+        assert all(torch.equal(v.to(torch.bfloat16), saved[k]) for k, v in trainer.flavr.state_dict().items())
+        assert trainer.run() == 0 and trainer.step == 4
+    finally:
+        trainer.close()
+
+
+def test_export_writes_one_file_the_model_loader_reads(dataset, tmp_path):
+    cfg = tiny_config(dataset, train={"steps": 2}, data={"val_clips": []})
+    assert train(cfg, tmp_path / "run") == 0
+    out = ckpt.export(tmp_path / "run" / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
+    model = build_model(checkpoint=out)
+    trained = weights(tmp_path / "run" / "checkpoint")
+    assert model.config.factor == 2
+    assert all(torch.equal(v, trained[k].to(torch.bfloat16).float()) for k, v in model.state_dict().items())
+
+
+def test_validation_rows_and_plots_are_written(dataset, tmp_path):
+    cfg = tiny_config(dataset, train={"steps": 2}, val={"every": 1})
+    assert train(cfg, tmp_path / "run") == 0
+    with open(tmp_path / "run" / "val.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["clip"]) for r in rows] == [("1", "street.webm"), ("1", "mean"),
+                                                      ("2", "street.webm"), ("2", "mean")]
+    assert all(float(r["average_psnr"]) > 10 for r in rows)
+    for name in ("train.png", "val.png", "config.yaml"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_zero(dataset, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.train", "--out", str(out),
+           "--set", f"data.root={dataset}", "--set", "data.val_clips=[street.webm]",
+           "--set", "data.crop=32", "--set", "data.photo_size=[80,112]",
+           "--set", "train.device=cpu", "--set", "train.steps=1000", "--set", "train.batch_size=1",
+           "--set", "train.precision=fp32", "--set", "train.compile=false",
+           "--set", "train.channels_last=false", "--set", "train.log_every=1",
+           "--set", "optim.warmup_steps=1", "--set", "val.crop=32"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out / "train.csv").exists():
+            time.sleep(0.2)
+        while time.monotonic() < deadline and len((out / "train.csv").read_text().splitlines()) < 2:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert "SIGTERM" in output
+    step = int(ckpt.load_sharded(out / "checkpoint", "model")[1]["step"])
+    assert 1 <= step < 1000 and ckpt.is_full(out / "checkpoint")
