@@ -49,9 +49,7 @@ from models.flavr.model import (
     WIDTHS,
     padded_size,
 )
-from models.flavr.model import (
-    PRECISIONS as PRECISION_DTYPES,
-)
+from models.base import PRECISIONS as PRECISION_DTYPES
 
 GIB = 1024 ** 3
 MODES = ("original", "fast", "fp16", "compile")
