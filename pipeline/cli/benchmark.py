@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=None,
                    help="placement config, YAML or JSON (see configs/); required unless --model-only")
     p.add_argument("--model-only", action="store_true",
-                   help="benchmark the FLAVR model alone on one GPU instead (no config; its own "
-                        "flags: python benchmark.py --model-only --help; see pipeline/model_bench.py)")
+                   help="benchmark a model alone on one GPU instead (no config; --model "
+                        "flavr|r2plus1d and its other flags: python benchmark.py --model-only "
+                        "--help; see pipeline/bench/)")
     p.add_argument("-mi", "--mean_interval_ms", type=float, default=50.0,
                    help="mean gap between requests of the Poisson arrival process, in ms; "
                         "0 sends every request at once (saturation)")
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode each request's interpolated clip into the run's logs folder")
     p.add_argument("--check-outputs", action="store_true",
                    help="check every output value is finite (costs a GPU pass in the sink)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of a torch.save checkpoint that holds more than "
+                        "weights; it can run code from the file (model.trust_checkpoint: true)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved placement and exit without starting anything")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -89,6 +93,8 @@ def main(argv=None) -> int:
         if args.warmup < 0 or args.mean_interval_ms < 0:
             parser.error("--warmup and --mean_interval_ms must be >= 0")
         cfg = apply_overrides(load_config(args.config), args.overrides)
+        if args.trust_checkpoint:  # the user's explicit opt-in, as model.trust_checkpoint: true
+            cfg.model.trust_checkpoint = True
         if args.dry_run:
             from pipeline.serving import mps
             from pipeline.serving.plan import plan_run

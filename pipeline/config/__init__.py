@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
+from models.registry import MODEL_NAMES, served_model
 from pipeline.analysis.records import SINK
-from pipeline.errors import ConfigError
+from pipeline.errors import CheckpointError, ConfigError
 
 DEVICES = ("auto", "cuda", "cpu")
-MODEL_NAMES = ("flavr",)  # models the steps can run
 FACTORS = (2, 4, 8)
 PRECISIONS = ("fp32", "bf16", "fp16")
 STEP_KINDS = ("decode", "model", "sleep")
@@ -67,9 +67,12 @@ class VideoSetConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "flavr"  # which model the steps run (models/<name>/)
+    name: str = "flavr"  # which model the steps run: a name of models/registry.py
     factor: int = 2
     checkpoint: str | None = None
+    # Allow full unpickling of a torch.save checkpoint that holds more than weights (it can run
+    # code from the file); without it such a file is refused.
+    trust_checkpoint: bool = False
     precision: str = "fp32"
     resolution: tuple[int, int] | None = None  # (H, W)
     channels_last: bool = False
@@ -191,7 +194,7 @@ def _parse_json(path: Path, text: str):
 _TOP_KEYS = ("name", "device", "videos", "frames_per_request", "model", "pipeline")
 _VIDEO_KEYS = ("paths", "synthetic")
 _SYNTHETIC_KEYS = ("count", "width", "height", "frames", "fps", "codec", "seed")
-_MODEL_KEYS = ("name", "factor", "checkpoint", "precision", "resolution", "channels_last", "compile",
+_MODEL_KEYS = ("name", "factor", "checkpoint", "trust_checkpoint", "precision", "resolution", "channels_last", "compile",
                "cuda_graphs", "memory_limit_gib", "early_handoff")
 _STEP_KEYS = ("name", "kind", "gpus", "queue", "stages", "sleep_ms", "pool_slots")
 
@@ -255,6 +258,8 @@ def _model_from(d, path: str) -> ModelConfig:
         name=_str(d.get("name", default.name), f"{path}.name"),
         factor=_int(d.get("factor", default.factor), f"{path}.factor"),
         checkpoint=None if checkpoint is None else _str(checkpoint, f"{path}.checkpoint"),
+        trust_checkpoint=_bool(d.get("trust_checkpoint", default.trust_checkpoint),
+                               f"{path}.trust_checkpoint"),
         precision=_str(d.get("precision", default.precision), f"{path}.precision"),
         resolution=resolution,
         channels_last=_bool(d.get("channels_last", default.channels_last), f"{path}.channels_last"),
@@ -316,7 +321,8 @@ def config_to_dict(cfg: Config) -> dict:
         "device": cfg.device,
         "videos": videos,
         "frames_per_request": cfg.frames_per_request,
-        "model": {"name": m.name, "factor": m.factor, "checkpoint": m.checkpoint, "precision": m.precision,
+        "model": {"name": m.name, "factor": m.factor, "checkpoint": m.checkpoint,
+                  "trust_checkpoint": m.trust_checkpoint, "precision": m.precision,
                   "resolution": None if m.resolution is None else list(m.resolution),
                   "channels_last": m.channels_last, "compile": m.compile,
                   "cuda_graphs": m.cuda_graphs, "memory_limit_gib": m.memory_limit_gib,
@@ -429,10 +435,9 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) ->
 
     gpu_count: GPUs on this machine; None means CPU mode, where GPU ids are logical device ids and
     are not checked against hardware. force_per_gpu (the `-p` flag) sets every step's queue to
-    per_gpu, in place, before the checks. Video paths and the checkpoint must exist. Returns cfg.
+    per_gpu, in place, before the checks. Video paths must exist, and the checkpoint must hold
+    weights that fit the model (read once here, on the CPU). Returns cfg.
     """
-    from models.flavr.model import STAGES
-
     if force_per_gpu:
         for step in cfg.steps:
             step.queue = "per_gpu"
@@ -440,12 +445,13 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) ->
     if not cfg.name:
         raise ConfigError("name", "must not be empty")
     _choice(cfg.device, DEVICES, "device")
-    if cfg.frames_per_request < 2:
-        raise ConfigError("frames_per_request",
-                          f"must be >= 2 (interpolation needs two frames), got {cfg.frames_per_request}")
+    served = _validate_model(cfg.model)
+    reason = served.check_request(cfg.frames_per_request)
+    if reason:
+        raise ConfigError("frames_per_request", reason)
     _validate_videos(cfg)
-    _validate_model(cfg.model, cfg)
-    _validate_steps(cfg, STAGES, gpu_count, force_per_gpu)
+    _validate_checkpoint(cfg, served)
+    _validate_steps(cfg, served.stages, gpu_count, force_per_gpu)
     return cfg
 
 
@@ -486,7 +492,8 @@ def _validate_videos(cfg: Config) -> None:
         resolve_videos(cfg)
 
 
-def _validate_model(m: ModelConfig, cfg: Config) -> None:
+def _validate_model(m: ModelConfig):
+    """The model's own fields; returns the model they describe (models/registry.py)."""
     _choice(m.name, MODEL_NAMES, "model.name")
     if m.factor not in FACTORS:
         raise ConfigError("model.factor", f"must be one of 2, 4, 8 (the released FLAVR models); got {m.factor}")
@@ -499,8 +506,23 @@ def _validate_model(m: ModelConfig, cfg: Config) -> None:
                 raise ConfigError(f"model.resolution[{i}]", f"must be a positive integer, got {value!r}")
     if m.memory_limit_gib is not None and not m.memory_limit_gib > 0:
         raise ConfigError("model.memory_limit_gib", f"must be > 0 GiB, got {m.memory_limit_gib}")
-    if m.checkpoint is not None:
-        resolve_checkpoint(cfg)
+    served = served_model(m)
+    for i, value in enumerate(m.resolution or ()):
+        if value < served.min_size:
+            raise ConfigError(f"model.resolution[{i}]", f"{served.title} needs frames of at least "
+                                                        f"{served.min_size} pixels, got {value}")
+    return served
+
+
+def _validate_checkpoint(cfg: Config, served) -> None:
+    """The file exists and holds weights of this model; never unpickled beyond weights unless
+    model.trust_checkpoint says so."""
+    path = resolve_checkpoint(cfg)
+    if path is not None:
+        try:
+            served.check_checkpoint(path, trust_checkpoint=cfg.model.trust_checkpoint)
+        except CheckpointError as exc:
+            raise ConfigError("model.checkpoint", str(exc)) from None
 
 
 def _validate_steps(cfg: Config, stages_all, gpu_count, force_per_gpu: bool) -> None:
@@ -735,12 +757,19 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     else:
         lines.append(f"videos    {', '.join(v.paths)}")
     m = cfg.model
-    out_frames = (cfg.frames_per_request - 1) * m.factor + 1
-    lines.append(f"requests  {cfg.frames_per_request} input frames each -> {out_frames} output frames "
-                 f"(factor {m.factor})")
-    res = "native" if m.resolution is None else f"{m.resolution[0]}x{m.resolution[1]} (HxW)"
-    flags = [f for f in ("channels_last", "compile", "cuda_graphs") if getattr(m, f)]
-    lines.append(f"model     FLAVR x{m.factor}, {m.precision}, resolution {res}, "
+    served, n = served_model(m), cfg.frames_per_request
+    rows, outs, unit = served.rows_per_request(n), served.outputs_per_request(n), served.output_unit
+    lines.append(f"requests  {n} input frames each -> {rows} {served.row_name}{'s' * (rows != 1)} "
+                 f"-> {outs} output {unit.removesuffix('s') if outs == 1 else unit}")
+    if m.resolution is not None:
+        res = f"{m.resolution[0]}x{m.resolution[1]} (HxW)"
+    elif served.input_size is not None:
+        res = f"{served.input_size[0]}x{served.input_size[1]} (HxW, the model's input size)"
+    else:
+        res = "native"
+    flags = [f for f in ("channels_last", "compile", "cuda_graphs", "trust_checkpoint")
+             if getattr(m, f)]
+    lines.append(f"model     {served.describe()}, {m.precision}, resolution {res}, "
                  f"checkpoint {m.checkpoint or 'none (random weights)'}"
                  + (f", {', '.join(flags)}" if flags else ""))
     if cpu_mode:
