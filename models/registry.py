@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the names are listed without importing torch
 
 MODELS = {
     "flavr": "models.flavr.served:FLAVRServed",
+    "r2plus1d": "models.r2plus1d.served:R2Plus1DServed",
 }
 MODEL_NAMES = tuple(MODELS)
 
