@@ -17,8 +17,8 @@ ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 
 timeout 420 python3 -m pytest -q -p no:cacheprovider -m "gpu or gpu2" tests 2>&1 | tee "$out/gpu-tests.log"
 
-configs="flavr-whole"
-[ "$ngpu" -ge 2 ] && configs="flavr-whole flavr-split flavr-replicated"
+configs="flavr-whole r2plus1d-whole"
+[ "$ngpu" -ge 2 ] && configs="flavr-whole flavr-split flavr-replicated r2plus1d-whole r2plus1d-split"
 for c in $configs; do
   for mi in 50 0; do
     timeout 240 python3 benchmark.py -c "configs/$c.yaml" -mi "$mi" -v 60 --logs "$out/logs" \

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pipeline.media.synthetic import write_clip
 
+from pipeline.media.synthetic import write_clip
 from pipeline.train.config import config_from_dict
 from pipeline.train.fetch import main as fetch_main
 

@@ -4,11 +4,11 @@ Four input frames (B, 3, 4, H, W) in [0, 1] become factor-1 frames between the 2
 returned as (B, factor-1, 3, H, W) float32.
 
 The forward pass is cut into named stages (STAGES) so that a pipeline step, possibly in another
-process on another GPU, can run any contiguous range of them. Between stages the activations live
-in a "state": a dict of tensors plus one non-tensor entry, "size" = (H, W) of the unpadded frames
-as python ints, so reading it never waits on a GPU. `run_stages` hands over only the tensors that
-later stages still read; `state_shapes` tells a pipeline what those tensors look like so it can
-allocate its buffers once.
+process on another GPU, can run any contiguous range of them (models/base.py: StagedModel). Between
+stages the activations live in a "state": a dict of tensors plus "size" = (H, W) of the unpadded
+frames as python ints, so reading it never waits on a GPU. `run_stages` hands over only the tensors
+that later stages still read; `state_shapes` tells a pipeline what those tensors look like so it
+can allocate its buffers once.
 
 Module names follow the released checkpoints (FLAVR_2x/4x/8x.pth, minus their 'module.' prefix),
 so those files load without any renaming. The one-element Sequentials below exist only for that.
@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.base import StagedModel
+
 N_INPUTS = 4  # FLAVR always looks at four frames
 WIDTHS = (64, 128, 256, 512)  # channels of stem/layer1, layer2, layer3, layer4
 PAD_MULTIPLE = 8  # three 2x spatial downsamplings (stem, layer2, layer3)
@@ -30,7 +32,6 @@ LEAKY_SLOPE = 0.2
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4",
           "dec0", "dec1", "dec2", "dec3", "dec4", "head")
-BOUNDARIES = ("input",) + STAGES  # "input" is the state before stem; the others follow their stage
 
 # What each stage reads from the state and what it adds. Everything about hand-over (what a state
 # must hold at each boundary) is derived from this table, so it cannot drift from the code.
@@ -51,23 +52,6 @@ STAGE_IO = {
     "head": (("feat", "mean"), ("out",)),
 }
 OUTPUTS = ("out",)
-
-
-def _live_after() -> dict[str, tuple[str, ...]]:
-    """For each boundary: tensors already produced that some later stage reads (or the output)."""
-    produced, live = ["frames"], {}
-    for i, boundary in enumerate(BOUNDARIES):
-        if boundary != "input":
-            produced += STAGE_IO[boundary][1]
-        later_reads = {t for stage in STAGES[i:] for t in STAGE_IO[stage][0]}
-        live[boundary] = tuple(t for t in produced if t in later_reads or
-                               (boundary == STAGES[-1] and t in OUTPUTS))
-    return live
-
-
-LIVE_AFTER = _live_after()
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -148,7 +132,11 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x.reshape(b, c * t, h, w), (0, pw, 0, ph), mode="reflect").reshape(b, c, t, h + ph, w + pw)
 
 
-class FLAVR(nn.Module):
+class FLAVR(StagedModel):
+    STAGES = STAGES
+    STAGE_IO = STAGE_IO
+    OUTPUTS = OUTPUTS
+
     def __init__(self, config: FLAVRConfig | None = None):
         super().__init__()
         self.config = config = config or FLAVRConfig()
@@ -174,63 +162,10 @@ class FLAVR(nn.Module):
         self.feature_fuse = nn.Sequential(OrderedDict(
             conv=nn.Sequential(nn.Conv2d(N_INPUTS * c0, c0, 1, bias=False))))
         self.outconv = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c0, 3 * config.n_outputs, 7))
-        self.channels_last = False
 
-    # ---- performance switches -------------------------------------------------------------------
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.outconv[1].weight.dtype
-
-    def for_inference(self, precision: str = "fp32", channels_last: bool = False) -> "FLAVR":
-        """Eval mode, no autograd, weights in `precision` ("fp32", "bf16", "fp16").
-
-        The colour mean and its re-addition stay fp32 (that is where the output's absolute level
-        comes from); the network proper runs in `precision`; the output is always float32.
-        channels_last stores weights and activations channels-last (NDHWC), which cuDNN's
-        tensor-core convolutions prefer; it changes layouts only, never values' shapes.
-        """
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        self.eval().requires_grad_(False).to(PRECISIONS[precision])
-        formats = {5: torch.channels_last_3d, 4: torch.channels_last}
-        with torch.no_grad():
-            for p in self.parameters():
-                if p.dim() in formats:
-                    fmt = formats[p.dim()] if channels_last else torch.contiguous_format
-                    p.data = p.data.contiguous(memory_format=fmt)
-        self.channels_last = channels_last
-        return self
-
-    # ---- stage bookkeeping ----------------------------------------------------------------------
-
-    @staticmethod
-    def needed_after(stage: str) -> tuple[str, ...]:
-        """Tensor names alive after `stage` ("input" = before stem), i.e. what a split hands over."""
-        if stage not in LIVE_AFTER:
-            raise ValueError(f"unknown stage {stage!r}; stages are 'input', {', '.join(STAGES)}")
-        return LIVE_AFTER[stage]
-
-    @staticmethod
-    def needed_by(stage: str) -> tuple[str, ...]:
-        """Tensor names the state must hold to run from `stage` on."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-        return LIVE_AFTER[BOUNDARIES[STAGES.index(stage)]]
-
-    @staticmethod
-    def output_groups(first: str, last: str) -> list[tuple[str, tuple[str, ...]]]:
-        """What a run of stages first..last hands over, grouped by when it is final: a list of
-        (stage, names), in stage order, where `names` are the step's outputs that no later
-        stage of the range changes once `stage` has run. Tensors passed through from before
-        `first` are final at `first`. A split can hand each group on as soon as it is ready
-        (the U-Net's early skips long before the encoder ends) instead of all at the end."""
-        i, j = STAGES.index(first), STAGES.index(last)
-        made_at = {t: s for s in STAGES[i:j + 1] for t in STAGE_IO[s][1]}
-        groups: dict[str, list[str]] = {}
-        for name in LIVE_AFTER[last]:
-            groups.setdefault(made_at.get(name, first), []).append(name)
-        return [(s, tuple(groups[s])) for s in STAGES[i:j + 1] if s in groups]
+    # The colour mean and its re-addition stay fp32 at any precision (that is where the output's
+    # absolute level comes from); the network proper runs in the model's precision; the output
+    # is always float32 (StagedModel.for_inference sets the precision).
 
     def state_shapes(self, batch: int, height: int, width: int
                      ) -> dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
@@ -242,54 +177,27 @@ class FLAVR(nn.Module):
         def a(channels, down):  # an activation at 1/down of the padded resolution
             return (batch, channels, N_INPUTS, hp // down, wp // down), act
 
-        table = {
+        return self.shapes_by_boundary({
             "frames": ((batch, 3, N_INPUTS, height, width), f32),
             "mean": ((batch, 3), f32),
             "x0": a(c0, 2), "x1": a(c0, 2), "x2": a(c1, 4), "x3": a(c2, 8), "x4": a(c3, 8),
             "d3": a(2 * c2, 8), "d2": a(2 * c1, 4), "d1": a(2 * c0, 2), "d0": a(2 * c0, 2),
             "feat": a(c0, 1),
             "out": ((batch, self.config.n_outputs, 3, height, width), f32),
-        }
-        return {b: {t: table[t] for t in LIVE_AFTER[b]} for b in BOUNDARIES}
+        })
 
     # ---- running --------------------------------------------------------------------------------
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        state = {"frames": frames, "size": tuple(frames.shape[-2:])}
-        return self.run_stages(state, STAGES[0], STAGES[-1])["out"]
-
-    def run_stages(self, state: dict, first: str = STAGES[0], last: str = STAGES[-1]) -> dict:
-        """Run stages first..last (inclusive); return the tensors later stages need, plus "size"."""
-        if first not in STAGES or last not in STAGES:
-            raise ValueError(f"unknown stage in {first!r}..{last!r}; stages are {', '.join(STAGES)}")
-        i, j = STAGES.index(first), STAGES.index(last)
-        if i > j:
-            raise ValueError(f"stage {first!r} comes after {last!r}")
-        missing = [t for t in self.needed_by(first) + ("size",) if t not in state]
-        if missing:
-            raise KeyError(f"state for stage {first!r} lacks {missing}")
-        size = state["size"]
-        live = {t: state[t] for t in self.needed_by(first)}
-        for stage in STAGES[i:j + 1]:
-            live.update(self._run_stage(stage, live, size))
-            # Drop dead tensors at once so their memory can be reused by the next stage.
-            live = {t: live[t] for t in LIVE_AFTER[stage]}
-        live["size"] = size
-        return live
-
-    def _run_stage(self, stage: str, live: dict, size: tuple[int, int]) -> dict:
-        reads, writes = STAGE_IO[stage]
-        ins = [live[t] for t in reads]
+    def stage_forward(self, stage: str, ins: list, size: tuple[int, int]) -> tuple:
         if stage == "stem":
-            outs = self._stem(ins[0], size)
-        elif stage == "head":
-            outs = (self._head(*ins, size),)
-        elif stage.startswith("layer"):
-            outs = (self.encoder[stage](ins[0]),)
-        else:  # dec0..dec4: gated (up)conv, LeakyReLU, then join the skip if the stage has one
-            y = F.leaky_relu(self.decoder[int(stage[3:])](ins[0]), LEAKY_SLOPE, inplace=True)
-            outs = (torch.cat([y, ins[1]], dim=1) if len(ins) > 1 else y,)
-        return dict(zip(writes, outs))
+            return self._stem(ins[0], size)
+        if stage == "head":
+            return (self._head(*ins, size),)
+        if stage.startswith("layer"):
+            return (self.encoder[stage](ins[0]),)
+        # dec0..dec4: gated (up)conv, LeakyReLU, then join the skip if the stage has one
+        y = F.leaky_relu(self.decoder[int(stage[3:])](ins[0]), LEAKY_SLOPE, inplace=True)
+        return (torch.cat([y, ins[1]], dim=1) if len(ins) > 1 else y,)
 
     def _stem(self, frames: torch.Tensor, size: tuple[int, int]):
         b, c, t, h, w = frames.shape
@@ -316,3 +224,7 @@ class FLAVR(nn.Module):
         y = self.outconv(x).unflatten(1, (self.config.n_outputs, 3))  # frames in time order
         out = y[..., :h, :w].float() + mean[:, None, :, None, None]
         return out.contiguous()
+
+
+BOUNDARIES = FLAVR.BOUNDARIES  # "input" is the state before stem; the others follow their stage
+LIVE_AFTER = FLAVR.LIVE_AFTER

@@ -9,7 +9,9 @@ Columns of `requests.csv` (one row per request, in request-id order):
     request_id        int    0..n-1 in issue order
     video             str    path of the clip
     frames            int    input frames used
-    output_frames     int    frames of the interpolated sequence, (frames-1)*factor+1
+    output_frames     int    the model's outputs for the request, in its output unit: FLAVR the
+                             frames of the interpolated sequence, (frames-1)*factor+1; R(2+1)D
+                             the clips classified, frames/16
     warmup            0/1    warm-up requests are excluded from statistics
     status            str    ok | error | dropped (never admitted: a full queue) | unfinished
     error             str    reason, empty when ok

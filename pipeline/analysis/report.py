@@ -394,9 +394,11 @@ def format_report(summary: dict) -> str:
     """The plain-text report of a summary (every number in it is in the summary)."""
     run, counts, load = summary["run"], summary["counts"], summary["load"]
     name = run.get("config_name") or run.get("config") or run.get("name") or "run"
-    lines = [f"FLAVR serving benchmark: {name}"]
+    # Logs from before the model was recorded are all FLAVR's.
+    unit = run.get("output_unit", "frames")
+    lines = [f"{run.get('model_title', 'FLAVR')} serving benchmark: {name}"]
     extras = [f"{k}={v}" for k, v in run.items()
-              if k not in ("t0", "step_names", "nvml_baseline", "error", "mps")
+              if k not in ("t0", "step_names", "nvml_baseline", "error", "mps", "model_title")
               and isinstance(v, (str, int, float, bool))]
     if extras:
         lines.append("run: " + ", ".join(extras))
@@ -423,7 +425,7 @@ def format_report(summary: dict) -> str:
                  "time to the last measured completion")
     t = summary["throughput"]
     lines.append(f"throughput  {_fmt(t['requests_per_s'])} requests/s, {_fmt(t['output_frames_per_s'], '.1f')} "
-                 f"output frames/s ({t['requests']} ok measured requests, {t['output_frames']} frames)")
+                 f"output {unit}/s ({t['requests']} ok measured requests, {t['output_frames']} {unit})")
     lines.append("")
 
     lat = summary["latency_s"]

@@ -24,9 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=None,
                    help="placement config, YAML or JSON (see configs/); required unless --model-only")
     p.add_argument("--model-only", action="store_true",
-                   help="benchmark the FLAVR model alone on one GPU instead (no config; its own "
-                        "flags: python benchmark.py --model-only --help; see pipeline/bench/)")
+                   help="benchmark a model alone on one GPU instead (no config; --model "
+                        "flavr|r2plus1d and its other flags: python benchmark.py --model-only "
+                        "--help; see pipeline/bench/)")
     add_setting_flags(p)
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of a torch.save checkpoint that holds more than "
+                        "weights; it can run code from the file (model.trust_checkpoint: true)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved placement and exit without starting anything")
     add_override_flag(p)
@@ -55,6 +59,8 @@ def main(argv=None) -> int:
     try:
         settings = settings_from_args(args)
         cfg = apply_overrides(load_config(args.config), args.overrides)
+        if args.trust_checkpoint:  # the user's explicit opt-in, as model.trust_checkpoint: true
+            cfg.model.trust_checkpoint = True
         if args.dry_run:
             from pipeline.serving import mps
             from pipeline.serving.plan import plan_run

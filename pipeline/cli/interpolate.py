@@ -1,7 +1,8 @@
 """Interpolate one video file end to end: decode, FLAVR, encode at factor x fps.
 
     python -m pipeline.cli.interpolate IN.mp4 -o OUT.mp4 --factor 4 [--checkpoint F] \
-        [--device auto|cpu|cuda:N] [--precision fp32|bf16|fp16] [--batch N] [--resolution HxW]
+        [--trust-checkpoint] [--device auto|cpu|cuda:N] [--precision fp32|bf16|fp16] \
+        [--batch N] [--resolution HxW]
 
 Streams: frame chunks from the decoder -> 4-frame windows (1 frame of look-behind, 2 of
 look-ahead) -> FLAVR in batches -> the writer, which gets input frame i, then its factor-1 new
@@ -9,8 +10,9 @@ frames, ..., then the last input frame: (T-1)*factor+1 frames at the input fps x
 stays bounded by one chunk plus one batch of windows, whatever the clip's length.
 
 A bad input (missing, empty, not a video, truncated or corrupt, unsupported codec, fewer than 2
-frames) or a checkpoint that does not fit ends the command with exit code 2 and one line naming
-the file; a half-written output file is removed.
+frames) or a bad checkpoint (not a weight file, damaged, of another model or factor, or a pickle
+holding more than weights without --trust-checkpoint) ends the command with exit code 2 and one
+line naming the file; a half-written output file is removed.
 """
 from __future__ import annotations
 
@@ -60,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--factor", type=int, choices=(2, 4, 8), default=2,
                     help="output frames per input frame interval (fps multiplier)")
     ap.add_argument("--checkpoint", type=Path, default=None,
-                    help="FLAVR weights (without one the weights are random: a smoke test)")
+                    help="FLAVR weights, .safetensors (preferred) or .pth (without one the weights "
+                         "are random: a smoke test)")
+    ap.add_argument("--trust-checkpoint", action="store_true",
+                    help="allow full unpickling of a .pth checkpoint that holds more than "
+                         "weights; it can run code from the file")
     ap.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda:N")
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     ap.add_argument("--batch", type=int, default=4, help="windows per model call")
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, device: str = "cpu",
                 precision: str = "fp32", batch: int = 4, chunk: int = 16,
                 resolution: tuple[int, int] | None = None, codec: str = "auto",
-                progress: bool = True, log=print) -> dict:
+                progress: bool = True, log=print, trust_checkpoint: bool = False) -> dict:
     """Run the whole thing; returns a summary dict. Raises VideoError / CheckpointError."""
     from tqdm import tqdm
 
@@ -96,12 +102,13 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
                                     f"--resolution with even numbers")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+    # Read once, before anything is decoded or written.
+    model = build_model(factor=factor, checkpoint=checkpoint, device=device, trust=trust_checkpoint)
+    model = model.for_inference(precision)
 
     decoder = FrameDecoder(device, resolution=(height, width))
     backend = decoder.backend_for(info)
     log(f"decode: {backend} ({decoder.last_reason})")
-    model = build_model(factor=factor, checkpoint=checkpoint, device=device)
-    model = model.for_inference(precision)
 
     total = output_frame_count(info.frames, factor)
     output_path = Path(output_path)
@@ -145,7 +152,8 @@ def main(argv=None) -> int:
     try:
         summary = interpolate(args.input, args.output, args.factor, args.checkpoint, args.device,
                               args.precision, args.batch, args.chunk, args.resolution,
-                              args.codec, progress=not args.quiet, log=log)
+                              args.codec, progress=not args.quiet, log=log,
+                              trust_checkpoint=args.trust_checkpoint)
     except (VideoError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 
+from models.registry import served_model
 from pipeline.analysis.records import SINK
 from pipeline.config.schema import Config
 
@@ -26,12 +27,19 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     lines.append(f"          a clip over {v.max_pixels} pixels per frame (videos.max_pixels) "
                  "fails its own request")
     m = cfg.model
-    out_frames = (cfg.frames_per_request - 1) * m.factor + 1
-    lines.append(f"requests  {cfg.frames_per_request} input frames each -> {out_frames} output frames "
-                 f"(factor {m.factor})")
-    res = "native" if m.resolution is None else f"{m.resolution[0]}x{m.resolution[1]} (HxW)"
-    flags = [f for f in ("channels_last", "compile", "cuda_graphs") if getattr(m, f)]
-    lines.append(f"model     FLAVR x{m.factor}, {m.precision}, resolution {res}, "
+    served, n = served_model(m), cfg.frames_per_request
+    rows, outs, unit = served.rows_per_request(n), served.outputs_per_request(n), served.output_unit
+    lines.append(f"requests  {n} input frames each -> {rows} {served.row_name}{'s' * (rows != 1)} "
+                 f"-> {outs} output {unit.removesuffix('s') if outs == 1 else unit}")
+    if m.resolution is not None:
+        res = f"{m.resolution[0]}x{m.resolution[1]} (HxW)"
+    elif served.input_size is not None:
+        res = f"{served.input_size[0]}x{served.input_size[1]} (HxW, the model's input size)"
+    else:
+        res = "native"
+    flags = [f for f in ("channels_last", "compile", "cuda_graphs", "trust_checkpoint")
+             if getattr(m, f)]
+    lines.append(f"model     {served.describe()}, {m.precision}, resolution {res}, "
                  f"checkpoint {m.checkpoint or 'none (random weights)'}"
                  + (f", {', '.join(flags)}" if flags else ""))
     if cpu_mode:

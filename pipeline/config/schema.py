@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.registry import MODEL_NAMES  # names only: no torch import
 from pipeline.config.fields import setting
 from pipeline.serving.launch import LAUNCHERS
 from pipeline.serving.mps import MODES as MPS_MODES
 
 DEVICES = ("auto", "cuda", "cpu")
-MODEL_NAMES = ("flavr",)  # models the steps can run
 FACTORS = (2, 4, 8)
 PRECISIONS = ("fp32", "bf16", "fp16")
 STEP_KINDS = ("decode", "model", "sleep")
@@ -78,12 +78,15 @@ class VideoSetConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    name: str = setting("flavr", doc="which model the steps run (models/<name>/)",
+    name: str = setting("flavr", doc="which model the steps run (a name of models/registry.py)",
                         choices=MODEL_NAMES)
     factor: int = setting(2, doc="frames out per frame in (the released FLAVR models)",
                           choices=FACTORS)
     checkpoint: str | None = setting(None, doc="weights file; none: random weights (timing only)",
                                      min_len=1)
+    trust_checkpoint: bool = setting(
+        False, doc="allow full unpickling of a torch.save checkpoint that holds more than "
+                   "weights (it can run code from the file); without it such a file is refused")
     precision: str = setting("fp32", doc="compute precision", choices=PRECISIONS)
     resolution: tuple[int, int] | None = setting(
         None, doc="resize every clip to [height, width]; none: each clip's own size",

@@ -6,11 +6,12 @@ from __future__ import annotations
 import difflib
 import re
 
+from models.registry import served_model
 from pipeline.analysis.records import SINK
 from pipeline.config.convert import from_dict, to_dict
 from pipeline.config.files import resolve_checkpoint, resolve_videos
 from pipeline.config.schema import Config, StepConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import CheckpointError, ConfigError
 from pipeline.serving.frame_limits import model_min_side
 
 # Step names become CSV column prefixes (`<name>.compute_s`) and queue names.
@@ -22,19 +23,21 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) ->
 
     gpu_count: GPUs on this machine; None means CPU mode, where GPU ids are logical device ids and
     are not checked against hardware. force_per_gpu (the `-p` flag) sets every step's queue to
-    per_gpu, in place, before the checks. Video paths and the checkpoint must exist. Returns cfg.
+    per_gpu, in place, before the checks. Video paths must exist, and the checkpoint must hold
+    weights that fit the model (read once here, on the CPU). Returns cfg.
     """
-    from models.flavr.model import (
-        STAGES,  # imports torch: not needed to load or describe configs
-    )
-
     if force_per_gpu:
         for step in cfg.steps:
             step.queue = "per_gpu"
     from_dict(Config, to_dict(cfg))  # every single field, as if it had been loaded from a file
+    served = served_model(cfg.model)  # imports torch: not needed to load or describe configs
+    reason = served.check_request(cfg.frames_per_request)
+    if reason:
+        raise ConfigError("frames_per_request", reason)
     _validate_videos(cfg)
     _validate_model(cfg)
-    _validate_steps(cfg, STAGES, gpu_count, force_per_gpu)
+    _validate_checkpoint(cfg, served)
+    _validate_steps(cfg, served.stages, gpu_count, force_per_gpu)
     return cfg
 
 
@@ -76,8 +79,17 @@ def _validate_model(cfg: Config) -> None:
         if h * w > cfg.videos.max_pixels:
             raise ConfigError("model.resolution", f"{h}x{w} is over videos.max_pixels "
                                                   f"({h * w} > {cfg.videos.max_pixels} pixels)")
-    if m.checkpoint is not None:
-        resolve_checkpoint(cfg)
+
+
+def _validate_checkpoint(cfg: Config, served) -> None:
+    """The file exists and holds weights of this model; never unpickled beyond weights unless
+    model.trust_checkpoint says so."""
+    path = resolve_checkpoint(cfg)
+    if path is not None:
+        try:
+            served.check_checkpoint(path, trust_checkpoint=cfg.model.trust_checkpoint)
+        except CheckpointError as exc:
+            raise ConfigError("model.checkpoint", str(exc)) from None
 
 
 def _validate_steps(cfg: Config, stages_all, gpu_count, force_per_gpu: bool) -> None:

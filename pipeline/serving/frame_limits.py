@@ -5,17 +5,20 @@ exhaust a decode worker nor make every runner allocate for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.errors import VideoError
+
+if TYPE_CHECKING:  # PyAV is imported where clips are probed, not with the config
+    from pipeline.media.probe import VideoInfo
 
 
 def model_min_side(model_name: str) -> int:
     """The smallest frame height and width the model computes on."""
     # torch comes with the model: imported where a limit is first needed, not with the config.
-    # Reflection padding up to a multiple of PAD_MULTIPLE needs frames at least that large.
-    from models.flavr.model import PAD_MULTIPLE
+    from models.registry import model_class
 
-    return PAD_MULTIPLE
+    return model_class(model_name).min_size
 
 
 @dataclass(frozen=True)

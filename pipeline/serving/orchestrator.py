@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from models.registry import served_model
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.serving import mps
@@ -54,18 +55,21 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     if checkpoint is not None:
         # The runners load the file validation found (next to the config first), not the text.
         cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint)))
+    served = served_model(cfg.model)
+    if cfg.model.resolution is None and served.input_size is not None:
+        # A model with a fixed input size (R(2+1)D: 112x112) gets every clip brought to it.
+        cfg = replace(cfg, model=replace(cfg.model, resolution=tuple(served.input_size)))
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
     clips = survey_clips(cfg, videos)
     if opts.mps == "on" and not use_mps:
         notices.append(f"--mps on has no effect: {mps_reason}")
     if cfg.model.checkpoint is None and "model" in topo.kinds:
-        notices.append("no checkpoint: FLAVR runs with random weights, so timings are real but "
-                       "the interpolated frames are not meaningful (set model.checkpoint)")
+        notices.append(served.random_weights_notice())
     if clips.refused:
         notices.append("clips that will fail their requests: " + "; ".join(clips.refused))
     for n in notices:
         print(f"notice: {n}", file=sys.stderr)
-    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher_class(p.launcher)())
+    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher_class(p.launcher)(), served)
     run.notices = notices
     try:
         # The daemon outlives every child: started before the first, stopped after the last.
@@ -84,8 +88,9 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
 
 
 class _Run:
-    def __init__(self, cfg, opts, topo, device_kind, videos, clips, launcher):
+    def __init__(self, cfg, opts, topo, device_kind, videos, clips, launcher, served):
         self.cfg, self.opts, self.topo = cfg, opts, topo
+        self.served = served  # the model as a workload (models/base.py)
         self.device_kind = device_kind
         self.videos = [str(v) for v in videos]
         self.sizes = clips.sizes  # only clips within the frame limits size the pools
@@ -134,7 +139,7 @@ class _Run:
         from pipeline.serving.workers.sink import SinkSpec, sink_main
 
         cfg, opts, topo, L = self.cfg, self.opts, self.topo, self.launcher
-        rows = cfg.frames_per_request - 1
+        rows = self.served.rows_per_request(cfg.frames_per_request)
         n_model = sum(len(s) for s in topo.replicas[1:]) or 1
         # CPU runs share the cores among model replicas; on a GPU a runner's host threads only
         # launch kernels.
@@ -147,7 +152,7 @@ class _Run:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
         L.start(SINK, "the sink", sink_main, sink_ctx, SinkSpec(
             self.in_queues[topo.n_steps][None], self._upstream_free(topo.n_steps, None),
-            cfg.model.factor, save_dir, opts.save_tensors, opts.check_outputs))
+            self.served, save_dir, opts.save_tensors, opts.check_outputs))
         for i, replicas in enumerate(topo.replicas):
             step_cfg = cfg.steps[i]
             out = Output(self.in_queues[i + 1], topo.queue_names(i + 1),
@@ -158,7 +163,7 @@ class _Run:
                 if r.kind == "decode":
                     ctx = self._ctx(r.name, r.gpu, 1)
                     resolution = tuple(cfg.model.resolution) if cfg.model.resolution else None
-                    spec = DecodeSpec(r.step, r.index, resolution, self.sizes,
+                    spec = DecodeSpec(r.step, r.index, self.served, resolution, self.sizes,
                                       cfg.frames_per_request, opts.decode_backend, self.warmup_video,
                                       step_cfg.pool_slots,
                                       in_q, out, self.free[r.name], FrameLimits.of(cfg))
@@ -373,7 +378,7 @@ class _Run:
         run_info = {
             "config": self.cfg.name, "t0": t0, "steps": self.topo.step_names,
             "device_kind": self.device_kind, "frame_sizes": [list(s) for s in self.sizes],
-            "factor": self.cfg.model.factor, "precision": self.cfg.model.precision,
+            **self.served.run_info(), "precision": self.cfg.model.precision,
             "mean_interval_ms": self.opts.mean_interval_ms, "batch": self.opts.batch,
             "warmup": self.opts.warmup, "requests": self.n_requests,
             "error": self.error, "stop_reason": self.stop_reason, "notices": self.notices,

@@ -12,60 +12,58 @@ import warnings
 
 import torch
 
-from models.flavr.model import STAGES
+from models.registry import served_model
 from pipeline.serving.transport.slots import TensorSpec
 
 
-def boundary_before(stage: str) -> str:
-    i = STAGES.index(stage)
-    return "input" if i == 0 else STAGES[i - 1]
+def tensor_specs(shapes: dict) -> dict[str, TensorSpec]:
+    """A model's {name: (shape, dtype)} as slot-pool specs."""
+    return {k: TensorSpec(tuple(s), dt) for k, (s, dt) in shapes.items()}
 
 
-def decode_output_spec(max_rows: int, height: int, width: int) -> dict[str, TensorSpec]:
-    """What the decode step hands on: FLAVR windows of 4 frames, float in [0, 1]."""
-    return {"frames": TensorSpec((max_rows, 3, 4, height, width), torch.float32)}
+def decode_output_spec(model, max_rows: int, height: int, width: int) -> dict[str, TensorSpec]:
+    """What the decode step hands on: the model's input rows, float in [0, 1]."""
+    return tensor_specs(model.input_spec(max_rows, height, width))
 
 
 class ModelStep:
-    """A contiguous range of FLAVR stages."""
+    """A contiguous range of the configured model's stages."""
 
     kind = "model"
 
     def __init__(self, step_cfg, model_cfg, device: torch.device):
-        from models.flavr.model import FLAVR
-
         self.first, self.last = step_cfg.stages
         self.model_cfg = model_cfg
+        self.served = served_model(model_cfg)
+        self.network = self.served.network
         self.device = device
         self.model = None
         # [(last stage of the sub-range, outputs final after it)], in order
-        self.plan = FLAVR.output_groups(self.first, self.last)
+        self.plan = self.network.output_groups(self.first, self.last)
         if not model_cfg.early_handoff:  # one group, published once the whole range has run
             self.plan = [(self.last, tuple(n for _, names in self.plan for n in names))]
         assert self.plan[-1][0] == self.last  # the last stage always makes a live tensor
 
     def setup(self) -> None:
-        from models.flavr.checkpoint import build_model
-
+        cfg = self.model_cfg
         # Without a checkpoint every replica must still hold the same weights: split steps in
         # different processes form one model only if they start from one seed.
-        # The main process says once per run that random weights make meaningless frames.
+        # The main process says once per run that random weights make meaningless outputs.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            model = build_model(factor=self.model_cfg.factor,
-                                checkpoint=self.model_cfg.checkpoint, device=self.device, seed=0)
-        self.model = model.for_inference(precision=self.model_cfg.precision,
-                                         channels_last=self.model_cfg.channels_last)
+            self.model = self.served.build(self.device, cfg.precision, cfg.channels_last,
+                                           cfg.checkpoint, seed=0,
+                                           trust_checkpoint=cfg.trust_checkpoint)
         self._run = self.model.run_stages
-        limit = self.model_cfg.memory_limit_gib
+        limit = cfg.memory_limit_gib
         if limit:
             # Replicas sharing a device each get a share; a request that needs more fails alone
             # with an out-of-memory error instead of starving its neighbours.
             cap_memory(self.device, limit)
-        if self.model_cfg.compile or self.model_cfg.cuda_graphs:
+        if cfg.compile or cfg.cuda_graphs:
             # Shapes are fixed per batch size and frame size, all seen during warm-up;
             # "reduce-overhead" also replays each shape as a CUDA graph.
-            mode = "reduce-overhead" if self.model_cfg.cuda_graphs else None
+            mode = "reduce-overhead" if cfg.cuda_graphs else None
             self._run = torch.compile(self.model.run_stages, dynamic=False, mode=mode)
             # One graph per (stage sub-range, batch size, frame size); the default limit of 8
             # would fall back to eager for a split's encoder at a few sizes.
@@ -73,14 +71,15 @@ class ModelStep:
 
     def specs(self, max_rows: int, height: int, width: int):
         shapes = self.model.state_shapes(max_rows, height, width)
-        as_spec = lambda d: {k: TensorSpec(tuple(s), dt) for k, (s, dt) in d.items()}
-        return as_spec(shapes[boundary_before(self.first)]), as_spec(shapes[self.last])
+        return (tensor_specs(shapes[self.network.boundary_before(self.first)]),
+                tensor_specs(shapes[self.last]))
 
     def output_groups(self) -> list[tuple[str, ...]]:
         return [names for _, names in self.plan]
 
     def run(self, tensors: dict, size, n_requests: int, publish) -> None:
         """Run the step's stages, one sub-range per output group, publishing each group."""
+        stages = self.network.STAGES
         state = dict(tensors)
         state["size"] = tuple(size)
         start = self.first
@@ -88,7 +87,7 @@ class ModelStep:
             state = self._run(state, start, end)
             publish(g, {k: state[k] for k in names})
             if end != self.last:
-                start = STAGES[STAGES.index(end) + 1]
+                start = stages[stages.index(end) + 1]
 
 
 def _raise_recompile_limit(n: int) -> None:
@@ -134,16 +133,17 @@ class SleepStep:
     def __init__(self, step_cfg, model_cfg, device: torch.device):
         self.sleep_s = step_cfg.sleep_ms / 1000.0
         self.device = device
+        self.served = served_model(model_cfg)  # passes the model's input rows on unchanged
 
     def setup(self) -> None:
         pass
 
     def specs(self, max_rows: int, height: int, width: int):
-        spec = decode_output_spec(max_rows, height, width)
+        spec = decode_output_spec(self.served, max_rows, height, width)
         return spec, spec
 
     def output_groups(self) -> list[tuple[str, ...]]:
-        return [tuple(decode_output_spec(1, 1, 1))]
+        return [tuple(decode_output_spec(self.served, 1, 1, 1))]
 
     def run(self, tensors: dict, size, n_requests: int, publish) -> None:
         # Service time per request, like a model whose cost grows with the batch.

@@ -1,12 +1,15 @@
-"""Checkpoints: the released FLAVR files, plain state dicts and the project's own format."""
+"""FLAVR checkpoints: the released files, plain state dicts, the project's own format and
+.safetensors files."""
 
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from models.flavr import checkpoint
+from models import base
 from models.flavr.checkpoint import (
     PROJECT_FORMAT,
     build_model,
@@ -116,18 +119,22 @@ def test_missing_file_is_named(tmp_path):
         load_state(path)
 
 
-def test_released_file_with_numpy_values_loads_after_a_warning(model4, tmp_path):
-    # Some training scripts stored metrics as numpy scalars, which weights_only=True refuses.
+def test_released_file_with_numpy_values_is_refused_unless_trusted(model4, tmp_path):
+    # Some training scripts stored metrics as numpy scalars, which weights_only=True refuses;
+    # only full unpickling reads them, and that can run code from the file.
     path = tmp_path / "np.pth"
     state = {"module." + k: v for k, v in model4.state_dict().items()}
     torch.save({"state_dict": state, "best_psnr": np.float64(32.1)}, path)
-    with pytest.warns(UserWarning, match="full unpickling"):
-        loaded = load_state(path)
+    with pytest.raises(CheckpointError) as err:
+        load_state(path)
+    assert str(path) in str(err.value) and "--trust-checkpoint" in str(err.value)
+    with pytest.warns(UserWarning, match="trusted as asked"):
+        loaded = load_state(path, trust=True)
     assert torch.equal(loaded["outconv.1.weight"], model4.state_dict()["outconv.1.weight"])
 
 
 def test_random_weights_are_announced_once_per_process(monkeypatch):
-    monkeypatch.setattr(checkpoint, "_random_weights_warned", False)
+    monkeypatch.setattr(base, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         build_model(2)
@@ -140,3 +147,27 @@ def test_seed_makes_random_weights_reproducible_without_touching_global_rng():
     before = torch.get_rng_state()
     assert same_weights(build_model(8, seed=3), build_model(8, seed=3))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_safetensors_round_trips_with_the_models_own_key_names_and_its_factor(model4, tmp_path):
+    path = save_checkpoint(model4, tmp_path / "flavr-4x.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert list(f.keys()) == sorted(model4.state_dict())
+        assert f.metadata()["factor"] == "4"
+    assert same_weights(build_model(checkpoint=path), model4)
+
+
+def test_safetensors_of_a_bare_state_dict_loads_and_says_its_factor_by_its_head(model4, tmp_path):
+    # What a training command writes: the model's state dict as it is, no metadata.
+    path = tmp_path / "trained.safetensors"
+    save_file({k: v.contiguous() for k, v in model4.state_dict().items()}, str(path))
+    model = build_model(checkpoint=path)
+    assert model.config.factor == 4 and same_weights(model, model4)
+
+
+def test_safetensors_whose_metadata_disagrees_with_its_head_is_refused(model4, tmp_path):
+    path = tmp_path / "mislabelled.safetensors"
+    save_file({k: v.contiguous() for k, v in model4.state_dict().items()}, str(path),
+              metadata={"factor": "2"})
+    with pytest.raises(CheckpointError, match="says factor 2 but its head"):
+        build_model(checkpoint=path)

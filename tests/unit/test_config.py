@@ -544,8 +544,8 @@ def test_missing_checkpoint(tmp_path):
     d = split_dict()
     d["model"]["checkpoint"] = str(tmp_path / "FLAVR_2x.pth")
     assert refused(d).field == "model.checkpoint"
-    (tmp_path / "FLAVR_2x.pth").write_bytes(b"x")
-    assert resolve_checkpoint(check(d)) == tmp_path / "FLAVR_2x.pth"
+    (tmp_path / "FLAVR_2x.pth").write_bytes(b"x")  # found; its contents are another test's
+    assert resolve_checkpoint(config_from_dict(d)) == tmp_path / "FLAVR_2x.pth"
 
 
 # --- describe_placement ---------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from models.flavr.flops import flavr_macs, flavr_stage_macs
 from models.flavr.model import FLAVR, STAGES, FLAVRConfig
-from pipeline.bench.model_bench import flavr_macs, flavr_stage_macs
 from pipeline.cli import benchmark
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,6 +19,11 @@ import signal
 import traceback
 from dataclasses import dataclass
 
+from pipeline.errors import CheckpointError, ConfigError, VideoError
+
+# Errors that name the file or field at fault and say why: one line is the whole story.
+USER_ERRORS = (CheckpointError, ConfigError, VideoError)
+
 
 @dataclass
 class ChildContext:
@@ -109,6 +114,9 @@ def run_child(ctx: ChildContext, body) -> None:
     try:
         enter_child(ctx)
         body(ctx)
+    except USER_ERRORS as exc:
+        ctx.fatal(str(exc))
+        raise SystemExit(1)
     except Exception as exc:  # the main process decides what a dead child means
         ctx.fatal(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
         raise SystemExit(1)

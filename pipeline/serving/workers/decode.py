@@ -1,7 +1,8 @@
-"""A decode worker process: turns requests (clip paths) into FLAVR windows on its device.
+"""A decode worker process: turns requests (clip paths) into the model's input rows on its device
+(FLAVR: sliding windows of 4 frames; R(2+1)D: clips of 16).
 
 One worker per GPU entry of the decode step. The decoder (DALI on NVDEC, DALI or PyAV on the CPU)
-is chosen per clip by `pipeline.media.decode`; the windows land in a slot of this worker's pool and the
+is chosen per clip by `pipeline.media.decode`; the rows land in a slot of this worker's pool and the
 slot is handed to the first model step.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.serving.workers.child import ChildContext, run_child
 class DecodeSpec:
     step_name: str
     replica: int
+    model: object  # the ServedModel (models/base.py): how frames become rows of model input
     resolution: tuple[int, int] | None  # frames are resized to this; None keeps each clip's size
     sizes: list  # distinct (H, W) frame sizes of the run: the pool holds the largest
     frames_per_request: int
@@ -41,7 +43,6 @@ def decode_main(ctx: ChildContext, spec: DecodeSpec) -> None:
 
 
 def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
-    from models.flavr.windows import make_windows
     from pipeline.media.decode import FrameDecoder
 
     device = torch.device(ctx.torch_device)
@@ -49,11 +50,12 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     if spec.warmup_video:
         # Builds the decoder pipelines and allocations on a real clip before the clock starts.
         try:
-            make_windows(decoder.decode(spec.warmup_video, spec.frames_per_request))
+            spec.model.make_rows(decoder.decode(spec.warmup_video, spec.frames_per_request))
         except VideoError:
             pass
-    rows = spec.frames_per_request - 1
-    pool = SlotPool(ctx.name, device, largest([decode_output_spec(rows, h, w) for h, w in spec.sizes]),
+    rows = spec.model.rows_per_request(spec.frames_per_request)
+    pool = SlotPool(ctx.name, device, largest([decode_output_spec(spec.model, rows, h, w)
+                                               for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
     router = spec.output.router(ctx.gpu)
     ctx.send("ready", ctx.name, pool.handle_bytes())
@@ -73,7 +75,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
             if spec.limits is not None:  # probing is cached: the decoder's own probe is free
                 spec.limits.check(req.video)
             frames = decoder.decode(req.video, req.frames)
-            windows = make_windows(frames)
+            rows_in = spec.model.make_rows(frames)
             if device.type == "cuda":
                 torch.cuda.current_stream(device).synchronize()
             decode_s = now() - t0
@@ -87,22 +89,22 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
             break
         t1 = now()
         try:
-            n, layout = pool.write(slot, {"frames": windows})
+            n, layout = pool.write(slot, {"frames": rows_in})
         except SlotTooSmall as exc:
             pool.give_back(slot)
             ctx.record(req.request_id, base)
             ctx.fail(req.request_id, f"decode: {req.video}: {exc}")
             continue
         pool.publish(slot)
-        size = tuple(windows.shape[-2:])
-        del frames, windows
+        size, n_frames = tuple(rows_in.shape[-2:]), frames.shape[0]
+        del frames, rows_in
         publish_s = now() - t1
-        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n + 1)], size,
+        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n_frames)], size,
                     layout)
         ctx.record(req.request_id, {**base, f"{step}.compute_s": decode_s,
                                     f"{step}.handoff_s": 0.0, f"{step}.handoff_exposed_s": 0.0,
                                     f"{step}.publish_s": publish_s,
-                                    "frames": n + 1})
+                                    "frames": n_frames})
         try:
             if not router.put(item, ctx.should_stop):
                 break

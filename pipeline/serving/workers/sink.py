@@ -1,6 +1,7 @@
 """The sink process: the end of the pipeline. It waits (on the host) for each final slot's GPU
-work, stamps the request's completion, optionally writes the interpolated video, and gives the
-slot back. Completion is stamped before any saving, so saving never inflates latency.
+work, stamps the request's completion, optionally saves the output (as the model says: FLAVR's
+interpolated video, R(2+1)D's top classes), and gives the slot back. Completion is stamped before
+any saving, so saving never inflates latency.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from pipeline.serving.workers.child import ChildContext, run_child
 class SinkSpec:
     in_queue: object
     upstream_free: dict  # pool id -> free queue
-    factor: int
-    save_dir: str | None  # write each request's interpolated video here
-    save_tensors: bool  # with save_dir: the raw output frames as .pt instead (exact comparisons)
+    model: object  # the ServedModel (models/base.py): output counts, how an output is saved
+    save_dir: str | None  # write each request's output here
+    save_tensors: bool  # with save_dir: the raw output tensors as .pt instead (exact comparisons)
     check_outputs: bool  # verify every output value is finite
 
 
@@ -58,7 +59,8 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
                 status = {"status": "error", "error": "output holds NaN or Inf values"}
             ctx.record(p.request_id, {
                 "sink.queue_wait_s": t_get - item.t_put, "sink.handoff_s": 0.0,
-                "done_s": t_done, "output_frames": (p.frames - 1) * spec.factor + 1, **status})
+                "done_s": t_done, "output_frames": spec.model.outputs_per_request(p.frames),
+                **status})
             if spec.save_dir and out is not None and status["status"] == "ok":
                 try:
                     # a copy: the slot goes back to its producer below
@@ -68,19 +70,9 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
         reader.release(item.slot)
 
 
-def _save(spec: SinkSpec, part, new_frames: torch.Tensor) -> None:
-    """Interleave the clip's input frames with the new ones and encode them."""
-    from models.flavr.windows import interleave_tensor
-    from pipeline.media.decode import FrameDecoder
-    from pipeline.media.encode import VideoWriter
-    from pipeline.media.probe import probe
-
+def _save(spec: SinkSpec, part, out: torch.Tensor) -> None:
+    stem = Path(spec.save_dir) / f"request{part.request_id:06d}"
     if spec.save_tensors:
-        torch.save(new_frames, Path(spec.save_dir) / f"request{part.request_id:06d}.pt")
+        torch.save(out, stem.with_suffix(".pt"))
         return
-    h, w = new_frames.shape[-2:]
-    frames = FrameDecoder("cpu", resolution=(h, w)).decode(part.video, part.frames)
-    fps = probe(part.video).fps * spec.factor
-    path = Path(spec.save_dir) / f"request{part.request_id:06d}-{Path(part.video).stem}.mp4"
-    with VideoWriter(path, fps, w, h) as writer:
-        writer.write(interleave_tensor(frames, new_frames))
+    spec.model.save_output(out, part.video, part.frames, stem)
