@@ -89,12 +89,17 @@ def main(argv=None) -> int:
         if args.warmup < 0 or args.mean_interval_ms < 0:
             parser.error("--warmup and --mean_interval_ms must be >= 0")
         cfg = apply_overrides(load_config(args.config), args.overrides)
+        from pipeline.analysis.overload import overload_notice
+        from pipeline.serving.plan import plan_run
+
+        p = plan_run(cfg, args.device, args.per_gpu_queue, args.mps)
+        # Before anything starts: a load far beyond this machine would run for very long.
+        overload = overload_notice(cfg, p.topo, p.device_kind, args.mean_interval_ms,
+                                   args.videos + args.warmup)
         if args.dry_run:
             from pipeline.serving import mps
-            from pipeline.serving.plan import plan_run
 
-            p = plan_run(cfg, args.device, args.per_gpu_queue, args.mps)
-            for n in p.notices:
+            for n in p.notices + ([overload] if overload else []):
                 print(f"notice: {n}")
             print(f"device: {p.device_kind}" + (f" ({p.gpu_count} GPUs)" if p.gpu_count else ""))
             print(f"mps: {mps.preview(p.use_mps, p.mps_reason, hide=mps.hides(args.mps, p.device_kind))}")
@@ -102,6 +107,8 @@ def main(argv=None) -> int:
             return 0
         from pipeline.serving.orchestrator import RunOptions, run
 
+        if overload:
+            print(f"warning: {overload}", file=sys.stderr)
         opts = RunOptions(
             mean_interval_ms=args.mean_interval_ms, batch=args.batch_size, videos=args.videos,
             warmup=args.warmup, queue_size=args.queue_size, per_gpu=args.per_gpu_queue,
