@@ -25,7 +25,7 @@ from pipeline.analysis.runs import dedupe  # noqa: E402
 from pipeline.serving.gpu_monitor import read_samples_csv  # noqa: E402
 
 DPI = 110
-PART_COLOURS = {"queue wait": "Oranges", "compute": "Blues", "hand-off": "Greens"}  # runs.STAGE_PARTS
+PART_COLOURS = {"waits": "Oranges", "compute": "Blues", "hand-off, publish": "Greens"}  # runs.STAGE_PARTS
 
 
 def _colours(labels: list[str]) -> dict[str, tuple]:

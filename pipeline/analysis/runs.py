@@ -40,9 +40,9 @@ METRICS = (
     ("max_ms", "max", "ms", ("latency_s", "max"), 1e3),
 )
 LATENCY_METRICS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
-STAGE_PARTS = (("queue wait", ("queue_wait_s", "slot_wait_s", "stream_wait_s")),
+STAGE_PARTS = (("waits", ("queue_wait_s", "slot_wait_s", "stream_wait_s")),
                ("compute", ("compute_s",)),
-               ("hand-off", ("handoff_exposed_s", "publish_s")))
+               ("hand-off, publish", ("handoff_exposed_s", "publish_s")))
 
 # A run's settings besides its config and load: identity key -> names in args.json (benchmark.py
 # and the sweep call some differently). The seed is not among them: it is what repeats vary.
