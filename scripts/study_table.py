@@ -21,7 +21,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.analysis.report import _fmt, _pct, summary_from_run_dir  # noqa: E402
+from pipeline.analysis.formatting import fmt as _fmt  # noqa: E402
+from pipeline.analysis.formatting import pct as _pct  # noqa: E402
+from pipeline.analysis.summary import summary_from_run_dir  # noqa: E402
 
 
 def _ms(x) -> str:

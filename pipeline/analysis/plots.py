@@ -1,8 +1,11 @@
 """The comparison's plots (PNG, matplotlib's Agg backend: no display needed).
 
-    latency_vs_throughput.png  p50 and p99 against achieved throughput, one curve per config
+    latency_vs_throughput.png  p50 and p99 against achieved throughput per config: a curve through
+                               the loads it kept up with, separate points for overloaded and bulk
+                               runs, each point labelled with its offered load
     latency_cdf.png            end-to-end latency CDF per config, one line per load
-    stage_breakdown.png        stacked per-step means: queue wait, compute, hand-off
+    stage_breakdown.png        stacked per-step means: waits (queue, slot, stream), compute,
+                               hand-off and publish
     gpu_util.png               NVML utilisation over time per GPU ("no GPU samples" on CPU runs)
 
 Everything drawn comes from a `compare.Comparison`, itself computed from the runs' logs; the CDFs
@@ -10,6 +13,7 @@ read the ok measured requests of each run's requests.csv, the same requests its 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -17,12 +21,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from pipeline.analysis.compare import _dedupe  # noqa: E402
-from pipeline.analysis.records import read_csv  # noqa: E402
+from pipeline.analysis.runs import dedupe  # noqa: E402
 from pipeline.serving.gpu_monitor import read_samples_csv  # noqa: E402
 
 DPI = 110
-PART_COLOURS = {"queue wait": "Oranges", "compute": "Blues", "hand-off": "Greens"}
+PART_COLOURS = {"waits": "Oranges", "compute": "Blues", "hand-off, publish": "Greens"}  # runs.STAGE_PARTS
 
 
 def _colours(labels: list[str]) -> dict[str, tuple]:
@@ -31,7 +34,7 @@ def _colours(labels: list[str]) -> dict[str, tuple]:
 
 
 def _config_order(cmp) -> list[str]:
-    return _dedupe([g.label for g in cmp.groups])
+    return dedupe([g.label for g in cmp.groups])
 
 
 def _save(fig, path: Path) -> Path:
@@ -41,57 +44,92 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _err(stats: dict) -> tuple[float, float]:
-    return stats["mean"] - stats["min"], stats["max"] - stats["mean"]
+@dataclass
+class Series:
+    """Points of one config on the latency-vs-throughput plot that may be drawn as one line."""
+
+    config: str
+    regime: str  # within (joined), overloaded or bulk (drawn as separate points)
+    metric: str  # p50_ms | p99_ms
+    xs: list[float]  # achieved throughput, mean over repeats
+    ys: list[float]  # latency percentile of the pooled requests
+    loads: list[str]  # each point's offered load, as its label says it
+
+    @property
+    def joined(self) -> bool:
+        return self.regime == "within"
+
+
+def throughput_series(cmp) -> list[Series]:
+    """What the latency-vs-throughput plot draws. Only points where the pipeline kept up with
+    its load are joined into a curve: a bulk run (everything at once) and an overloaded one
+    (queues growing all run: its latency depends on the run's length) are points of their own."""
+    out = []
+    for label in _config_order(cmp):
+        groups = [g for g in cmp.groups if g.label == label and g.stats["achieved_rps"]["n"]]
+        for regime in ("within", "overloaded", "bulk"):
+            members = sorted((g for g in groups if g.regime == regime),
+                             key=lambda g: g.stats["achieved_rps"]["mean"])
+            for metric in ("p50_ms", "p99_ms"):
+                pts = [g for g in members if g.pooled[metric] is not None]
+                if pts:
+                    out.append(Series(label, regime, metric,
+                                      [g.stats["achieved_rps"]["mean"] for g in pts],
+                                      [g.pooled[metric] for g in pts],
+                                      [g.load_text + ("" if g.bulk else " req/s") for g in pts]))
+    return out
+
+
+def capacity_marks(cmp) -> list[tuple[str, float, str]]:
+    """(config, x, text) per config with a capacity: the marker stands at the throughput the
+    capacity probe achieved (the plot's x axis is achieved throughput, not offered load)."""
+    out = []
+    for label in _config_order(cmp):
+        cap = next((g.capacity for g in cmp.groups if g.label == label and g.capacity), None)
+        at = (cap or {}).get("at_capacity") or {}
+        if at.get("achieved_rps") is not None:
+            out.append((label, at["achieved_rps"],
+                        f"{label} capacity: {cap['capacity_rps']:.3g} req/s offered, "
+                        f"{at['achieved_rps']:.3g} achieved"))
+    return out
+
+
+_MARKERS = {("within", "p50_ms"): ("o", "-"), ("within", "p99_ms"): ("s", "--"),
+            ("overloaded", "p50_ms"): ("o", "none"), ("overloaded", "p99_ms"): ("s", "none"),
+            ("bulk", "p50_ms"): ("D", "none"), ("bulk", "p99_ms"): ("*", "none")}
 
 
 def latency_vs_throughput(cmp, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8.0, 5.0))
     colours = _colours(_config_order(cmp))
-    drawn = False
-    for label in colours:
-        groups = [g for g in cmp.groups if g.label == label and g.stats["achieved_rps"]["n"]]
-        groups.sort(key=lambda g: g.stats["achieved_rps"]["mean"])
-        if not groups:
-            continue
-        drawn = True
-        for key, style, marker in (("p50_ms", "-", "o"), ("p99_ms", "--", "s")):
-            pts = [g for g in groups if g.stats[key]["n"]]
-            if not pts:
-                continue
-            xs, ys = [g.stats["achieved_rps"] for g in pts], [g.stats[key] for g in pts]
-            ax.errorbar([st["mean"] for st in xs], [st["mean"] for st in ys],
-                        xerr=[[_err(st)[0] for st in xs], [_err(st)[1] for st in xs]],
-                        yerr=[[_err(st)[0] for st in ys], [_err(st)[1] for st in ys]],
-                        fmt=marker + style, color=colours[label], capsize=3, markersize=5,
-                        label=f"{label} {key[:3]}")
-        cap = groups[0].capacity
-        if cap and cap.get("capacity_rps"):
-            ax.axvline(cap["capacity_rps"], color=colours[label], linestyle=":", linewidth=1.2,
-                       label=f"{label} capacity {cap['capacity_rps']:g} req/s (offered)")
+    series = throughput_series(cmp)
+    for s in series:
+        marker, line = _MARKERS[(s.regime, s.metric)]
+        hollow = s.regime != "within"
+        ax.plot(s.xs, s.ys, marker=marker, linestyle=line, color=colours[s.config],
+                markerfacecolor="none" if hollow else colours[s.config], markersize=6,
+                label=f"{s.config} {s.metric[:3]}" + ("" if s.joined else f" ({s.regime})"))
+        for x, y, load in zip(s.xs, s.ys, s.loads):
+            ax.annotate(load, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6,
+                        color=colours[s.config])
+    for label, x, text in capacity_marks(cmp):
+        ax.axvline(x, color=colours[label], linestyle=":", linewidth=1.2, label=text)
     if cmp.slo_p99_ms is not None:
         ax.axhline(cmp.slo_p99_ms, color="black", linestyle=":", linewidth=1,
                    label=f"SLO p99 {cmp.slo_p99_ms:g} ms")
-    if not drawn:
+    if not series:
         ax.text(0.5, 0.5, "no measured request finished ok", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set_xlabel("achieved throughput (req/s)")
+    ax.set_xlabel("achieved throughput (req/s, mean over repeats)")
     ax.set_ylabel("end-to-end latency (ms, from scheduled time)")
-    ax.set_title("Latency vs throughput (mean over repeats; bars: min-max)")
+    ax.set_title("Latency vs throughput (requests of repeats pooled; each point labelled with its "
+                 "offered load)\njoined: kept up with the load; hollow: overloaded or bulk",
+                 fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7, loc="upper left")
+    if series:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
-
-
-def _ok_latencies_ms(run_dir: Path) -> list[float]:
-    out = []
-    for r in read_csv(run_dir / "requests.csv"):
-        if int(r.get("warmup") or 0) or r.get("status") != "ok" or r.get("latency_s") is None:
-            continue
-        out.append(round(r["latency_s"], 6) * 1e3)
-    return sorted(out)
 
 
 def latency_cdf(cmp, path: Path) -> Path:
@@ -103,13 +141,13 @@ def latency_cdf(cmp, path: Path) -> Path:
     for ax, label in zip(axes.flat, labels):
         groups = [g for g in cmp.groups if g.label == label]
         for i, g in enumerate(groups):
-            values = sorted(v for r in g.runs for v in _ok_latencies_ms(r.run_dir))
+            values = sorted(v * 1e3 for r in g.runs for v in r.latencies_s())
             if not values:
                 continue
             n = len(values)
             ax.step(values, [(k + 1) / n for k in range(n)], where="post",
                     color=cmap(i / max(1, len(groups) - 1) * 0.9),
-                    label=(f"{g.load_text} req/s" if g.rate else "bulk") + f" (n={n})")
+                    label=(f"{g.load_text} req/s" if not g.bulk else "bulk") + f" (n={n})")
         if cmp.slo_p99_ms is not None:
             ax.axvline(cmp.slo_p99_ms, color="black", linestyle=":", linewidth=1)
         ax.axhline(0.99, color="grey", linestyle="--", linewidth=0.8)
@@ -129,7 +167,7 @@ def latency_cdf(cmp, path: Path) -> Path:
 
 def stage_breakdown(cmp, path: Path) -> Path:
     groups = list(cmp.groups)
-    steps = _dedupe([step for g in groups for step, _ in g.stages])
+    steps = dedupe([step for g in groups for step, _ in g.stages])
     shades = {part: [plt.get_cmap(cmap)(0.35 + 0.55 * i / max(1, len(steps) - 1))
                      for i in range(len(steps))] for part, cmap in PART_COLOURS.items()}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 3.5), 5.0))
@@ -146,12 +184,12 @@ def stage_breakdown(cmp, path: Path) -> Path:
             ax.bar(x, heights, bottom=bottoms, color=shades[part][si], edgecolor="white",
                    linewidth=0.5, label=f"{step}: {part}")
             bottoms = [b + h for b, h in zip(bottoms, heights)]
-    e2e = [g.stats["mean_ms"]["mean"] for g in groups]
+    e2e = [g.pooled["mean_ms"] for g in groups]
     if any(v is not None for v in e2e):
         ax.scatter([xi for xi, v in zip(x, e2e) if v is not None], [v for v in e2e if v is not None],
                    marker="_", s=400, color="black", zorder=3, label="end-to-end mean")
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{g.label}\n{g.load_text}" + (" req/s" if g.rate else "") for g in groups],
+    ax.set_xticklabels([f"{g.label}\n{g.load_text}" + ("" if g.bulk else " req/s") for g in groups],
                        fontsize=8, rotation=30 if len(groups) > 6 else 0, ha="center")
     ax.set_ylabel("mean time per request (ms)")
     ax.set_title("Where a request's time goes, per step (means over ok measured requests)")
@@ -188,7 +226,7 @@ def gpu_util(cmp, path: Path) -> Path:
         w = run.summary["window"]
         if w["start_s"] is not None and w["end_s"] is not None:
             ax.axvspan(w["start_s"], w["end_s"], color="grey", alpha=0.12)
-        ax.set_title(f"{g.label} at {g.load_text}" + (" req/s" if g.rate else "")
+        ax.set_title(f"{g.label} at {g.load_text}" + ("" if g.bulk else " req/s")
                      + f"\n{run.run_dir.name}", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_xlabel("time since start (s)")

@@ -1,103 +1,322 @@
-"""Per-request timing records: the contract between the pipeline, the report and the sweep tools.
+"""Per-request records: what the processes of a run report about each request, and the one table,
+requests.csv, that those reports become. The contract between the pipeline, the report and the
+sweep and compare tools.
 
-Every process that touches a request sends partial records (request id + a few fields) to the main
-process, which merges them into one row per request. All times are seconds; absolute timestamps are
-on `pipeline.clock.now()` and are stored relative to the run's t0 (the client's start) in the CSV.
+What the processes report (typed, sent to the main process as it happens):
 
-Columns of `requests.csv` (one row per request, in request-id order):
+    Admission   the client: when the request was due, when it began to issue it, when it was in
+                the first queue
+    StepStamps  a decode worker or a runner: its handling of the request, as host clock times and
+                device durations
+    Outcome     the sink (ok, or an output check failed) or whoever failed or dropped the request
 
-    request_id        int    0..n-1 in issue order
-    video             str    path of the clip
-    frames            int    input frames used
-    output_frames     int    the model's outputs for the request, in its output unit: FLAVR the
-                             frames of the interpolated sequence, (frames-1)*factor+1; R(2+1)D
-                             the clips classified, frames/16
-    warmup            0/1    warm-up requests are excluded from statistics
-    status            str    ok | error | dropped (never admitted: a full queue) | unfinished
-    error             str    reason, empty when ok
-    scheduled_s       float  when the client was due to issue it (latency counts from here)
-    issued_s          float  when the client actually put it in the first queue
-    done_s            float  when the sink saw its last frame ready
-    latency_s         float  done_s - scheduled_s
-    <step>.device     str    e.g. cuda:1 or cpu:0 (logical GPU id on CPU runs)
-    <step>.replica    int    replica index within the step
-    <step>.queue_wait_s float time between the upstream put and this step's get
-    <step>.compute_s  float  GPU time of the step's work on the batch holding the request (CUDA events)
-    <step>.handoff_s  float  time to bring the inputs onto this step's device (0 when read in place):
-                             the peer copies' own time, summed over the groups of tensors
-    <step>.handoff_exposed_s float  of that, the part the step waited for: from when it could have
-                             started (producer done, its stream free) until the last byte landed
-    <step>.publish_s  float  time to write the step's outputs into its slot for the next step
-    <step>.batch      int    how many requests shared the model call
+The main process keeps one RequestState per request and turns it into one RequestRow at the end
+(`timeline.attribute` divides the request's time into the per-step columns). All times are seconds;
+absolute times are on `pipeline.clock.now()` (CLOCK_MONOTONIC, shared by the processes of one
+machine) and are stored relative to the run's t0 (the start of the measured schedule).
 
-`<step>` is the step name from the config (`decode`, the model steps, and `sink`, whose only fields
-are queue_wait_s and handoff_s). Empty cells mean "not reached".
+Columns of requests.csv (one row per request, in request-id order):
+
+    request_id         int    0..n-1; warm-ups first
+    video              str    path of the clip
+    frames             int    input frames used (asked for, where the request failed early)
+    output_frames      int    the model's outputs for the request, in its output unit: FLAVR
+                              the frames of the interpolated sequence, (frames-1)*factor+1;
+                              R(2+1)D the clips classified, frames/16
+    warmup             0/1    warm-up requests are excluded from statistics
+    status             str    ok | error | dropped (never admitted: a full queue) | unfinished
+    error              str    reason, empty when ok
+    scheduled_s        float  when the client was due to issue it (latency counts from here)
+    issued_s           float  when it was in the first step's queue (after any blocking put)
+    done_s             float  when its last device work completed: the last step's batch holding
+                              it, observed complete by that step's runner (per GPU, in the order
+                              its stream completes work; the host clock on the CPU)
+    latency_s          float  done_s - scheduled_s
+    client.lag_s       float  scheduled -> the client began to issue it (the client behind schedule)
+    client.put_s       float  -> it was in the first queue (a full queue under --on-full block)
+    <step>.device      str    e.g. cuda:1 or cpu:0 (logical GPU id on CPU runs)
+    <step>.replica     int    replica index within the step
+    <step>.batch       int    requests that shared the step's call
+    <step>.queue_wait_s      float  its input ready (the previous step's work complete and the item
+                                    in this step's queue) -> this step took it
+    <step>.handoff_exposed_s float  bringing the inputs onto this step's device, the part the
+                                    request waited for: gathering a batch on the host, and of a
+                                    peer copy, from when the step could have started (producer
+                                    done, its stream free) until the last byte landed
+    <step>.slot_wait_s       float  waiting for a free slot of the step's own output pool (the
+                                    next step, or the sink, has not given one back yet)
+    <step>.stream_wait_s     float  launched -> its device work began: the batch queued on its
+                                    GPU stream behind earlier batches (0 where work is synchronous)
+    <step>.compute_s         float  the step's own work on the batch holding the request: GPU
+                                    time (CUDA events) of its stages; host time on the CPU and for
+                                    decode (decoding and making windows)
+    <step>.publish_s         float  writing its outputs into its slot for the next step, plus
+                                    handing the slot on where that outlasted the work (a blocking
+                                    put under --on-full block)
+    <step>.handoff_s         float  the peer copies' own time (the link busy), all groups: overlaps
+                                    the columns above and is not part of the sum below
+
+`<step>` is a step name from the config (the decode step, then the model steps).
+
+The columns add up. Along a request's path each interval is counted once, in path order, by the
+first column whose phase had not ended by then: work that overlaps (a runner takes an item while the
+producer's GPU is still writing it; a put returns before the GPU work it hands on is done) counts
+where it is first. So for every ok request, up to the CSV's microsecond rounding,
+
+    latency_s = client.lag_s + client.put_s
+                + sum over steps of (queue_wait_s + handoff_exposed_s + slot_wait_s
+                                     + stream_wait_s + compute_s + publish_s)
+
+A step's device work is placed on the host clock by its runner, which waits for each batch's end
+event in launch order (they complete in that order on its stream) and stamps when it saw it; the
+work began compute_s + publish_s earlier. The observation's own delay (microseconds) shows in
+stream_wait_s. Empty cells mean "not reached" (or logs written before the column existed).
 """
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+SINK = "sink"  # the pipeline's final collector, in queues and process names; no step may take it
+CLIENT = "client"  # the prefix of the client's columns
+
+# The columns that add up to the latency, in path order: the client's, then each step's.
+CLIENT_TIMES = ("lag_s", "put_s")
+PATH_TIMES = ("queue_wait_s", "handoff_exposed_s", "slot_wait_s", "stream_wait_s", "compute_s",
+              "publish_s")
+STEP_FIELDS = ("device", "replica", "batch") + PATH_TIMES + ("handoff_s",)
 BASE_COLUMNS = (
     "request_id", "video", "frames", "output_frames", "warmup", "status", "error",
     "scheduled_s", "issued_s", "done_s", "latency_s",
 )
-STEP_FIELDS = ("device", "replica", "queue_wait_s", "compute_s", "handoff_s", "handoff_exposed_s",
-               "publish_s", "batch")
-SINK_FIELDS = ("queue_wait_s", "handoff_s")
-SINK = "sink"  # the last stage's name in records, queues and process names; no step may take it
+FINAL = ("ok", "error", "dropped")
 
 
-def step_columns(step_names) -> list[str]:
-    cols = []
+# --------------------------------------------------------------------------------------------
+# What the processes report
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Admission:
+    """The client's part: when the request was due, sent and in the first queue."""
+
+    scheduled: float
+    sent: float  # the client began to issue it (>= scheduled)
+    issued: float | None  # it was in the first queue; None: a full queue refused it
+
+
+@dataclass
+class StepStamps:
+    """One step's handling of one request (the batch holding it): host clock times, in the order
+    they happen, and the durations of its device work."""
+
+    step: str
+    device: str
+    replica: int
+    batch: int  # requests in the call
+    taken: float  # took it from the queue (for a later frame-size group of one take: its turn)
+    gathered: float  # its inputs are on this device (or their copies issued)
+    slot_held: float  # a free output slot in hand: the work is launched from here
+    finished: float  # the work, device work included, observed complete
+    compute_s: float
+    publish_s: float  # writing the outputs into the slot (device time on a GPU)
+    handed_on: float | None = None  # the output item was in the next queue
+    handoff_s: float = 0.0  # peer copies' own time
+    handoff_exposed_s: float = 0.0  # of a peer copy, the part past when the step could start
+
+
+@dataclass
+class Outcome:
+    """How a request ended, from whoever decided it."""
+
+    status: str  # ok | error | dropped | unfinished
+    error: str = ""
+    frames: int | None = None  # input frames really used (a clip may be shorter than asked)
+    output_frames: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# One row of requests.csv
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class StepTimes:
+    """A request's columns for one step (see the module docstring)."""
+
+    device: str | None = None
+    replica: int | None = None
+    batch: int | None = None
+    queue_wait_s: float | None = None
+    handoff_exposed_s: float | None = None
+    slot_wait_s: float | None = None
+    stream_wait_s: float | None = None
+    compute_s: float | None = None
+    publish_s: float | None = None
+    handoff_s: float | None = None
+
+    def path_s(self) -> float | None:
+        """The step's share of the latency: its path columns summed (None if any is missing)."""
+        values = [getattr(self, f) for f in PATH_TIMES]
+        return None if any(v is None for v in values) else math.fsum(values)
+
+
+@dataclass
+class RequestRow:
+    """One request as requests.csv holds it (times relative to t0)."""
+
+    request_id: int
+    video: str | None = None
+    frames: int | None = None
+    output_frames: int | None = None
+    warmup: bool = False
+    status: str = "unfinished"
+    error: str = ""
+    scheduled_s: float | None = None
+    issued_s: float | None = None
+    done_s: float | None = None
+    latency_s: float | None = None
+    lag_s: float | None = None  # client.lag_s
+    put_s: float | None = None  # client.put_s
+    steps: dict[str, StepTimes] = field(default_factory=dict)
+
+    def accounted_s(self) -> float | None:
+        """The sum of the columns that add up to the latency; None where one is missing."""
+        parts = [self.lag_s, self.put_s] + [s.path_s() for s in self.steps.values()]
+        return None if not self.steps or any(p is None for p in parts) else math.fsum(parts)
+
+    def cells(self) -> dict:
+        """The row as requests.csv columns (the one conversion; `from_cells` is its inverse)."""
+        out = {k: getattr(self, k) for k in BASE_COLUMNS}
+        out["warmup"] = int(self.warmup)
+        out[f"{CLIENT}.lag_s"], out[f"{CLIENT}.put_s"] = self.lag_s, self.put_s
+        for name, times in self.steps.items():
+            for f in STEP_FIELDS:
+                out[f"{name}.{f}"] = getattr(times, f)
+        return out
+
+    @classmethod
+    def from_cells(cls, cells: dict, step_names) -> "RequestRow":
+        """A row from requests.csv cells (strings, or values as `cells` gives them); times are
+        rounded to the microsecond the CSV keeps, so a live row and its CSV row are equal."""
+        get = lambda key: _value(key, cells.get(key))
+        row = cls(request_id=int(get("request_id") or 0), video=get("video"),
+                  frames=get("frames"), output_frames=get("output_frames"),
+                  warmup=bool(get("warmup") or 0), status=get("status") or "unfinished",
+                  error=get("error") or "", scheduled_s=get("scheduled_s"),
+                  issued_s=get("issued_s"), done_s=get("done_s"), latency_s=get("latency_s"),
+                  lag_s=get(f"{CLIENT}.lag_s"), put_s=get(f"{CLIENT}.put_s"))
+        if row.latency_s is None and row.done_s is not None and row.scheduled_s is not None:
+            row.latency_s = round(row.done_s - row.scheduled_s, 6)
+        for name in step_names:
+            row.steps[name] = StepTimes(**{f: get(f"{name}.{f}") for f in STEP_FIELDS})
+        return row
+
+
+_INT_FIELDS = {"request_id", "frames", "output_frames", "warmup", "replica", "batch"}
+
+
+def _value(key: str, value):
+    """A cell as the row holds it: None for empty/NaN, times rounded to the microsecond."""
+    if value is None or value == "":
+        return None
+    short = key.rsplit(".", 1)[-1]
+    if short in _INT_FIELDS:
+        return int(float(value))
+    if short.endswith("_s"):
+        value = float(value)
+        return None if math.isnan(value) else round(value, 6)
+    return value
+
+
+def columns(step_names) -> list[str]:
+    """requests.csv's header for a run of these steps."""
+    cols = list(BASE_COLUMNS) + [f"{CLIENT}.{f}" for f in CLIENT_TIMES]
     for name in step_names:
-        fields = SINK_FIELDS if name == SINK else STEP_FIELDS
-        cols += [f"{name}.{f}" for f in fields]
+        cols += [f"{name}.{f}" for f in STEP_FIELDS]
     return cols
+
+
+# --------------------------------------------------------------------------------------------
+# Collecting the reports of a run
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RequestState:
+    """What the main process knows of one request so far."""
+
+    request_id: int
+    video: str
+    frames: int
+    warmup: bool
+    admission: Admission | None = None
+    steps: dict[str, StepStamps] = field(default_factory=dict)
+    outcome: Outcome | None = None
+
+    def apply(self, record) -> None:
+        if isinstance(record, Admission):
+            self.admission = record
+        elif isinstance(record, StepStamps):
+            self.steps[record.step] = record
+        elif isinstance(record, Outcome):
+            # A failure recorded earlier is the first cause; later reports must not overwrite it.
+            if self.outcome is None or self.outcome.status not in ("error", "dropped"):
+                self.outcome = record
+        else:
+            raise TypeError(f"request {self.request_id}: not a record: {record!r}")
+
+    def status(self, last_step: str) -> str:
+        """ok only once the sink has it *and* the last step's completion is known (the two
+        reports travel separately)."""
+        if self.outcome is None:
+            return "unfinished"
+        if self.outcome.status == "ok" and last_step not in self.steps:
+            return "unfinished"
+        return self.outcome.status
 
 
 @dataclass
 class RecordTable:
-    """Merges partial records into one row per request."""
+    """Merges the reports of a run into one state per request. `requests`: (request_id, video,
+    frames, warmup) of every request the run plans."""
 
     step_names: list[str]
-    rows: dict[int, dict] = field(default_factory=dict)
+    requests: list[tuple] = field(default_factory=list)
+    rows: dict[int, RequestState] = field(default_factory=dict)
 
-    def update(self, request_id: int, values: dict) -> None:
-        row = self.rows.setdefault(request_id, {"request_id": request_id})
-        # A failure recorded earlier is the first cause; later hops must not overwrite it.
-        settled = row.get("status") in ("error", "dropped")
-        for key, value in values.items():
-            if settled and key in ("status", "error"):
-                continue
-            row[key] = value
+    def __post_init__(self):
+        for rid, video, frames, warmup in self.requests:
+            self.rows[rid] = RequestState(rid, video, frames, bool(warmup))
 
-    def finish(self, t0: float) -> list[dict]:
-        """Rows in id order with times made relative to t0 and latency filled in."""
-        out = []
-        for rid in sorted(self.rows):
-            row = dict(self.rows[rid])
-            row.setdefault("status", "unfinished")
-            for key in ("scheduled_s", "issued_s", "done_s"):
-                if row.get(key) is not None:
-                    row[key] = row[key] - t0
-            if row.get("done_s") is not None and row.get("scheduled_s") is not None:
-                row["latency_s"] = row["done_s"] - row["scheduled_s"]
-            out.append(row)
-        return out
+    def update(self, request_id: int, record) -> None:
+        self.rows[request_id].apply(record)
+
+    def status(self, request_id: int) -> str:
+        return self.rows[request_id].status(self.step_names[-1])
+
+    def finish(self, t0: float) -> list[RequestRow]:
+        """Rows in id order, times relative to t0, the latency divided into its columns."""
+        from pipeline.analysis.timeline import to_row
+
+        return [to_row(self.rows[rid], self.step_names, t0) for rid in sorted(self.rows)]
 
     def columns(self) -> list[str]:
-        return list(BASE_COLUMNS) + step_columns(list(self.step_names) + [SINK])
+        return columns(self.step_names)
 
 
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+# --------------------------------------------------------------------------------------------
+# requests.csv
+# --------------------------------------------------------------------------------------------
+
+def write_csv(path: Path, rows, columns: list[str]) -> None:
+    """rows: RequestRow or dicts of cells."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in columns})
+            cells = row.cells() if isinstance(row, RequestRow) else row
+            writer.writerow({k: _cell(cells.get(k)) for k in columns})
 
 
 def _cell(value):
@@ -111,25 +330,28 @@ def _cell(value):
 
 
 def read_csv(path: Path) -> list[dict]:
-    """Rows back with numbers parsed; empty cells become None."""
-    rows = []
+    """Rows back as dicts of cells, numbers parsed; empty cells become None."""
     with open(path, newline="") as f:
-        for raw in csv.DictReader(f):
-            row = {}
-            for key, text in raw.items():
-                row[key] = _parse(key, text)
-            rows.append(row)
-    return rows
+        return [{key: _value(key, text) for key, text in raw.items()} for raw in csv.DictReader(f)]
 
 
-_INT_KEYS = {"request_id", "frames", "output_frames", "warmup"}
+def step_names_of(columns_or_cells) -> list[str]:
+    """The step names a requests.csv header (or row) holds, in order."""
+    names = []
+    for key in columns_or_cells:
+        if "." in key:
+            name = key.split(".", 1)[0]
+            if name not in (CLIENT, SINK) and name not in names:
+                names.append(name)
+    return names
 
 
-def _parse(key: str, text: str):
-    if text == "" or text is None:
-        return None
-    if key in _INT_KEYS or key.endswith(".replica") or key.endswith(".batch"):
-        return int(float(text))
-    if key.endswith("_s"):
-        return float(text)
-    return text
+def read_rows(path: Path, step_names=None) -> list[RequestRow]:
+    """requests.csv as typed rows."""
+    cells = read_csv(path)
+    if step_names is None:
+        step_names = step_names_of(cells[0]) if cells else []
+    return [RequestRow.from_cells(c, step_names) for c in cells]
+
+
+assert {f.name for f in fields(StepTimes)} == set(STEP_FIELDS)

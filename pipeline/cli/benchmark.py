@@ -53,27 +53,32 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.config is None:
         parser.error("the following arguments are required: -c/--config (or --model-only)")
+    # Imported once the flags are parsed: --help and flag errors stay quick (no torch, no DALI).
+    from pipeline.analysis.overload import overload_notice
     from pipeline.config import apply_overrides, describe_placement, load_config
     from pipeline.errors import ConfigError, VideoError
+    from pipeline.serving import mps
+    from pipeline.serving.orchestrator import run
+    from pipeline.serving.plan import plan_run
 
     try:
         settings = settings_from_args(args)
         cfg = apply_overrides(load_config(args.config), args.overrides)
         if args.trust_checkpoint:  # the user's explicit opt-in, as model.trust_checkpoint: true
             cfg.model.trust_checkpoint = True
+        p = plan_run(cfg, settings)
+        # Before anything starts: a load far beyond this machine would run for very long.
+        overload = overload_notice(cfg, p.topo, p.device_kind, settings.mean_interval_ms,
+                                   settings.videos + settings.warmup)
         if args.dry_run:
-            from pipeline.serving import mps
-            from pipeline.serving.plan import plan_run
-
-            p = plan_run(cfg, settings)
-            for n in p.notices:
+            for n in p.notices + ([overload] if overload else []):
                 print(f"notice: {n}")
             print(f"device: {p.device_kind}" + (f" ({p.gpu_count} GPUs)" if p.gpu_count else ""))
             print(f"mps: {mps.preview(p.use_mps, p.mps_reason, hide=mps.hides(settings.mps, p.device_kind))}")
             print(describe_placement(cfg, cpu_mode=p.device_kind == "cpu"))
             return 0
-        from pipeline.serving.orchestrator import run
-
+        if overload:
+            print(f"warning: {overload}", file=sys.stderr)
         result = run(cfg, settings, args_for_log=run_record(args, settings))
     except (ConfigError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,7 +39,7 @@ SEED_MAX = 2**32 - 1  # numpy's generators take seeds below 2**32
 SIDE_MAX = 8192  # widest or tallest frame anything here is asked to make or resize to
 MAX_PIXELS_DEFAULT = 3840 * 2160  # 4K UHD
 VIDEOS_MAX = 100_000  # measured requests in one run: the main process keeps a record of each
-MIN_FOR_P99 = 100  # pipeline.analysis.report.MIN_FOR_P99 (a unit test keeps them equal)
+MIN_FOR_P99 = 100  # pipeline.analysis.statistics.MIN_FOR_P99 (a unit test keeps them equal)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,9 +17,14 @@ from pipeline.clock import now, sleep_until
 # Longest single sleep while waiting for a request's time, so a stop request is seen promptly.
 _STOP_POLL_S = 0.05
 
+# Warm-ups draw their gaps from a stream of their own, so the measured schedule depends only on
+# (count, mean interval, seed), whatever the warm-up.
+MEASURED_STREAM, WARMUP_STREAM = 0, 1
 
-def poisson_offsets(n: int, mean_interval_ms: float, seed: int) -> np.ndarray:
-    """Scheduled issue times (seconds after the run's start) of n requests.
+
+def poisson_offsets(n: int, mean_interval_ms: float, seed: int,
+                    stream: int = MEASURED_STREAM) -> np.ndarray:
+    """Scheduled issue times (seconds after the phase's start) of n requests.
 
     The cumulative sum of n exponential gaps with mean `mean_interval_ms`, so the first request is
     due one gap after the start. mean_interval_ms == 0 is bulk mode: every request is due at 0.
@@ -30,7 +35,8 @@ def poisson_offsets(n: int, mean_interval_ms: float, seed: int) -> np.ndarray:
         raise ValueError(f"mean_interval_ms must be >= 0, got {mean_interval_ms}")
     if mean_interval_ms == 0:
         return np.zeros(n)
-    gaps = np.random.default_rng(seed).exponential(mean_interval_ms / 1000.0, size=n)
+    rng = np.random.default_rng(seed if stream == MEASURED_STREAM else [seed, stream])
+    gaps = rng.exponential(mean_interval_ms / 1000.0, size=n)
     return np.cumsum(gaps)
 
 

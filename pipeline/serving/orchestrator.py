@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from models.registry import served_model
-from pipeline.analysis.records import SINK, RecordTable
+from pipeline.analysis.records import FINAL, SINK, Outcome, RecordTable
 from pipeline.clock import now
 from pipeline.serving import mps
 from pipeline.serving.frame_limits import FrameLimits
@@ -36,9 +36,6 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.error else 0
-
-
-FINAL = ("ok", "error", "dropped")
 
 
 class RunStopped(Exception):
@@ -96,13 +93,17 @@ class _Run:
         self.sizes = clips.sizes  # only clips within the frame limits size the pools
         self.warmup_video = clips.warmup_video
         self.launcher = launcher
-        self.table = RecordTable(topo.step_names)
+        self.n_requests = opts.warmup + opts.videos
+        # Warm-ups first: (request id, clip, frames, warm-up)
+        self.requests = [(i, self.videos[i % len(self.videos)], cfg.frames_per_request,
+                          i < opts.warmup) for i in range(self.n_requests)]
+        self.table = RecordTable(topo.step_names, self.requests)
         self.error: str | None = None
         self.stop_reason: str | None = None
         self.notices: list[str] = []
-        self.n_requests = opts.warmup + opts.videos
         self.client_sent: int | None = None
-        self.t0: float | None = None
+        self.warm_sent: int | None = None  # warm-ups the client issued (or dropped)
+        self.t0: float | None = None  # the measured schedule's start: the run's time origin
         self.monitor = None
         self.baseline = None  # NVML's view of the GPUs before any child started
         self.children: dict[str, ChildContext] = {}
@@ -174,16 +175,15 @@ class _Run:
                                       rows, opts.batch, step_cfg.pool_slots, in_q, out,
                                       self.free[r.name], self._upstream_free(i, r.gpu))
                     L.start(r.name, role, runner_main, ctx, spec)
-        from pipeline.serving.loadgen import poisson_offsets
+        from pipeline.serving.loadgen import WARMUP_STREAM, poisson_offsets
 
-        offsets = poisson_offsets(self.n_requests, opts.mean_interval_ms, opts.seed)
-        requests = [(i, self.videos[i % len(self.videos)], cfg.frames_per_request, i < opts.warmup)
-                    for i in range(self.n_requests)]
+        warm = poisson_offsets(opts.warmup, opts.mean_interval_ms, opts.seed, WARMUP_STREAM)
+        measured = poisson_offsets(opts.videos, opts.mean_interval_ms, opts.seed)
         client_ctx = self._ctx("client", None)
         first = topo.step_names[0]
         L.start("client", "the client", client_main, client_ctx, ClientSpec(
-            requests, list(offsets), self.in_queues[0][None], f"{first}.in", opts.queue_size,
-            opts.on_full, self.admit_closed))
+            self.requests, list(warm), list(measured), self.in_queues[0][None], f"{first}.in",
+            opts.queue_size, opts.on_full, self.admit_closed))
 
     def _upstream_free(self, step_index: int, gpu) -> dict:
         """Free-slot queues of the producers a consumer of `step_index` (n_steps: the sink) reads."""
@@ -275,21 +275,39 @@ class _Run:
                 expected.discard(msg[1])
         if self.monitor is not None:
             self.monitor.start()
-        self.t0 = now() + 0.05
-        self.children["client"].setup.put(("start", self.t0))
+        start = now() + 0.05
+        self.children["client"].setup.put(("start", start))
+        if self.opts.warmup == 0:
+            self._start_measuring(start)
+
+    def _start_measuring(self, t0: float) -> None:
+        """Start the measured schedule's clock (the client waits for it)."""
+        self.t0 = t0
+        self.children["client"].setup.put(("measure", t0))
 
     def _serve(self) -> None:
         bar = _bar(self.n_requests, "requests", self.opts.progress)
         self.on_final = lambda: bar.update(1)
-        last_done, last_progress = 0, now()
-        while self.client_sent is None or len(self.finished) < self.client_sent:
+        if self.t0 is None:
+            # Every warm-up finishes before the measured schedule starts: measured requests
+            # must not queue behind warm-up work (at -mi 0 all would be due at once).
+            self._wait_for(lambda: self.warm_sent is not None
+                           and all(r in self.finished for r in range(self.warm_sent)))
+            self._start_measuring(now() + 0.05)
+        self._wait_for(lambda: self.client_sent is not None
+                       and len(self.finished) >= self.client_sent)
+        bar.close()
+
+    def _wait_for(self, done) -> None:
+        """Take in messages until done(); stop when no request finishes for the stall limit."""
+        last_done, last_progress = len(self.finished), now()
+        while not done():
             self._next_message(None, None, poll_s=0.2)
             if len(self.finished) != last_done:
                 last_done, last_progress = len(self.finished), now()
             elif now() - last_progress > self.opts.stall_timeout_s:
                 raise RunStopped(f"no request finished for {self.opts.stall_timeout_s:.0f} s; "
                                  f"stopping ({last_done} of {self.n_requests} finished)")
-        bar.close()
 
     def _next_message(self, deadline, phase, poll_s: float = 0.1):
         """One control message (already applied to the records), or None after `poll_s`.
@@ -315,7 +333,7 @@ class _Run:
         if kind == "rec":
             rid = msg[1]
             self.table.update(rid, msg[2])
-            if rid not in self.finished and self.table.rows[rid].get("status") in FINAL:
+            if rid not in self.finished and self.table.status(rid) in FINAL:
                 self.finished.add(rid)
                 self.on_final()
         elif kind == "fatal":
@@ -327,6 +345,10 @@ class _Run:
             if not self.admit_closed.is_set():
                 self.stop_reason = msg[2]
                 self.admit_closed.set()
+        elif kind == "warmed":
+            self.warm_sent = msg[1]
+            if msg[2]:
+                self.stop_reason = self.stop_reason or msg[2]
         elif kind == "client_done":
             self.client_sent = msg[1]
             if msg[2]:
@@ -361,17 +383,16 @@ class _Run:
         from pipeline.serving.runlog import environment_info, write_run
 
         never = "never admitted: " + (self.stop_reason or self.error or "the run ended first")
-        for rid in range(self.n_requests):
-            row = self.table.rows.get(rid)
-            if row is None or ("issued_s" not in row and row.get("status") is None):
-                self.table.update(rid, {"status": "dropped", "error": never,
-                                        "video": self.videos[rid % len(self.videos)],
-                                        "warmup": int(rid < self.opts.warmup)})
-            elif row.get("status") not in FINAL:
-                self.table.update(rid, {"status": "unfinished",
-                                        "error": f"run stopped: {self.error or 'before it finished'}"})
+        for rid, state in self.table.rows.items():
+            if self.table.status(rid) in FINAL:
+                continue
+            if state.admission is None and not state.steps and state.outcome is None:
+                self.table.update(rid, Outcome("dropped", never))
+            else:
+                self.table.update(rid, Outcome(
+                    "unfinished", f"run stopped: {self.error or 'before it finished'}"))
         t0 = self.t0 if self.t0 is not None else now()
-        rows = self.table.finish(t0)
+        rows = [r.cells() for r in self.table.finish(t0)]
         samples = []
         if self.monitor is not None:
             samples = list(self.monitor.samples)

@@ -569,8 +569,9 @@ def test_overload_ends_with_every_request_accounted_for(tmp_path, on_full, where
     assert full, [r["error"] for r in statuses["dropped"]]
     others = [r for r in statuses["dropped"] if r not in full]
     assert all(r["error"].startswith("never admitted: queue") for r in others), others
-    # Admission closed at the overflow: the requests not yet issued never were.
-    never = [r for r in rows if r["issued_s"] is None]
+    # Admission closed at the overflow: the requests the client had not reached never were
+    # (one it tried is recorded with its schedule, and refused by the full queue).
+    never = [r for r in rows if r["scheduled_s"] is None]
     assert never and all(r["error"].startswith("never admitted") for r in never)
     if where == "decode.in":  # the client itself met the full queue and issued nothing more
         first = min(r["request_id"] for r in full)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.analysis.records import read_csv
+from pipeline.analysis.records import read_csv, read_rows
 from pipeline.analysis.report import summary_from_run_dir
 from pipeline.config import config_from_dict, config_to_dict
 from pipeline.serving.orchestrator import RunOptions, run
@@ -171,3 +171,66 @@ def test_check_outputs_fails_requests_whose_frames_hold_nan(tmp_path):
     assert [r["status"] for r in result.rows] == ["error"] * 5
     assert {r["error"] for r in result.rows} == {"output holds NaN or Inf values"}
     assert max(r["flavr.batch"] for r in result.rows) == 2  # parts of one item checked together
+
+
+# --- what the numbers mean ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [SPLIT, REPLICATED], ids=["split", "replicated"])
+def test_per_step_columns_add_up_to_each_requests_latency(tmp_path, steps):
+    result = run(make_config(tmp_path, steps), options(tmp_path, videos=8, mean_interval_ms=30))
+    assert result.error is None, result.error
+    rows = read_rows(result.run_dir / "requests.csv")
+    ok = [r for r in rows if r.status == "ok" and not r.warmup]
+    assert len(ok) == 8
+    mean = sum(r.latency_s for r in ok) / len(ok)
+    for r in ok:
+        assert abs(r.latency_s - r.accounted_s()) < 0.01 * mean, r
+    b = result.summary["breakdown"]
+    assert b["requests"] == 8 and abs(b["residual_share"]) < 0.01
+    assert "residual" in result.report
+
+
+def test_a_fast_request_is_not_stamped_behind_a_slow_one_on_another_replica(tmp_path):
+    # One big clip, then small ones, all due at once, on two replicas (per-GPU queues from two
+    # decode workers): while one replica works on the big clip, the other serves small ones.
+    # Each request is complete when its own replica finishes it, not in any queue's order.
+    from pipeline.media.synthetic import write_clip
+
+    clips = [write_clip(tmp_path / "v" / "big.webm", width=96, height=96, frames=4, fps=24, seed=0)]
+    clips += [write_clip(tmp_path / "v" / f"small{k}.webm", width=16, height=16, frames=4, fps=24,
+                         seed=k) for k in range(1, 6)]
+    cfg = make_config(tmp_path, REPLICATED, videos={"paths": [str(c) for c in clips]},
+                      model={"factor": 2, "precision": "fp32", "resolution": None})
+    result = run(cfg, options(tmp_path, videos=6, warmup=0, mean_interval_ms=0))
+    assert result.error is None, result.error
+    rows = read_rows(result.run_dir / "requests.csv")
+    slow = rows[0]  # the big clip
+    fast = [r for r in rows[1:] if r.steps["flavr"].replica != slow.steps["flavr"].replica]
+    assert fast, [(r.video, r.steps["flavr"].replica) for r in rows]
+    for r in fast:
+        assert r.done_s < slow.done_s, (r, slow)
+        assert r.latency_s < slow.steps["flavr"].compute_s
+
+
+def test_warm_ups_finish_before_the_measured_schedule_starts(tmp_path):
+    # Bulk: ten warm-ups and ten measured requests, all due at once within their phase.
+    result = run(make_config(tmp_path, WHOLE), options(tmp_path, videos=10, warmup=10,
+                                                      mean_interval_ms=0))
+    assert result.error is None, result.error
+    rows = read_rows(result.run_dir / "requests.csv")
+    warm = [r for r in rows if r.warmup]
+    measured = [r for r in rows if not r.warmup]
+    assert len(warm) == 10 and all(r.status == "ok" for r in rows)
+    start = min(r.scheduled_s for r in measured)
+    assert max(r.done_s for r in warm) <= start
+    # So the throughput counts only measured work: every measured request was served inside
+    # the window, none of the warm-ups.
+    assert result.summary["window"]["start_s"] == pytest.approx(start)
+    assert result.summary["throughput"]["requests"] == 10
+
+
+def test_a_normal_run_ends_with_every_child_leaving_by_itself(tmp_path):
+    result = run(make_config(tmp_path, SPLIT), options(tmp_path, videos=3))
+    assert result.error is None, result.error
+    assert not [n for n in result.notices if n.startswith("had to terminate")], result.notices
+    assert "had to terminate" not in result.report

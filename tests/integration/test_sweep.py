@@ -11,9 +11,15 @@ import matplotlib.image
 import pytest
 import yaml
 
-from pipeline.analysis.compare import SWEEP_FILE, capacity_from_probes, resolve_run_dir
-from pipeline.analysis.report import percentile
-from pipeline.analysis.sweep import bisect_capacity, main, parse_loads, run_capacity
+from pipeline.analysis.capacity import (
+    bisect_capacity,
+    capacity_from_probes,
+    run_capacity,
+)
+from pipeline.analysis.statistics import event_rate, percentile
+from pipeline.analysis.sweep import main, parse_loads
+from pipeline.analysis.sweep_folder import SWEEP_FILE, resolve_run_dir
+from pipeline.analysis.validity import KEEP_UP_SHARE
 from pipeline.config import config_from_dict
 from pipeline.serving.loadgen import poisson_offsets
 from pipeline.serving.orchestrator import RunOptions
@@ -73,20 +79,22 @@ def test_loads_from_intervals_or_rates():
 
 # --- real runs ---------------------------------------------------------------------------------
 
-def queue_capacity(service_s: float, constant_s: float, slo_s: float, n: int, warmup: int,
-                   seed: int, lo: float, hi: float) -> float:
+def queue_capacity(service_s: float, constant_s: float, slo_s: float, n: int, seed: int,
+                   lo: float, hi: float) -> float:
     """Capacity of one server with a fixed service time, fed the very arrival schedule the probes
-    use (client.poisson_offsets with the same seed): the highest rate, in steps of 0.1 req/s, whose
-    nearest-rank p99 stays within the SLO. Short probes let a rate somewhat above 1/service pass:
-    the backlog has not grown past the SLO by the time the last request arrives."""
+    use (loadgen.poisson_offsets with the same seed; the warm-ups are done before it starts):
+    the highest rate, in steps of 0.1 req/s, whose nearest-rank p99 stays within the SLO and
+    whose completions keep up with the arrivals (the search's rule, validity.KEEP_UP_SHARE)."""
     rate, best = lo, None
     while rate <= hi:
-        free, lat = 0.0, []
-        for i, arrival in enumerate(poisson_offsets(n + warmup, 1000.0 / rate, seed)):
+        free, lat, done = 0.0, [], []
+        arrivals = poisson_offsets(n, 1000.0 / rate, seed)
+        for arrival in arrivals:
             free = max(arrival, free) + service_s
-            if i >= warmup:
-                lat.append(free - arrival + constant_s)
-        if percentile(sorted(lat), 99) > slo_s:
+            lat.append(free - arrival + constant_s)
+            done.append(free + constant_s)
+        if (percentile(sorted(lat), 99) > slo_s
+                or event_rate(done) < KEEP_UP_SHARE * event_rate(arrivals)):
             break
         best, rate = rate, round(rate + 0.1, 1)
     return best
@@ -103,7 +111,7 @@ def test_capacity_search_finds_the_capacity_of_a_known_service_time(tmp_path):
                           log=lambda text: None, render=True)
     record = json.loads((result.sweep_dir / SWEEP_FILE).read_text())
     entry = record["capacity"][0]
-    found = entry["capacity_rps"]
+    found = entry["capacity_nominal_rps"]  # the search's knob, comparable with the queue model
     probes = entry["probes"]
     trace = "\n".join(f"{p['rate_rps']} {p['passed']} {p['p99_ms']} {p['reasons']}" for p in probes)
 
@@ -116,7 +124,7 @@ def test_capacity_search_finds_the_capacity_of_a_known_service_time(tmp_path):
             if r["step"] == "work":
                 service.append(r["compute_s"]["mean"] + r["publish_s"]["mean"])
     service_s = sum(service) / len(service)
-    expected = queue_capacity(service_s, 0.005, slo_ms / 1e3, n, 2, opts.seed, 5, 60)
+    expected = queue_capacity(service_s, 0.005, slo_ms / 1e3, n, opts.seed, 5, 60)
     assert 0.039 < service_s < 0.050, service_s
     # Below: a probe near capacity may also fail because a busy 2-core box delayed the client.
     assert expected / 1.4 <= found <= expected * 1.15, (found, expected, trace)
@@ -125,7 +133,11 @@ def test_capacity_search_finds_the_capacity_of_a_known_service_time(tmp_path):
     # Every probe is a real run in the logs root; the bracket ends within the tolerance.
     assert all(resolve_run_dir(result.sweep_dir, p["run_dir"]).parent == tmp_path / "logs"
                for p in probes)
-    assert entry["first_failing_rps"] / found - 1 <= 0.15 + 0.01, trace
+    assert entry["first_failing_nominal_rps"] / found - 1 <= 0.15 + 0.01, trace
+    # Reported as the rate the passing probe's schedule realised: every probe plays one seed's
+    # pattern, whose realised/nominal ratio is the same at every rate.
+    ratio = event_rate(poisson_offsets(n, 1000.0, opts.seed)) / 1.0
+    assert entry["capacity_rps"] == pytest.approx(found * ratio, rel=1e-3)
     # Probes of 50 requests are too short for a p99: the result and the report say so.
     assert all(any(n.startswith("too short") for n in p["notices"]) for p in probes)
     assert entry["notices"] and "indicative only" in entry["notices"][0]

@@ -8,21 +8,16 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from record_helpers import STEPS, request_cells
 
-from pipeline.analysis.compare import (
-    SWEEP_FILE,
-    capacity_from_probes,
-    compare_dirs,
-    judge_probe,
-    main,
-    repeat_warnings,
-    write_comparison,
-)
-from pipeline.analysis.records import RecordTable
+from pipeline.analysis.capacity import capacity_from_probes, judge_probe
+from pipeline.analysis.compare import compare_dirs, main, write_comparison
+from pipeline.analysis.records import columns
 from pipeline.analysis.report import MIN_FOR_P99, format_report, summarize
+from pipeline.analysis.runs import repeat_warnings
+from pipeline.analysis.sweep_folder import SWEEP_FILE
 from pipeline.serving.runlog import write_run
 
-STEPS = ["decode", "flavr"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -30,19 +25,15 @@ def make_rows(latencies, gap=0.05, lag=0.0002, statuses=None):
     """Requests every `gap` s with the given latencies; statuses: {index: status} for failures."""
     rows = []
     for i, lat in enumerate(latencies):
-        r = {"request_id": i, "video": "clip.webm", "frames": 8, "output_frames": 15, "warmup": 0,
-             "status": "ok", "error": "", "scheduled_s": gap * (i + 1),
-             "issued_s": gap * (i + 1) + lag, "done_s": gap * (i + 1) + lat, "latency_s": lat}
-        if (statuses or {}).get(i, "ok") != "ok":
-            r.update({"status": statuses[i], "error": "queue full", "done_s": None, "latency_s": None})
-            rows.append(r)
+        status = (statuses or {}).get(i, "ok")
+        if status != "ok":
+            rows.append(request_cells(i, gap * (i + 1), None, lag=lag, status=status,
+                                      error="queue full"))
             continue
-        for step, compute in (("decode", 0.002), ("flavr", lat * 0.6)):
-            r.update({f"{step}.device": "cuda:0", f"{step}.replica": 0,
-                      f"{step}.queue_wait_s": lat * 0.2, f"{step}.compute_s": compute,
-                      f"{step}.handoff_s": 0.0005, f"{step}.publish_s": 0.0003, f"{step}.batch": 1})
-        r.update({"sink.queue_wait_s": 0.001, "sink.handoff_s": 0.0})
-        rows.append(r)
+        times = {"decode": {"queue_wait_s": lat * 0.2, "compute_s": 0.002, "publish_s": 0.0003},
+                 "flavr": {"queue_wait_s": lat * 0.2, "publish_s": 0.0003, "handoff_s": 0.0005}}
+        rows.append(request_cells(i, gap * (i + 1), lat, lag=lag, times=times,
+                                  rest=("flavr", "compute_s")))
     return rows
 
 
@@ -55,16 +46,17 @@ def run_info(config, mi, batch=1, baseline=None, device="cpu", size=(16, 16)):
 
 def write_crafted_run(root: Path, name: str, *, config="cfg", mi=50.0, latencies=None, gap=0.05,
                       lag=0.0002, batch=1, seed=0, samples=None, baseline=None,
-                      size=(16, 16)) -> Path:
-    """A run folder as the orchestrator writes it, from records whose numbers are known."""
+                      size=(16, 16), rows=None, args=None) -> Path:
+    """A run folder as the orchestrator writes it, from records whose numbers are known.
+    `args`: settings besides the seed, as args.json holds them."""
     latencies = latencies if latencies is not None else [0.1 + 0.001 * i for i in range(120)]
-    rows = make_rows(latencies, gap, lag)
+    rows = rows if rows is not None else make_rows(latencies, gap, lag)
     info = run_info(config, mi, batch, baseline, "cuda" if samples else "cpu", size)
     summary = summarize(rows, STEPS, info, samples)
     run_dir = root / name
     write_run(run_dir, config_dict={"name": config}, args_dict={"seed": seed, "per_gpu": False,
-                                                                 "queue_size": 64},
-              env={}, rows=rows, columns=RecordTable(STEPS).columns(), nvml_samples=samples or [],
+                                                                 "queue_size": 64, **(args or {})},
+              env={}, rows=rows, columns=columns(STEPS), nvml_samples=samples or [],
               summary=summary, report_text=format_report(summary), run_info=info)
     return run_dir
 
@@ -219,7 +211,7 @@ def test_capacity_is_judged_again_from_the_probe_logs(tmp_path):
     probes = []
     for rate, lat in p99s.items():
         d = write_crafted_run(logs, f"probe-{rate}", config="c", mi=round(1000 / rate, 3),
-                              latencies=[lat] * 100)
+                              latencies=[lat] * 100, gap=1 / rate)
         probes.append({"rate_rps": rate, "mean_interval_ms": round(1000 / rate, 3),
                        "run_dir": f"../{d.name}", "passed": lat <= 0.5})
     sweep = logs / "capacity-261121_000000-c"
@@ -230,7 +222,10 @@ def test_capacity_is_judged_again_from_the_probe_logs(tmp_path):
     (sweep / SWEEP_FILE).write_text(json.dumps(record))
     cmp = write_comparison([sweep])
     [cap] = cmp.capacity
-    assert (cap["capacity_rps"], cap["first_failing_rps"]) == (23.8, 28.3)
+    # The bracket is on the nominal rates the search set; the capacity is reported as the rate
+    # the passing probe's schedule realised (here its requests came exactly every 1/rate s).
+    assert (cap["capacity_nominal_rps"], cap["first_failing_nominal_rps"]) == (23.8, 28.3)
+    assert cap["capacity_rps"] == pytest.approx(23.8) and cap["first_failing_rps"] == pytest.approx(28.3)
     assert cap["first_failing"]["reasons"] == ["p99 600.0 ms > SLO 500 ms"]
     assert cmp.warnings == []
     assert all(g.capacity is cap for g in cmp.groups)
@@ -240,7 +235,8 @@ def test_capacity_is_judged_again_from_the_probe_logs(tmp_path):
 
     record["capacity"][0]["capacity_rps"] = 28.3  # a record that disagrees with its logs
     (sweep / SWEEP_FILE).write_text(json.dumps(record))
-    assert any("recomputed from the logs is 23.8" in w for w in compare_dirs([sweep]).warnings)
+    assert any("recomputed from the logs is 23.8 req/s nominal" in w
+               for w in compare_dirs([sweep]).warnings)
 
 
 # --- plots and the command ----------------------------------------------------------------------
@@ -276,3 +272,118 @@ def test_command_renders_folders_into_out(tmp_path, capsys):
     for name in ("compare.md", "compare.csv", "runs.csv", "compare.json"):
         assert (tmp_path / "cmp" / name).exists()
     assert main([str(tmp_path / "nothing-here"), "--out", str(tmp_path / "cmp2")]) == 1
+
+
+# --- repeats, and only repeats, are pooled ----------------------------------------------------
+
+def test_runs_identical_but_for_the_seed_are_repeats_of_one_point(tmp_path):
+    dirs = [write_crafted_run(tmp_path, f"s{seed}", seed=seed) for seed in range(3)]
+    [group] = compare_dirs(dirs).groups
+    assert group.label == "cfg" and len(group.runs) == 3
+
+
+@pytest.mark.parametrize("setting, values, labels", [
+    ("warmup", (2, 10), ["cfg warmup=2", "cfg warmup=10"]),
+    ("videos", (20, 100), ["cfg v20", "cfg v100"]),
+    ("on_full", ("stop", "block"), ["cfg on_full=stop", "cfg on_full=block"]),
+])
+def test_runs_that_differ_in_more_than_the_seed_are_separate_rows(tmp_path, setting, values, labels):
+    dirs = [write_crafted_run(tmp_path, f"{setting}{k}", seed=k, args={setting: value})
+            for k, value in enumerate(values)]
+    groups = compare_dirs(dirs).groups
+    assert [g.label for g in groups] == labels
+    assert all(len(g.runs) == 1 for g in groups)
+
+
+def test_percentiles_pool_the_requests_of_the_repeats(tmp_path):
+    # Two repeats of 100 requests: one all at 100 ms, one with 10 at 300 ms. Their p99s are 100
+    # and 300 ms (mean 200); of the 200 requests pooled, the 99th percentile is 300 ms.
+    dirs = [write_crafted_run(tmp_path, "r0", latencies=[0.1] * 100, seed=0),
+            write_crafted_run(tmp_path, "r1", latencies=[0.1] * 90 + [0.3] * 10, seed=1)]
+    cmp = write_comparison(dirs, tmp_path / "out", plots=False)
+    [g] = cmp.groups
+    assert g.stats["p99_ms"]["mean"] == pytest.approx(200.0)  # the runs' own p99s, for reference
+    assert g.pooled["count"] == 200 and g.pooled["p99_ms"] == pytest.approx(300.0)
+    assert g.pooled["p50_ms"] == pytest.approx(100.0) and not g.short["p99"]
+    row = next(line for line in cmp.markdown.splitlines() if line.startswith("| cfg |"))
+    assert "| 300.0 (runs 100.0–300.0) |" in row
+    group = next(csv.DictReader(open(tmp_path / "out" / "compare.csv")))
+    assert float(group["p99_ms_pooled"]) == pytest.approx(300.0)
+
+
+def test_offered_load_is_shown_as_realised(tmp_path):
+    # Nominal 20 req/s (mean interval 50 ms), but requests came every 80 ms: 12.5 req/s offered.
+    d = write_crafted_run(tmp_path, "slow", mi=50.0, gap=0.08)
+    cmp = write_comparison([d], tmp_path / "out", plots=False)
+    [g] = cmp.groups
+    assert g.nominal_rps == pytest.approx(20.0) and g.offered_rps == pytest.approx(12.5)
+    assert "| cfg | 12.50 |" in cmp.markdown
+
+
+# --- the capacity rule ----------------------------------------------------------------------------
+
+def test_an_overloaded_short_probe_fails_although_its_p99_is_within_the_slo():
+    from record_helpers import served_by_one_server
+
+    from pipeline.serving.loadgen import poisson_offsets
+
+    # 40 ms of service at 40 requests/s for 30 requests: the queue grows all along, yet by the
+    # last request it is under a second long, well within a 5 s SLO.
+    rows = served_by_one_server(poisson_offsets(30, 25.0, seed=0), 0.040)
+    v = judge_probe(summary_of(rows), 5.0)
+    assert not v.passed
+    [reason] = [r for r in v.reasons if r.startswith("overloaded")]
+    assert reason.startswith("overloaded: delivered 24.57 req/s, 74% of the 33.28 req/s offered")
+    assert not any(r.startswith("p99") for r in v.reasons)
+    # The same pattern at a load it serves passes.
+    rows = served_by_one_server(poisson_offsets(30, 100.0, seed=0), 0.040)
+    assert judge_probe(summary_of(rows), 5.0).passed
+
+
+def test_probe_whose_client_lagged_within_the_scaled_limit_passes():
+    # 60 ms of lag at a request every 500 ms is on schedule (the limit is a quarter of it).
+    v = judge_probe(summary_of(make_rows([0.1] * 100, gap=0.5, lag=0.06)), 1.0)
+    assert v.passed, v.reasons
+
+
+# --- the latency-vs-throughput plot ---------------------------------------------------------------
+
+def test_latency_throughput_curves_join_only_the_loads_that_were_kept_up(tmp_path):
+    from record_helpers import served_by_one_server
+
+    from pipeline.analysis.plots import capacity_marks, throughput_series
+
+    dirs = [write_crafted_run(tmp_path, "low", mi=200.0, gap=0.2),
+            write_crafted_run(tmp_path, "mid", mi=100.0, gap=0.1),
+            write_crafted_run(tmp_path, "over", mi=20.0, rows=served_by_one_server(
+                [0.02 * (i + 1) for i in range(120)], 0.04)),
+            write_crafted_run(tmp_path, "bulk", mi=0.0, gap=0.0)]
+    cmp = compare_dirs(dirs)
+    series = {(s.regime, s.metric): s for s in throughput_series(cmp)}
+    assert set(series) == {(r, m) for r in ("within", "overloaded", "bulk")
+                           for m in ("p50_ms", "p99_ms")}
+    within = series[("within", "p99_ms")]
+    assert within.joined and within.loads == ["5.00 req/s", "10.00 req/s"]
+    assert within.xs == sorted(within.xs)
+    assert not series[("overloaded", "p99_ms")].joined
+    assert series[("overloaded", "p99_ms")].loads == ["50.00 req/s"]
+    assert not series[("bulk", "p50_ms")].joined and series[("bulk", "p50_ms")].loads == ["bulk"]
+    assert capacity_marks(cmp) == []
+
+
+def test_the_capacity_marker_stands_at_the_throughput_its_probe_achieved(tmp_path):
+    from pipeline.analysis.plots import capacity_marks
+
+    logs = tmp_path / "logs"
+    d = write_crafted_run(logs, "probe", config="c", mi=100.0, gap=0.1, latencies=[0.1] * 100)
+    sweep = logs / "capacity-261121_000000-c"
+    sweep.mkdir()
+    (sweep / SWEEP_FILE).write_text(json.dumps({"kind": "capacity", "status": "complete",
+        "capacity": [{"config": "c", "slo_p99_ms": 500.0, "stop": "done", "probes": [
+            {"rate_rps": 10.0, "mean_interval_ms": 100.0, "run_dir": f"../{d.name}",
+             "passed": True}]}]}))
+    cmp = compare_dirs([sweep])
+    [(label, x, text)] = capacity_marks(cmp)
+    achieved = cmp.groups[0].stats["achieved_rps"]["mean"]
+    assert label == "c" and x == pytest.approx(achieved)
+    assert text.startswith("c capacity: 10 req/s offered")

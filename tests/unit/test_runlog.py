@@ -5,9 +5,16 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
-from pipeline.analysis.records import RecordTable, read_csv
+from pipeline.analysis.records import (
+    Admission,
+    Outcome,
+    RecordTable,
+    StepStamps,
+    read_csv,
+)
 from pipeline.analysis.report import format_report, summarize
 from pipeline.config import config_from_dict, config_to_dict, load_config
 from pipeline.serving.gpu_monitor import read_samples_csv
@@ -70,11 +77,15 @@ def test_write_run_writes_every_log_file(tmp_path):
     cfg = load_config(CONFIGS / "cpu-smoke.yaml")
     steps = [s.name for s in cfg.steps]
     t0 = 1000.0
-    table = RecordTable(steps + ["sink"])
+    table = RecordTable(steps, [(i, "/v/a.webm", 4, i == 0) for i in range(3)])
     for i in range(3):
-        table.update(i, {"video": "/v/a.webm", "frames": 4, "output_frames": 7, "warmup": i == 0,
-                         "scheduled_s": t0 + i, "issued_s": t0 + i, "status": "ok", "done_s": t0 + i + 0.5,
-                         "encoder.compute_s": 0.25})
+        table.update(i, Admission(t0 + i, t0 + i, t0 + i))
+        for k, step in enumerate(steps):
+            table.update(i, StepStamps(step, "cpu:0", 0, 1, taken=t0 + i + 0.1 * k,
+                                       gathered=t0 + i + 0.1 * k, slot_held=t0 + i + 0.1 * k,
+                                       finished=t0 + i + 0.1 * k + 0.1, compute_s=0.1,
+                                       publish_s=0.0))
+        table.update(i, Outcome("ok", frames=4, output_frames=7))
     rows = table.finish(t0)
     samples = [{"t": t0 + 0.5, "gpu": 0, "util_pct": 30, "mem_used_mib": 1234.5, "mem_total_mib": 8000.0}]
     run_info = {"t0": t0, "config_name": cfg.name, "mean_interval_ms": 1000}
@@ -95,7 +106,8 @@ def test_write_run_writes_every_log_file(tmp_path):
     run = json.loads((run_dir / "run.json").read_text())
     assert run["t0"] == t0 and run["step_names"] == steps
     back = read_csv(run_dir / "requests.csv")
-    assert [r["request_id"] for r in back] == [0, 1, 2] and back[1]["latency_s"] == 0.5
+    assert [r["request_id"] for r in back] == [0, 1, 2]
+    assert back[1]["latency_s"] == pytest.approx(0.1 * len(steps))
     assert read_samples_csv(run_dir / "nvml.csv") == [
         {"t_s": 0.5, "gpu": 0, "util_pct": 30, "mem_used_mib": 1234.5, "mem_total_mib": 8000.0}]
     assert (run_dir / "report.txt").read_text().startswith("FLAVR serving benchmark: cpu-smoke")

@@ -4,21 +4,27 @@ the start-up handshake (ready -> start -> attached) that replaces a barrier nobo
 Messages to the main process are plain tuples on one control queue:
     ("ready", name, pool_bytes | None)         warmed up; its output pool, serialised once
     ("attached", name)                         opened its producers' pools; may start
-    ("rec", request_id, {field: value})        part of a request's record (see records.py)
+    ("rec", request_id, record)                part of a request's record (records.py: Admission,
+                                               StepStamps or Outcome)
     ("fatal", name, message)                   cannot go on; the run stops
     ("overflow", name, message)                a queue overflowed: stop admitting requests
+    ("warmed", handled, reason)                the client issued every warm-up it will issue
     ("client_done", sent, reason)              the client issued everything it will issue
     ("log", name, text)                        a notice for the user
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
+import multiprocessing.util
 import os
 import queue as queue_module
 import signal
+import sys
 import traceback
 from dataclasses import dataclass
 
+from pipeline.analysis.records import Outcome
 from pipeline.errors import CheckpointError, ConfigError, VideoError
 
 # Errors that name the file or field at fault and say why: one line is the whole story.
@@ -42,17 +48,18 @@ class ChildContext:
     def send(self, *msg) -> None:
         self.control.put(msg)
 
-    def record(self, request_id: int, values: dict) -> None:
-        self.control.put(("rec", request_id, values))
+    def record(self, request_id: int, record) -> None:
+        """Part of a request's record: a records.Admission, StepStamps or Outcome."""
+        self.control.put(("rec", request_id, record))
 
     def fail(self, request_id: int, reason: str) -> None:
-        self.control.put(("rec", request_id, {"status": "error", "error": reason}))
+        self.control.put(("rec", request_id, Outcome("error", reason)))
 
     def overflow(self, request_ids, exc: Exception) -> None:
         """A queue overflowed: these requests are dropped, and (RnB's policy) the run stops
         admitting new ones."""
         for rid in request_ids:
-            self.record(rid, {"status": "dropped", "error": str(exc)})
+            self.record(rid, Outcome("dropped", str(exc)))
         self.control.put(("overflow", self.name, str(exc)))
 
     def fatal(self, message: str) -> None:
@@ -111,17 +118,42 @@ def main_process_gone() -> bool:
 
 def run_child(ctx: ChildContext, body) -> None:
     """Run `body(ctx)`; anything it raises is reported to the main process as fatal, by name."""
+    code = 0
     try:
         enter_child(ctx)
         body(ctx)
     except USER_ERRORS as exc:
         ctx.fatal(str(exc))
-        raise SystemExit(1)
+        code = 1
     except Exception as exc:  # the main process decides what a dead child means
         ctx.fatal(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
-        raise SystemExit(1)
+        code = 1
     finally:
         if main_process_gone():
             # Orphaned: leave now. A normal exit would wait to flush queued messages into pipes
             # that nobody reads any more, possibly forever.
             os._exit(1)
+    if multiprocessing.parent_process() is None:  # not a child (a test calling a body directly)
+        if code:
+            raise SystemExit(code)
+        return
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """End the process once everything it sent is delivered, without the interpreter's teardown.
+
+    A child's loop ends within ~0.1 s of the stop flag, but the process then took 2-3 s more to
+    disappear on a loaded 2-core machine (longer than the main process's grace period): the
+    interpreter freeing torch's and DALI's modules and their native state, which nobody needs
+    once the process is ending. So: do what a normal exit does that matters (multiprocessing's
+    exit hooks flush every queue this process put to into its pipe, then atexit handlers such as
+    torch's), and leave; the operating system and the GPU driver free the rest at once."""
+    multiprocessing.util._exit_function()  # the hook a normal exit of a child process runs
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -1,12 +1,19 @@
 """The client process: issues requests on the load generator's schedule into the decode queue.
 
-Every request it handles is recorded (scheduled and issued time); one refused by a full queue is
-recorded as dropped, and under the 'stop' policy nothing is issued after it.
+Two phases. Warm-up requests go first, on a schedule of their own; the main process waits until
+every one of them has finished, then sends the start of the measured schedule, so measured
+requests never queue behind warm-up work (at -mi 0 they would all be due at once with it).
+
+Every request it handles is recorded (records.Admission: scheduled, sent and issued times); one
+refused by a full queue is recorded as dropped, and under the 'stop' policy nothing is issued after
+it.
 """
 from __future__ import annotations
 
+import queue as queue_module
 from dataclasses import dataclass
 
+from pipeline.analysis.records import Admission, Outcome
 from pipeline.clock import now
 from pipeline.serving.loadgen import run_schedule
 from pipeline.serving.transport.items import Request
@@ -16,8 +23,9 @@ from pipeline.serving.workers.child import run_child
 
 @dataclass
 class ClientSpec:
-    requests: list  # (request_id, video, frames, warmup)
-    offsets: list  # seconds after t0, one per request
+    requests: list  # (request_id, video, frames, warmup), warm-ups first
+    warmup_offsets: list  # seconds after the warm-up start, one per warm-up request
+    offsets: list  # seconds after the measured start (t0), one per measured request
     out_queue: object
     queue_name: str
     bound: int
@@ -29,32 +37,72 @@ def client_main(ctx, spec: ClientSpec) -> None:
     run_child(ctx, lambda c: _serve(c, spec))
 
 
+class _Issuer:
+    """Puts requests into the first queue and records each one it handles."""
+
+    def __init__(self, ctx, spec: ClientSpec):
+        self.ctx, self.spec = ctx, spec
+        self.router = Router({None: spec.out_queue}, False, None, {None: spec.queue_name},
+                             spec.bound, spec.on_full)
+        self.reason = ""
+
+    def stopped(self) -> bool:
+        return self.ctx.should_stop() or self.spec.admit_closed.is_set()
+
+    def phase(self, requests: list, offsets: list, start: float) -> int:
+        """Issue `requests` at start + offsets; returns how many were handled (admitted, or
+        dropped at a full queue)."""
+        handled = [0]
+
+        def send(i: int, scheduled: float) -> bool:
+            sent = now()
+            if self.spec.admit_closed.is_set():
+                self.reason = "admission closed after a queue overflowed"
+                return False
+            rid, video, frames, warmup = requests[i]
+            handled[0] += 1
+            try:
+                ok = self.router.put(Request(rid, video, frames, warmup, scheduled, sent),
+                                     self.ctx.should_stop)
+            except QueueFull as exc:
+                self.ctx.record(rid, Admission(scheduled, sent, None))
+                self.ctx.record(rid, Outcome("dropped", str(exc)))
+                self.reason = str(exc)
+                return False
+            if ok:  # in the queue now: the put's own time (retries under 'block') is the client's
+                self.ctx.record(rid, Admission(scheduled, sent, now()))
+            else:
+                handled[0] -= 1  # the run is stopping: never issued
+            return ok
+
+        run_schedule(offsets, start, send, self.stopped)
+        return handled[0]
+
+
 def _serve(ctx, spec: ClientSpec) -> None:
     ctx.send("ready", ctx.name, None)
-    t0 = ctx.wait_start()
+    t_warm = ctx.wait_start()
+    if t_warm is None:
+        return
+    issuer = _Issuer(ctx, spec)
+    n_warm = len(spec.warmup_offsets)
+    warm = issuer.phase(spec.requests[:n_warm], spec.warmup_offsets, t_warm)
+    ctx.send("warmed", warm, issuer.reason)
+    t0 = _wait_measure(ctx)
     if t0 is None:
         return
-    router = Router({None: spec.out_queue}, False, None, {None: spec.queue_name}, spec.bound,
-                    spec.on_full)
-    stopped = {"reason": ""}
-    handled = [0]  # requests recorded: admitted, or dropped at a full queue
+    sent = warm + issuer.phase(spec.requests[n_warm:], spec.offsets, t0)
+    ctx.send("client_done", sent, issuer.reason)
 
-    def send(i: int, scheduled: float) -> bool:
-        if spec.admit_closed.is_set():
-            stopped["reason"] = "admission closed after a queue overflowed"
-            return False
-        rid, video, frames, warmup = spec.requests[i]
-        req = Request(rid, video, frames, warmup, scheduled, issued=now())
-        handled[0] += 1
-        ctx.record(rid, {"video": video, "frames": frames, "warmup": int(warmup),
-                         "scheduled_s": scheduled, "issued_s": req.issued})
+
+def _wait_measure(ctx, poll_s: float = 0.05) -> float | None:
+    """The measured schedule's start (t0), sent once every warm-up finished; None if the run
+    stops first."""
+    while not ctx.should_stop():
         try:
-            return router.put(req, ctx.should_stop)
-        except QueueFull as exc:
-            ctx.record(rid, {"status": "dropped", "error": str(exc)})
-            stopped["reason"] = str(exc)
-            return False
-
-    stop = lambda: ctx.should_stop() or spec.admit_closed.is_set()
-    run_schedule(spec.offsets, t0, send, stop)
-    ctx.send("client_done", handled[0], stopped["reason"])
+            msg = ctx.setup.get(timeout=poll_s)
+        except queue_module.Empty:
+            continue
+        if msg[0] == "measure":
+            return msg[1]
+    return None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.analysis.records import StepStamps
 from pipeline.clock import now
 from pipeline.errors import VideoError
 from pipeline.serving.frame_limits import FrameLimits
@@ -62,52 +63,52 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     if ctx.wait_start() is None:
         return
     ctx.send("attached", ctx.name)
-    step = spec.step_name
     while not ctx.should_stop():
-        batch, t_get = get_batch(spec.in_queue, 1, ctx.should_stop)
+        batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
         if not batch:
             break
+        taken = now()
         req = batch[0]
-        base = {f"{step}.device": ctx.device_label, f"{step}.replica": spec.replica,
-                f"{step}.queue_wait_s": t_get - req.t_put, f"{step}.batch": 1}
+        # The slot first, so the request's path reads like a runner's: slot wait, then the work.
+        slot = pool.acquire(ctx.should_stop)
+        if slot is None:
+            break
+        slot_held = now()
         try:
-            t0 = now()
             if spec.limits is not None:  # probing is cached: the decoder's own probe is free
                 spec.limits.check(req.video)
             frames = decoder.decode(req.video, req.frames)
             rows_in = spec.model.make_rows(frames)
             if device.type == "cuda":
                 torch.cuda.current_stream(device).synchronize()
-            decode_s = now() - t0
+            decoded = now()
+            n, layout = pool.write(slot, {"frames": rows_in})
+            pool.publish(slot)
+            if device.type == "cuda":
+                # Decode is synchronous: its slot is written when it says so, and the copy's
+                # time is its own publish time, not the next step's wait.
+                torch.cuda.current_stream(device).synchronize()
+            finished = now()
         except Exception as exc:  # a bad clip or a decoder crash on it fails that request only
-            ctx.record(req.request_id, base)
-            detail = exc if isinstance(exc, VideoError) else f"{req.video}: {type(exc).__name__}: {exc}"
+            pool.give_back(slot)
+            if isinstance(exc, (VideoError, SlotTooSmall)):
+                detail = exc if isinstance(exc, VideoError) else f"{req.video}: {exc}"
+            else:
+                detail = f"{req.video}: {type(exc).__name__}: {exc}"
             ctx.fail(req.request_id, f"decode: {detail}")
             continue
-        slot = pool.acquire(ctx.should_stop)
-        if slot is None:
-            break
-        t1 = now()
-        try:
-            n, layout = pool.write(slot, {"frames": rows_in})
-        except SlotTooSmall as exc:
-            pool.give_back(slot)
-            ctx.record(req.request_id, base)
-            ctx.fail(req.request_id, f"decode: {req.video}: {exc}")
-            continue
-        pool.publish(slot)
         size, n_frames = tuple(rows_in.shape[-2:]), frames.shape[0]
         del frames, rows_in
-        publish_s = now() - t1
         item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n_frames)], size,
                     layout)
-        ctx.record(req.request_id, {**base, f"{step}.compute_s": decode_s,
-                                    f"{step}.handoff_s": 0.0, f"{step}.handoff_exposed_s": 0.0,
-                                    f"{step}.publish_s": publish_s,
-                                    "frames": n_frames})
         try:
             if not router.put(item, ctx.should_stop):
                 break
         except QueueFull as exc:
             ctx.overflow([req.request_id], exc)
             pool.give_back(slot)
+            continue
+        ctx.record(req.request_id, StepStamps(
+            spec.step_name, ctx.device_label, spec.replica, 1, taken=taken, gathered=taken,
+            slot_held=slot_held, finished=finished, compute_s=decoded - slot_held,
+            publish_s=finished - decoded, handed_on=now()))

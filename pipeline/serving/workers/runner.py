@@ -4,17 +4,21 @@ Loop: take up to `batch` items from the input queue -> bring them onto this devi
 a peer copy per group of tensors) -> take a slot of this runner's pool -> run the step's stage range
 on this process's stream, writing each group of outputs into the slot (and marking it ready) as
 soon as the stage that finishes it has run -> hand the slot to the next queue. GPU work is never
-waited for in that loop: a batch's input slots are given back, and its CUDA-event timings read, once
-its events have completed, which is checked while waiting for the next batch.
+waited for in that loop: a thread stamps each batch's completion as it happens (_Completions), and
+the loop gives back its input slots and reports its timings (records.StepStamps) once it has.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
-from dataclasses import dataclass
+import queue as queue_module
+import sys
+import threading
+from dataclasses import dataclass, field
 
 import torch
 
+from pipeline.analysis.records import StepStamps
 from pipeline.clock import now
 from pipeline.serving.steps import is_out_of_memory, make_step
 from pipeline.serving.transport.items import Item, Part
@@ -48,13 +52,14 @@ class RunnerSpec:
 
 
 class _Timer:
-    """Start/end marks on the step's stream: CUDA events on a GPU, host clock on the CPU."""
+    """Start/end marks on the step's stream: CUDA events on a GPU, host clock on the CPU.
+    `blocking`: the end event puts a thread waiting on it to sleep instead of spinning."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, blocking: bool = False):
         self.stream = stream
         if stream is not None:
             self.start = torch.cuda.Event(enable_timing=True)
-            self.end = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True, blocking=blocking)
 
     def begin(self):
         if self.stream is not None:
@@ -68,9 +73,6 @@ class _Timer:
         else:
             self.t1 = now()
 
-    def done(self) -> bool:
-        return self.stream is None or self.end.query()
-
     def seconds(self) -> float:
         if self.stream is not None:
             return self.start.elapsed_time(self.end) / 1000.0
@@ -80,11 +82,60 @@ class _Timer:
 @dataclass
 class _InFlight:
     items: list
-    t_get: float
+    taken: float  # host: the batch's turn began
     total: _Timer  # the whole step: its stages and its slot writes
-    writes: list  # one _Timer per group written into the slot
-    gathered: object
+    writes: list = field(default_factory=list)  # one _Timer per group written into the slot
+    inputs: object = None  # the gathered inputs (slots.Gathered)
+    gathered: float | None = None  # host: inputs gathered (copies issued)
+    slot_held: float | None = None  # host: output slot in hand, work launched
+    handed_on: float | None = None  # host: the output item was in the next queue
+    finished: float | None = None  # host: the device work was seen complete
     failed: bool = False
+    observed: threading.Event = field(default_factory=threading.Event)
+
+
+class _Completions:
+    """Stamps when each batch's device work completes, as soon as it does.
+
+    A thread of the runner waits on the batches' end events one after the other, in launch order,
+    which is the order they complete in on the runner's one stream; each is a blocking-sync event,
+    so the thread sleeps until the GPU signals it. A batch's completion is then known on the host
+    within microseconds, whatever the main thread is doing (launching the next batch, waiting on
+    a full queue), and no other GPU's work is waited for on the way. On the CPU the work is done
+    when the step returns: no thread."""
+
+    def __init__(self, device: torch.device, name: str):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.queue: queue_module.Queue = queue_module.Queue()
+        if self.cuda:
+            self.thread = threading.Thread(target=self._watch, name=f"{name}-completions",
+                                           daemon=True)
+            self.thread.start()
+
+    def watch(self, flight: _InFlight) -> None:
+        if not self.cuda:
+            flight.finished = flight.total.t1
+            flight.observed.set()
+        else:
+            self.queue.put(flight)
+
+    def _watch(self) -> None:
+        torch.cuda.set_device(self.device)  # the current device is per thread
+        while True:
+            flight = self.queue.get()
+            if flight is None:
+                return
+            try:
+                flight.total.end.synchronize()
+                flight.finished = now()
+            finally:  # a CUDA error surfaces in the main thread; never leave it waiting here
+                flight.observed.set()
+
+    def close(self) -> None:
+        if self.cuda:
+            self.queue.put(None)
+            self.thread.join(timeout=5.0)
 
 
 def runner_main(ctx: ChildContext, spec: RunnerSpec) -> None:
@@ -105,6 +156,10 @@ class _Runner:
     # -- start-up -------------------------------------------------------------------------------
     def serve(self) -> None:
         spec = self.spec
+        if self.cuda:
+            # The completion thread needs the GIL to stamp a batch; the default switch interval
+            # (5 ms) could keep it waiting that long behind this thread launching kernels.
+            sys.setswitchinterval(0.0002)
         self.step = make_step(spec.step_cfg, spec.model_cfg, self.device)
         self.step.setup()
         max_rows = spec.batch * spec.rows_per_request
@@ -151,34 +206,41 @@ class _Runner:
     # -- steady state ---------------------------------------------------------------------------
     def _loop(self) -> None:
         ctx = self.ctx
-        while not ctx.should_stop():
-            items, t_get = get_batch(self.spec.in_queue, self.spec.batch, ctx.should_stop,
+        self.completions = _Completions(self.device, ctx.name)
+        try:
+            while not ctx.should_stop():
+                items, _ = get_batch(self.spec.in_queue, self.spec.batch, ctx.should_stop,
                                      idle=self._retire_done)
-            if not items:
-                break
-            # One model call per frame size among the items taken.
-            for size in dict.fromkeys(it.size for it in items):
-                self._run_batch([it for it in items if it.size == size], t_get)
-            self._retire_done()
-            # Bound the work queued ahead on the GPU (and the input slots held).
-            while len(self.pending) > 2:
+                if not items:
+                    break
+                # One model call per frame size among the items taken; a later size's batch
+                # waits its turn (its queue wait runs until then).
+                for size in dict.fromkeys(it.size for it in items):
+                    self._run_batch([it for it in items if it.size == size], now())
+                self._retire_done()
+                # Bound the work queued ahead on the GPU (and the input slots held).
+                while len(self.pending) > 2:
+                    self._retire(self.pending.popleft(), wait=True)
+            while self.pending:
                 self._retire(self.pending.popleft(), wait=True)
-        while self.pending:
-            self._retire(self.pending.popleft(), wait=True)
+        finally:
+            self.completions.close()
 
-    def _run_batch(self, items: list[Item], t_get: float) -> None:
+    def _run_batch(self, items: list[Item], taken: float) -> None:
         parts, offset = [], 0
         for item in items:
             for p in item.parts:
                 parts.append(Part(p.request_id, offset + p.start, p.rows, p.video, p.frames))
             offset += item.rows
-        flight = _InFlight(items, t_get, _Timer(self.stream), [], None)
+        flight = _InFlight(items, taken, _Timer(self.stream, blocking=True))
         slot = None
         try:
             with torch.inference_mode(), _on(self.stream):
-                flight.gathered = self.gather.gather(items)
+                flight.inputs = self.gather.gather(items)
+                flight.gathered = now()
                 # The slot is taken before the stages run: groups are written as they finish.
                 slot = self.pool.acquire(self.ctx.should_stop)
+                flight.slot_held = now()
                 if slot is None:  # the run is stopping
                     flight.failed = True
                 else:
@@ -195,15 +257,18 @@ class _Runner:
                         rows.add(n)
 
                     flight.total.begin()
-                    self.step.run(flight.gathered.tensors, items[0].size, len(parts), publish)
+                    self.step.run(flight.inputs.tensors, items[0].size, len(parts), publish)
                     flight.total.finish()
                     if len(rows) != 1:
                         raise RuntimeError(f"step '{self.spec.step_name}' wrote groups with "
                                            f"different row counts {sorted(rows)}")
             if not flight.failed:
                 out_item = Item(self.pool_id, slot, rows.pop(), parts, items[0].size, layout)
+                # Watched from now: a put that waits on a full queue must not delay the stamp.
+                self.completions.watch(flight)
                 if self.router.put(out_item, self.ctx.should_stop):
                     slot = None  # the consumer gives it back
+                    flight.handed_on = now()
         except QueueFull as exc:
             self.ctx.overflow([p.request_id for p in parts], exc)  # dropped, not lost
             flight.failed = True
@@ -218,11 +283,13 @@ class _Runner:
                           f"{type(exc).__name__}: {exc}")
             self._fail(parts, reason)
             flight.failed = True
-            flight.gathered = None  # frees what the batch took
+            flight.inputs = None  # frees what the batch took
         if flight.failed and self.cuda:
             # Its inputs are given back at once: let the GPU finish with them first.
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
+        if flight.failed and flight.handed_on is None:
+            flight.observed.set()  # nothing to observe (or already being watched: harmless)
         if slot is not None:
             self.pool.give_back(slot)
         self.pending.append(flight)
@@ -232,36 +299,30 @@ class _Runner:
             self.ctx.fail(p.request_id, reason)
 
     def _retire_done(self) -> None:
-        while self.pending and (self.pending[0].failed or self.pending[0].total.done()):
+        while self.pending and self.pending[0].observed.is_set():
             self._retire(self.pending.popleft(), wait=False)
 
     def _retire(self, flight: _InFlight, wait: bool) -> None:
-        """The batch's GPU work is complete (or waited for): give back its inputs, send timings."""
-        if wait and self.cuda and not flight.failed:
-            flight.total.end.synchronize()
+        """The batch's device work is complete (or waited for): give back its inputs, report."""
+        if wait:
+            flight.observed.wait()
         for item in flight.items:
             self.gather.readers[item.pool_id].release(item.slot)
         if flight.failed:
             return
         # Slot writes are interleaved with the stages on one stream: compute is the rest.
         publish_s = sum(t.seconds() for t in flight.writes)
-        compute_s = flight.total.seconds() - publish_s
-        handoff_s = flight.gathered.copy_seconds()
-        exposed_s = flight.gathered.exposed_seconds()
-        n_requests = sum(len(item.parts) for item in flight.items)
-        step, ctx = self.spec.step_name, self.ctx
+        stamps = StepStamps(
+            self.spec.step_name, self.ctx.device_label, self.spec.replica,
+            batch=sum(len(item.parts) for item in flight.items),
+            taken=flight.taken, gathered=flight.gathered, slot_held=flight.slot_held,
+            finished=flight.finished, compute_s=flight.total.seconds() - publish_s,
+            publish_s=publish_s, handed_on=flight.handed_on,
+            handoff_s=flight.inputs.copy_seconds(),
+            handoff_exposed_s=flight.inputs.exposed_seconds())
         for item in flight.items:
             for p in item.parts:
-                ctx.record(p.request_id, {
-                    f"{step}.device": ctx.device_label,
-                    f"{step}.replica": self.spec.replica,
-                    f"{step}.queue_wait_s": flight.t_get - item.t_put,
-                    f"{step}.compute_s": compute_s,
-                    f"{step}.handoff_s": handoff_s,
-                    f"{step}.handoff_exposed_s": exposed_s,
-                    f"{step}.publish_s": publish_s,
-                    f"{step}.batch": n_requests,
-                })
+                self.ctx.record(p.request_id, stamps)
 
 
 def _on(stream):

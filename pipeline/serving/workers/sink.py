@@ -1,7 +1,12 @@
-"""The sink process: the end of the pipeline. It waits (on the host) for each final slot's GPU
-work, stamps the request's completion, optionally saves the output (as the model says: FLAVR's
-interpolated video, R(2+1)D's top classes), and gives the slot back. Completion is stamped before
-any saving, so saving never inflates latency.
+"""The sink process: the end of the pipeline. It says how each request ended (ok, or an output
+check failed), optionally saves the output (as the model says: FLAVR's interpolated video,
+R(2+1)D's top classes), and gives the slot back.
+
+It does not stamp completion: the last step's runner does, when its GPU work completes (one queue's
+FIFO order here would make a small request finished on one GPU wait behind a large one on
+another). A request is ok once both reports are in. The sink waits for a slot's GPU work only to
+read it (checking or saving outputs); otherwise it gives the slot back at once, which is safe: its
+producer writes that slot again only on its own stream, after the work it is replacing.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.clock import now
+from pipeline.analysis.records import Outcome
 from pipeline.serving.transport.queues import get_batch
 from pipeline.serving.transport.slots import PoolReader, load_handle
 from pipeline.serving.workers.child import ChildContext, run_child
@@ -41,33 +46,40 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
         readers[h.pool_id] = PoolReader(h, spec.upstream_free[h.pool_id], torch.device(h.device))
     ctx.send("attached", ctx.name)
     while not ctx.should_stop():
-        batch, t_get = get_batch(spec.in_queue, 1, ctx.should_stop)
+        batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
         if not batch:
             break
         item = batch[0]
         reader = readers[item.pool_id]
-        reader.wait_host(item.slot)
-        t_done = now()
-        out = reader.tensors(item).get("out")
-        finite = [True] * len(item.parts)
-        if spec.check_outputs and out is not None:  # one host read per item, not per request
-            finite = torch.stack([torch.isfinite(out[p.start:p.start + p.rows]).all()
-                                  for p in item.parts]).tolist()
-        for p, ok in zip(item.parts, finite):
-            status = {"status": "ok", "error": ""}
-            if not ok:
-                status = {"status": "error", "error": "output holds NaN or Inf values"}
-            ctx.record(p.request_id, {
-                "sink.queue_wait_s": t_get - item.t_put, "sink.handoff_s": 0.0,
-                "done_s": t_done, "output_frames": spec.model.outputs_per_request(p.frames),
-                **status})
-            if spec.save_dir and out is not None and status["status"] == "ok":
-                try:
-                    # a copy: the slot goes back to its producer below
-                    _save(spec, p, out[p.start:p.start + p.rows].to("cpu", copy=True))
-                except Exception as exc:  # saving is a by-product; the request itself is done
-                    ctx.send("log", ctx.name, f"request {p.request_id}: could not save: {exc}")
+        for p, outcome in zip(item.parts, _outcomes(ctx, spec, reader, item)):
+            ctx.record(p.request_id, outcome)
         reader.release(item.slot)
+
+
+def _outcomes(ctx: ChildContext, spec: SinkSpec, reader, item) -> list[Outcome]:
+    """Each part's outcome; the outputs are read (and saved) only when asked for."""
+    out = None
+    if spec.check_outputs or spec.save_dir:
+        reader.wait_host(item.slot)
+        out = reader.tensors(item).get("out")
+    finite = [True] * len(item.parts)
+    if spec.check_outputs and out is not None:  # one host read per item, not per request
+        finite = torch.stack([torch.isfinite(out[p.start:p.start + p.rows]).all()
+                              for p in item.parts]).tolist()
+    outcomes = []
+    for p, ok in zip(item.parts, finite):
+        frames = dict(frames=p.frames, output_frames=spec.model.outputs_per_request(p.frames))
+        if not ok:
+            outcomes.append(Outcome("error", "output holds NaN or Inf values", **frames))
+            continue
+        outcomes.append(Outcome("ok", **frames))
+        if spec.save_dir and out is not None:
+            try:
+                # a copy: the slot goes back to its producer next
+                _save(spec, p, out[p.start:p.start + p.rows].to("cpu", copy=True))
+            except Exception as exc:  # saving is a by-product; the request itself is done
+                ctx.send("log", ctx.name, f"request {p.request_id}: could not save: {exc}")
+    return outcomes
 
 
 def _save(spec: SinkSpec, part, out: torch.Tensor) -> None:
