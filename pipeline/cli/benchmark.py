@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field for this run, e.g. --set model.precision=fp32 "
                         "--set model.resolution=[720,1280] --set videos.synthetic.count=8 "
                         "(VALUE is read as YAML; pipeline[1].gpus=[0,1] indexes the step list)")
+    p.add_argument("--heartbeat-timeout", dest="heartbeat_timeout_s", type=float, default=30.0,
+                   metavar="S", help="a process silent for this long once started (stuck in a "
+                                     "GPU or decoder call, stopped) ends the run, named")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -88,6 +91,8 @@ def main(argv=None) -> int:
                 parser.error(f"--{flag} must be >= 1")
         if args.warmup < 0 or args.mean_interval_ms < 0:
             parser.error("--warmup and --mean_interval_ms must be >= 0")
+        if not 0 < args.heartbeat_timeout_s < float("inf"):
+            parser.error("--heartbeat-timeout must be a positive number of seconds")
         cfg = apply_overrides(load_config(args.config), args.overrides)
         if args.dry_run:
             from pipeline.serving import mps
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
             seed=args.seed, on_full=args.on_full, device=args.device, logs_root=args.logs,
             save_outputs=args.save_outputs, check_outputs=args.check_outputs,
             decode_backend=args.decode_backend, mps=args.mps,
-            progress=not args.no_progress)
+            heartbeat_timeout_s=args.heartbeat_timeout_s, progress=not args.no_progress)
         result = run(cfg, opts, args_for_log=vars(args))
     except (ConfigError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,8 +16,25 @@ from pathlib import Path
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.serving import mps
+from pipeline.serving.heartbeat import HeartbeatBoard
 from pipeline.serving.launch.local import LocalLauncher
 from pipeline.serving.plan import RunOptions, frame_sizes, plan_run
+from pipeline.serving.runlog import (
+    create_run_dir,
+    environment_info,
+    run_dir_name,
+    write_run,
+)
+from pipeline.serving.transport.messages import (
+    Attached,
+    ClientDone,
+    Fatal,
+    Notice,
+    Overflow,
+    Ready,
+    Record,
+    Start,
+)
 from pipeline.serving.transport.queues import Output
 from pipeline.serving.workers.child import ChildContext
 
@@ -100,7 +117,7 @@ class _Run:
         self.finished: set[int] = set()  # requests with a final status
         self.signals = None  # the handlers to restore once the logs are written
         self.mps = "off"  # what the run did about MPS (mps.MpsState.text)
-        self.on_final = lambda: None
+        self.bar = None  # progress of the requests, while serving
         self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -119,7 +136,7 @@ class _Run:
                 self.affinity[gpu] = cpu_affinity_for_gpu(gpu)
             affinity = self.affinity[gpu]
         ctx = ChildContext(name, self.control, self.launcher.queue(), self.stop, self.device_kind,
-                           gpu, threads, affinity)
+                           gpu, threads, affinity, self.heartbeats.heart(name))
         self.children[name] = ctx
         return ctx
 
@@ -182,13 +199,14 @@ class _Run:
 
     # -- the run --------------------------------------------------------------------------------
     def execute(self) -> None:
-        from pipeline.serving.runlog import create_run_dir, run_dir_name
-
         o = self.opts
         self.run_dir = create_run_dir(Path(o.logs_root), run_dir_name(
             self.cfg.name, o.mean_interval_ms, o.batch, o.videos, o.queue_size, o.per_gpu))
         self.control = self.launcher.queue()
         self.stop = self.launcher.event()
+        names = [SINK, "client"] + [r.name for step in self.topo.replicas for r in step]
+        self.heartbeats = HeartbeatBoard(self.launcher.shared_floats(2 * len(names)), names,
+                                         o.heartbeat_timeout_s, o.start_timeout_s)
         self.admit_closed = self.launcher.event()
         self._queues()
         self.signals = _install_signal_handlers()
@@ -235,14 +253,12 @@ class _Run:
         pools, deadline = {}, now() + self.opts.start_timeout_s
         bar = _bar(len(waiting), "warming up", self.opts.progress)
         while waiting:
-            msg = self._next_message(deadline, "start-up (model build and warm-up)")
-            if msg is None:
-                continue
-            if msg[0] == "ready":
-                _, name, pool_bytes = msg
-                waiting.discard(name)
-                if pool_bytes is not None:
-                    pools[name] = pool_bytes
+            msg = self._next_message(deadline, lambda: "start-up (model build and warm-up)"
+                                     + self._still(waiting))
+            if isinstance(msg, Ready):
+                waiting.discard(msg.name)
+                if msg.pool is not None:
+                    pools[msg.name] = msg.pool
                 bar.update(1)
         bar.close()
         return pools
@@ -254,24 +270,24 @@ class _Run:
         for i, replicas in enumerate(topo.replicas):
             for r in replicas:
                 ups = topo.producers_for(i, r.gpu)
-                self.children[r.name].setup.put(("start", {u.name: pools[u.name] for u in ups}))
+                self.children[r.name].setup.put(Start({u.name: pools[u.name] for u in ups}))
                 expected.add(r.name)
         sink_ups = topo.producers_for(topo.n_steps, None)
-        self.children[SINK].setup.put(("start", {u.name: pools[u.name] for u in sink_ups}))
+        self.children[SINK].setup.put(Start({u.name: pools[u.name] for u in sink_ups}))
         expected.add(SINK)
         deadline = now() + 120.0
         while expected:
-            msg = self._next_message(deadline, "opening the shared slot pools")
-            if msg is not None and msg[0] == "attached":
-                expected.discard(msg[1])
+            msg = self._next_message(deadline, lambda: "opening the shared slot pools"
+                                     + self._still(expected))
+            if isinstance(msg, Attached):
+                expected.discard(msg.name)
         if self.monitor is not None:
             self.monitor.start()
         self.t0 = now() + 0.05
-        self.children["client"].setup.put(("start", self.t0))
+        self.children["client"].setup.put(Start(self.t0))
 
     def _serve(self) -> None:
-        bar = _bar(self.n_requests, "requests", self.opts.progress)
-        self.on_final = lambda: bar.update(1)
+        bar = self.bar = _bar(self.n_requests, "requests", self.opts.progress)
         last_done, last_progress = 0, now()
         while self.client_sent is None or len(self.finished) < self.client_sent:
             self._next_message(None, None, poll_s=0.2)
@@ -284,7 +300,8 @@ class _Run:
 
     def _next_message(self, deadline, phase, poll_s: float = 0.1):
         """One control message (already applied to the records), or None after `poll_s`.
-        Raises RunStopped when a child died, reported a fatal error, or `deadline` passed."""
+        Raises RunStopped when a child died, reported a fatal error, fell silent past its
+        heartbeat limit, or `deadline` passed (`phase()` says what was not done by then)."""
         try:
             msg = self.control.get(timeout=poll_s)
         except queue_module.Empty:
@@ -297,33 +314,54 @@ class _Run:
             name, role, code = dead[0]
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             raise RunStopped(self.error or f"process '{name}' ({role}) {how}")
+        silent = self.heartbeats.overdue()
+        if silent:
+            name, seconds = silent[0]
+            self.error = self.error or (
+                f"process '{name}' ({self.launcher.roles[name]}) stopped responding: no "
+                f"heartbeat for {seconds:.1f} s (limit {self.heartbeats.limit_s:g} s, "
+                f"heartbeat_timeout_s); it is stopped or stuck, e.g. in a GPU or decoder call")
+            self.launcher.kill(name)  # it cannot leave by itself; the others get their grace
+            raise RunStopped(self.error)
         if deadline is not None and now() > deadline:
-            raise RunStopped(f"{phase} did not finish within its time limit")
+            raise RunStopped(f"{phase()} did not finish within its time limit")
         return msg
 
+    def _final(self, rid: int) -> None:
+        """Request `rid` has ended."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _still(self, names) -> str:
+        """': still waiting for NAME (ROLE), ...': who a phase that ran out of time waited for."""
+        return ": still waiting for " + ", ".join(
+            f"'{n}' ({self.launcher.roles[n]})" for n in sorted(names))
+
     def _apply(self, msg) -> None:
-        kind = msg[0]
-        if kind == "rec":
-            rid = msg[1]
-            self.table.update(rid, msg[2])
-            if rid not in self.finished and self.table.rows[rid].get("status") in FINAL:
-                self.finished.add(rid)
-                self.on_final()
-        elif kind == "fatal":
-            name, text = msg[1], msg[2]
-            ctx = self.children.get(name)
-            where = f" (GPU {ctx.gpu})" if ctx is not None and ctx.gpu is not None else ""
-            self.error = self.error or f"process '{name}'{where} failed: {text.strip()}"
-        elif kind == "overflow":
-            if not self.admit_closed.is_set():
-                self.stop_reason = msg[2]
-                self.admit_closed.set()
-        elif kind == "client_done":
-            self.client_sent = msg[1]
-            if msg[2]:
-                self.stop_reason = self.stop_reason or msg[2]
-        elif kind == "log":
-            self.notices.append(f"{msg[1]}: {msg[2]}")
+        match msg:
+            case Record(rid, fields):
+                self.table.update(rid, fields)
+                if rid not in self.finished and self.table.rows[rid].get("status") in FINAL:
+                    self.finished.add(rid)
+                    self._final(rid)
+            case Fatal(name, text):
+                ctx = self.children.get(name)
+                where = f" (GPU {ctx.gpu})" if ctx is not None and ctx.gpu is not None else ""
+                self.error = self.error or f"process '{name}'{where} failed: {text.strip()}"
+            case Overflow(_, text):
+                if not self.admit_closed.is_set():
+                    self.stop_reason = text
+                    self.admit_closed.set()
+            case ClientDone(sent, reason):
+                self.client_sent = sent
+                if reason:
+                    self.stop_reason = self.stop_reason or reason
+            case Notice(name, text):
+                self.notices.append(f"{name}: {text}")
+            case Ready() | Attached():
+                pass  # read by the handshake that waits for them
+            case _:
+                raise TypeError(f"unknown control message {msg!r}")
 
     def pump(self) -> None:
         """While children exit: take in their last records, and empty the data queues so no
@@ -349,7 +387,6 @@ class _Run:
     # -- the end --------------------------------------------------------------------------------
     def finish(self, config_dict: dict, args_dict: dict) -> RunResult:
         from pipeline.analysis.report import format_report, summarize
-        from pipeline.serving.runlog import environment_info, write_run
 
         never = "never admitted: " + (self.stop_reason or self.error or "the run ended first")
         for rid in range(self.n_requests):

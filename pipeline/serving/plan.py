@@ -37,6 +37,8 @@ class RunOptions:
     decode_backend: str = field(default_factory=lambda: os.environ.get("FLAVR_DECODE_BACKEND", "auto"))
     start_timeout_s: float = 600.0  # model build + warm-up of every replica
     stall_timeout_s: float = 300.0  # no request finished for this long: stop
+    # a child that has reported ready and then stays silent this long is frozen: the run stops
+    heartbeat_timeout_s: float = 30.0
     progress: bool = True
     # MPS control daemon (pipeline/mps.py): "auto" where processes share a GPU, or "on" / "off"
     mps: str = "auto"

@@ -1,23 +1,32 @@
-"""What every pipeline child process shares: its identity, its channels to the main process, and
-the start-up handshake (ready -> start -> attached) that replaces a barrier nobody can escape.
+"""What every pipeline child process shares: its identity, its channels to the main process, its
+heartbeat, and the start-up handshake (ready -> start -> attached) that replaces a barrier nobody
+can escape.
 
-Messages to the main process are plain tuples on one control queue:
-    ("ready", name, pool_bytes | None)         warmed up; its output pool, serialised once
-    ("attached", name)                         opened its producers' pools; may start
-    ("rec", request_id, {field: value})        part of a request's record (see records.py)
-    ("fatal", name, message)                   cannot go on; the run stops
-    ("overflow", name, message)                a queue overflowed: stop admitting requests
-    ("client_done", sent, reason)              the client issued everything it will issue
-    ("log", name, text)                        a notice for the user
+Children talk to the main process only through this context's methods, which put the typed
+messages of `pipeline.serving.transport.messages` on one control queue; the main process answers
+once, with `Start`, on the child's own setup queue.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue as queue_module
 import signal
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pipeline.serving.heartbeat import Heartbeat
+from pipeline.serving.transport.messages import (
+    Attached,
+    ClientDone,
+    Fatal,
+    Notice,
+    Overflow,
+    Ready,
+    Record,
+    Start,
+)
 
 
 @dataclass
@@ -30,29 +39,58 @@ class ChildContext:
     gpu: int | None = None
     threads: int = 1
     cpu_affinity: list[int] | None = None
+    heartbeat: Heartbeat | None = None  # None: nobody watches this child's liveness
+    _beating: bool = field(default=False, init=False, repr=False)  # start-up has its own limit
 
     def should_stop(self) -> bool:
+        """Polled by every worker loop and every wait, so it is also where the child beats."""
+        if self._beating:
+            self.heartbeat.beat()
         return self.stop.is_set() or main_process_gone()
 
-    def send(self, *msg) -> None:
-        self.control.put(msg)
+    # -- messages to the main process -------------------------------------------------------------
+    def ready(self, pool: bytes | None = None) -> None:
+        """Warmed up. From now on the child beats, and must keep beating."""
+        self.control.put(Ready(self.name, pool))
+        if self.heartbeat is not None:
+            self._beating = True
+            self.heartbeat.beat()
+
+    def attached(self) -> None:
+        self.control.put(Attached(self.name))
 
     def record(self, request_id: int, values: dict) -> None:
-        self.control.put(("rec", request_id, values))
+        self.control.put(Record(request_id, values))
 
     def fail(self, request_id: int, reason: str) -> None:
-        self.control.put(("rec", request_id, {"status": "error", "error": reason}))
+        self.control.put(Record(request_id, {"status": "error", "error": reason}))
 
     def overflow(self, request_ids, exc: Exception) -> None:
         """A queue overflowed: these requests are dropped, and (RnB's policy) the run stops
         admitting new ones."""
         for rid in request_ids:
             self.record(rid, {"status": "dropped", "error": str(exc)})
-        self.control.put(("overflow", self.name, str(exc)))
+        self.control.put(Overflow(self.name, str(exc)))
 
     def fatal(self, message: str) -> None:
-        self.control.put(("fatal", self.name, message))
+        self.control.put(Fatal(self.name, message))
 
+    def notice(self, text: str) -> None:
+        self.control.put(Notice(self.name, text))
+
+    def client_done(self, sent: int, reason: str = "") -> None:
+        self.control.put(ClientDone(sent, reason))
+
+    # -- liveness ---------------------------------------------------------------------------------
+    def allow_silence(self, seconds: float | None = None):
+        """Context for one call that may keep this thread from beating for up to `seconds`
+        (a large batch on the CPU), or, with None, as long as start-up may take (a first
+        compile for a new frame size)."""
+        if not self._beating:
+            return contextlib.nullcontext()
+        return self.heartbeat.allow(seconds)
+
+    # -- the device -------------------------------------------------------------------------------
     @property
     def torch_device(self) -> str:
         return f"cuda:{self.gpu}" if self.device_kind == "cuda" else "cpu"
@@ -62,14 +100,15 @@ class ChildContext:
         return f"{self.device_kind}:{self.gpu}"
 
     def wait_start(self, poll_s: float = 0.1):
-        """The main process's start message (upstream pools), or None if the run stops first."""
+        """The main process's start payload (upstream pools, or t0 for the client), or None if
+        the run stops first."""
         while not self.should_stop():
             try:
                 msg = self.setup.get(timeout=poll_s)
             except queue_module.Empty:
                 continue
-            if msg[0] == "start":
-                return msg[1]
+            if isinstance(msg, Start):
+                return msg.payload
         return None
 
 
@@ -99,7 +138,9 @@ def enter_child(ctx: ChildContext) -> None:
 def main_process_gone() -> bool:
     """True in a child whose main process has died (kill -9, say): nobody will set the stop flag
     or read what this process sends any more, so it must stop on its own. The dead parent's
-    children are adopted by another process, so the parent pid changes (one cheap syscall)."""
+    children are adopted by another process, so the parent pid changes (one cheap syscall).
+    On Linux the local launcher also has the kernel kill children with their parent; this check
+    covers other systems and launchers."""
     parent = multiprocessing.parent_process()
     return parent is not None and os.getppid() != parent.pid
 
@@ -113,6 +154,8 @@ def run_child(ctx: ChildContext, body) -> None:
         ctx.fatal(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
         raise SystemExit(1)
     finally:
+        if ctx._beating:
+            ctx.heartbeat.retire()
         if main_process_gone():
             # Orphaned: leave now. A normal exit would wait to flush queued messages into pipes
             # that nobody reads any more, possibly forever.

@@ -30,7 +30,7 @@ def client_main(ctx, spec: ClientSpec) -> None:
 
 
 def _serve(ctx, spec: ClientSpec) -> None:
-    ctx.send("ready", ctx.name, None)
+    ctx.ready()
     t0 = ctx.wait_start()
     if t0 is None:
         return
@@ -57,4 +57,4 @@ def _serve(ctx, spec: ClientSpec) -> None:
 
     stop = lambda: ctx.should_stop() or spec.admit_closed.is_set()
     run_schedule(spec.offsets, t0, send, stop)
-    ctx.send("client_done", handled[0], stopped["reason"])
+    ctx.client_done(handled[0], stopped["reason"])

@@ -54,10 +54,10 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     pool = SlotPool(ctx.name, device, largest([decode_output_spec(rows, h, w) for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
     router = spec.output.router(ctx.gpu)
-    ctx.send("ready", ctx.name, pool.handle_bytes())
+    ctx.ready(pool.handle_bytes())
     if ctx.wait_start() is None:
         return
-    ctx.send("attached", ctx.name)
+    ctx.attached()
     step = spec.step_name
     while not ctx.should_stop():
         batch, t_get = get_batch(spec.in_queue, 1, ctx.should_stop)
