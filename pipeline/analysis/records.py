@@ -95,7 +95,12 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in columns})
+            writer.writerow(csv_cells(row, columns))
+
+
+def csv_cells(row: dict, columns) -> dict:
+    """One row as requests.csv holds it (also appended one by one while a run goes)."""
+    return {k: _cell(row.get(k)) for k in columns}
 
 
 def _cell(value):

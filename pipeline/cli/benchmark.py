@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     if args.config is None:
         parser.error("the following arguments are required: -c/--config (or --model-only)")
     from pipeline.config import apply_overrides, describe_placement, load_config
-    from pipeline.errors import ConfigError, VideoError
+    from pipeline.errors import ConfigError, LogsError, VideoError
 
     try:
         for flag in ("batch_size", "videos", "queue_size"):
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             decode_backend=args.decode_backend, mps=args.mps,
             heartbeat_timeout_s=args.heartbeat_timeout_s, progress=not args.no_progress)
         result = run(cfg, opts, args_for_log=vars(args))
-    except (ConfigError, VideoError) as exc:
+    except (ConfigError, VideoError, LogsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before any process started (a run catches its own)
@@ -123,6 +123,9 @@ def main(argv=None) -> int:
         return 130
     print(result.report)
     print(f"logs: {result.run_dir}")
+    if result.log_error:
+        print(f"error: {result.log_error} (the report above is printed all the same)",
+              file=sys.stderr)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
     return result.exit_code

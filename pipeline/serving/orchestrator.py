@@ -15,11 +15,14 @@ from pathlib import Path
 
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
+from pipeline.errors import LogsError
 from pipeline.serving import mps
 from pipeline.serving.heartbeat import HeartbeatBoard
 from pipeline.serving.launch.local import LocalLauncher
 from pipeline.serving.plan import RunOptions, frame_sizes, plan_run
 from pipeline.serving.runlog import (
+    RequestsCsv,
+    check_writable,
     create_run_dir,
     environment_info,
     run_dir_name,
@@ -47,10 +50,11 @@ class RunResult:
     rows: list[dict]
     error: str | None = None
     notices: list[str] = field(default_factory=list)
+    log_error: str | None = None  # what of the logs could not be written (the report still can)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.error else 0
+        return 1 if self.error or self.log_error else 0
 
 
 FINAL = ("ok", "error", "dropped")
@@ -66,6 +70,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     p = plan_run(cfg, opts.device, opts.per_gpu, opts.mps)
     device_kind, notices, topo, use_mps, mps_reason = (p.device_kind, p.notices, p.topo,
                                                        p.use_mps, p.mps_reason)
+    notices += check_writable(opts.logs_root)  # LogsError before anything starts
     checkpoint = resolve_checkpoint(cfg)
     if checkpoint is not None:
         # The runners load the file validation found (next to the config first), not the text.
@@ -118,6 +123,7 @@ class _Run:
         self.signals = None  # the handlers to restore once the logs are written
         self.mps = "off"  # what the run did about MPS (mps.MpsState.text)
         self.bar = None  # progress of the requests, while serving
+        self.requests_csv = None  # requests.csv, streamed as requests end (runlog.RequestsCsv)
         self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
 
     # -- wiring ---------------------------------------------------------------------------------
@@ -202,6 +208,7 @@ class _Run:
         o = self.opts
         self.run_dir = create_run_dir(Path(o.logs_root), run_dir_name(
             self.cfg.name, o.mean_interval_ms, o.batch, o.videos, o.queue_size, o.per_gpu))
+        self.requests_csv = RequestsCsv(self.run_dir / "requests.csv", self.topo.step_names)
         self.control = self.launcher.queue()
         self.stop = self.launcher.event()
         names = [SINK, "client"] + [r.name for step in self.topo.replicas for r in step]
@@ -328,9 +335,11 @@ class _Run:
         return msg
 
     def _final(self, rid: int) -> None:
-        """Request `rid` has ended."""
+        """Request `rid` has ended: count it, and put its row on disk at once."""
         if self.bar is not None:
             self.bar.update(1)
+        if self.requests_csv is not None:
+            self.requests_csv.append(self.table.rows[rid], self.t0 or 0.0)
 
     def _still(self, names) -> str:
         """': still waiting for NAME (ROLE), ...': who a phase that ran out of time waited for."""
@@ -415,12 +424,21 @@ class _Run:
             "gpu_processes": ({str(g): n for g, n in mps.gpu_processes(self.topo).items()}
                               if self.device_kind == "cuda" else None),
         }
+        if self.requests_csv is not None:
+            self.requests_csv.close()
+            if self.requests_csv.error:
+                self.notices.append(f"could not stream requests.csv: {self.requests_csv.error}")
         summary = summarize(rows, self.topo.step_names, run_info, samples)
         report = format_report(summary)
-        write_run(self.run_dir, config_dict=config_dict, args_dict=args_dict,
-                  env=environment_info(), rows=rows, columns=self.table.columns(),
-                  nvml_samples=samples, summary=summary, report_text=report, run_info=run_info)
-        return RunResult(self.run_dir, summary, report, rows, self.error, self.notices)
+        log_error = None
+        try:
+            write_run(self.run_dir, config_dict=config_dict, args_dict=args_dict,
+                      env=environment_info(), rows=rows, columns=self.table.columns(),
+                      nvml_samples=samples, summary=summary, report_text=report,
+                      run_info=run_info)
+        except LogsError as exc:  # the report is still printed; the command says what is lost
+            log_error = str(exc)
+        return RunResult(self.run_dir, summary, report, rows, self.error, self.notices, log_error)
 
 
 def _bar(total: int, desc: str, enabled: bool):
