@@ -19,6 +19,10 @@ from pipeline.serving.orchestrator import RunOptions, run
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16  # 16x16 frames: decode and hand-off cost next to nothing
+# A run that stops gives its children the launcher's grace to leave (3 s), then terminates them
+# (1 s more); on a loaded 2-core machine a child's interpreter exit alone takes seconds. Bounds
+# on how long stopping takes are this, never less.
+RUN_END_S = 3.0 + 1.0 + 6.0
 FRAMES = 4  # frames_per_request
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from run_helpers import (
     FRAMES,
+    RUN_END_S,
     SIZE,
     WHOLE,
     Background,
@@ -46,6 +47,7 @@ from run_helpers import (
 )
 
 from pipeline.config import config_from_dict
+from pipeline.serving.launch.local import TEMP_PREFIX, remove_stale_temp_dirs
 from pipeline.serving.orchestrator import run
 
 # -- 1. a child killed mid-run ------------------------------------------------------------------
@@ -73,7 +75,7 @@ def test_a_child_killed_mid_run_ends_the_run_promptly_and_leaves_nothing(tmp_pat
     result = bg.join(timeout=30)
     took = time.monotonic() - t_kill
     print(f"{victim} killed: the run ended {took:.2f} s later: {result.error}")
-    assert took < 5.0, f"the run took {took:.1f} s to end after the kill"
+    assert took < RUN_END_S, f"the run took {took:.1f} s to end after the kill"
 
     role = table[VICTIMS[victim]]["role"]
     assert result.error and VICTIMS[victim] in result.error and role in result.error, result.error
@@ -106,8 +108,8 @@ def test_a_runner_killed_during_start_up_ends_the_run_promptly(tmp_path):
     took = time.monotonic() - t_kill
     print(f"runner killed while starting: the run ended {took:.2f} s later: {result.error}")
     # The others are still importing and cannot look at the stop flag: they get the launcher's
-    # grace period (3 s), then are terminated.
-    assert took < 8.0, f"the run took {took:.1f} s to end after the kill"
+    # grace period, then are terminated.
+    assert took < RUN_END_S, f"the run took {took:.1f} s to end after the kill"
     assert VICTIMS["runner"] in result.error and "signal 9" in result.error
     rows = assert_logs_account_for_everything(run_dir, 21, allowed=("dropped",))
     assert all(r["error"].startswith("never admitted") for r in rows)
@@ -136,7 +138,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_write_the_logs(tmp_path, how, when)
     print(f"{how} while {when}: exit code {code} {took:.2f} s later")
     # While starting up, children notice the stop only after their warm-up, or are terminated
     # after a grace period.
-    assert took < (6.0 if when == "serving" else 9.0), f"stopping took {took:.1f} s"
+    assert took < RUN_END_S, f"stopping took {took:.1f} s"
     assert code != 0
     err = bench.err
     assert "interrupted" in err, err
@@ -155,17 +157,24 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_write_the_logs(tmp_path, how, when)
 
 # -- the main process killed: the children must not outlive it -----------------------------------
 
-def test_children_exit_when_the_main_process_is_killed(tmp_path):
+def test_children_exit_within_a_second_when_the_main_process_is_killed(tmp_path):
     bench, run_dir, table = long_benchmark(tmp_path)
-    os.kill(bench.pid, signal.SIGKILL)
-    assert bench.wait(timeout=10) == -signal.SIGKILL
     t_kill = time.monotonic()
+    os.kill(bench.pid, signal.SIGKILL)
     try:
-        wait_for(lambda: not children_alive(table), 10, "the children to notice and exit")
-        print(f"children gone {time.monotonic() - t_kill:.2f} s after the main process")
+        wait_for(lambda: not children_alive(table), 10, "the children to notice and exit",
+                 poll_s=0.01)
+        took = time.monotonic() - t_kill
+        print(f"children gone {took:.3f} s after the main process was killed")
+        assert took < 1.0
     finally:
         for name in children_alive(table):  # do not leave them behind if the test fails
             os.kill(table[name]["pid"], signal.SIGKILL)
+    assert bench.wait(timeout=10) == -signal.SIGKILL
+    # The children's temporary folder outlives a main process killed -9; the next run's
+    # launcher removes it.
+    stale = remove_stale_temp_dirs()
+    assert [f for f in stale if f.name.startswith(f"{TEMP_PREFIX}{bench.pid}-")], stale
 
 
 # -- 3. bad requests fail alone -------------------------------------------------------------------

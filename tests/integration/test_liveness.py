@@ -8,6 +8,7 @@ import signal
 import time
 
 from run_helpers import (
+    RUN_END_S,
     WHOLE,
     Background,
     assert_logs_account_for_everything,
@@ -47,7 +48,7 @@ def test_a_frozen_runner_is_named_and_ends_the_run_once_its_heartbeat_limit_pass
     print(f"runner stopped: the run ended {took:.2f} s later: {result.error}")
     # Not before the limit (nothing else ends it early), and soon after it: the silent one is
     # killed at once, the others leave within their grace.
-    assert LIMIT_S - 0.5 < took < LIMIT_S + 8.0, took
+    assert LIMIT_S - 0.5 < took < LIMIT_S + RUN_END_S, took
     error = result.error or ""
     assert victim in error and "step 'flavr'" in error and "GPU 0" in error, error
     assert "no heartbeat for" in error and f"limit {LIMIT_S:g} s" in error, error

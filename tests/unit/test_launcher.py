@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -124,3 +125,16 @@ def test_children_die_with_their_main_process(launcher):
     took = time.monotonic() - t0
     print(f"the child was gone {took:.3f} s after its main process was killed")
     assert took < 1.0
+
+
+def test_a_run_folder_whose_main_process_is_gone_is_removed_by_the_next_launcher(tmp_path):
+    from pipeline.serving.launch.local import TEMP_PREFIX, remove_stale_temp_dirs
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"{TEMP_PREFIX}{dead.pid}-abcd"
+    live = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-efgh"
+    for folder in (stale, live):
+        (folder / "pymp-x").mkdir(parents=True)
+    assert remove_stale_temp_dirs(str(tmp_path)) == [stale]
+    assert not stale.exists() and live.exists()

@@ -8,8 +8,9 @@ up goes at once. (The thread that starts a run's children must outlive them: run
 stops them on one thread.)
 
 Children keep their temporary files (multiprocessing's pymp-* folders, which hold the sockets
-that share CPU tensors) in one folder of the run, which stop() removes once every child is gone:
-a child that is killed cannot clean up after itself.
+that share CPU tensors) in one folder of the run, flavr-run-<main pid>-*, which stop() removes
+once every child is gone: a child that is killed cannot clean up after itself. A main process
+killed with -9 cannot either; the next launcher removes folders whose main process is gone.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import tempfile
 import time
 import weakref
 from multiprocessing import reduction
+from pathlib import Path
 
 from pipeline.serving.launch.base import Launcher
 
@@ -98,6 +100,31 @@ def _close_floats(view, mapping, fd: int) -> None:
     os.close(fd)
 
 
+TEMP_PREFIX = "flavr-run-"
+
+
+def remove_stale_temp_dirs(root: str | None = None) -> list[Path]:
+    """Remove the run folders (flavr-run-<pid>-*) of main processes that no longer exist, in
+    `root` (default: the temporary folder). Returns what was removed."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -157,7 +184,8 @@ class LocalLauncher(Launcher):
         # Not daemonic: a step may start helpers of its own (compile workers, decoder threads);
         # the orchestrator always calls stop(), which ends every process it started.
         if self.temp_dir is None:
-            self.temp_dir = tempfile.mkdtemp(prefix="flavr-run-")
+            remove_stale_temp_dirs()
+            self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
         setup = _ChildSetup(os.getpid(), self.temp_dir)
         proc = self.mp.Process(target=_child_main, args=(setup, target, *args), name=name,
                                daemon=False)
