@@ -97,6 +97,17 @@ def test_av1_is_probed_as_av1_and_decodes_with_pyav_on_cpu(tmp_path_factory):
     assert (bias < 1.0).all(), bias
 
 
+def test_a_decoder_keeps_one_backend_per_kind_across_clips(tmp_path_factory):
+    decoder = FrameDecoder("cpu")
+    decoder.decode(video_clip(tmp_path_factory, "vp9", frames=4))
+    decoder.decode(video_clip(tmp_path_factory, "h264", frames=4))
+    first = dict(decoder._backends)
+    decoder.decode(video_clip(tmp_path_factory, "vp9", frames=4, seed=2))
+    decoder.decode(video_clip(tmp_path_factory, "h264", frames=4, seed=2))
+    assert sorted(first) == ["dali-cpu", "pyav"]
+    assert all(decoder._backends[name] is first[name] for name in first)
+
+
 def test_decode_range_returns_min_of_asked_and_available(tmp_path_factory):
     clip = video_clip(tmp_path_factory, "vp9", frames=10)
     full = FrameDecoder("cpu").decode(clip)
