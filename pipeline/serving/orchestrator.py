@@ -26,6 +26,7 @@ from pipeline.serving.runlog import (
     create_run_dir,
     environment_info,
     run_dir_name,
+    write_process_table,
     write_run,
 )
 from pipeline.serving.transport.messages import (
@@ -225,7 +226,9 @@ class _Run:
                 self.monitor = GpuMonitor(self.topo.gpus())
                 self.baseline = self.monitor.baseline()
             self._start_processes()
-            self._write_process_table()
+            write_process_table(self.run_dir, {
+                name: (self.launcher.pid(name), self.launcher.roles[name], ctx.gpu)
+                for name, ctx in self.children.items()})
             pools = self._handshake()
             self._release(pools)
             self._serve()
@@ -240,28 +243,14 @@ class _Run:
                 self.monitor.stop()
             self._drain_control(timeout_s=0.5)
 
-    def _write_process_table(self) -> None:
-        """processes.json in the run folder: which pid is which replica (for operators and
-        fault-injection tests)."""
-        import json
-
-        table = {name: {"pid": self.launcher.pid(name), "role": self.launcher.roles[name],
-                        "gpu": ctx.gpu} for name, ctx in self.children.items()}
-        table["main"] = {"pid": os.getpid(), "role": "the main process", "gpu": None}
-        # Written whole and renamed into place: tools poll for this file and must never read it
-        # half-written.
-        tmp = self.run_dir / "processes.json.tmp"
-        tmp.write_text(json.dumps(table, indent=2))
-        tmp.replace(self.run_dir / "processes.json")
-
     def _handshake(self) -> dict:
         """Wait until every process is warmed up; a death or the time limit ends the run."""
         waiting = set(self.children) - {"client"}
         pools, deadline = {}, now() + self.opts.start_timeout_s
         bar = _bar(len(waiting), "warming up", self.opts.progress)
         while waiting:
-            msg = self._next_message(deadline, lambda: "start-up (model build and warm-up)"
-                                     + self._still(waiting))
+            msg = self._next_message(deadline, lambda: self._late("start-up (model build and "
+                                                                  "warm-up)", waiting))
             if isinstance(msg, Ready):
                 waiting.discard(msg.name)
                 if msg.pool is not None:
@@ -284,8 +273,8 @@ class _Run:
         expected.add(SINK)
         deadline = now() + 120.0
         while expected:
-            msg = self._next_message(deadline, lambda: "opening the shared slot pools"
-                                     + self._still(expected))
+            msg = self._next_message(deadline, lambda: self._late("opening the shared slot pools",
+                                                                  expected))
             if isinstance(msg, Attached):
                 expected.discard(msg.name)
         if self.monitor is not None:
@@ -305,10 +294,10 @@ class _Run:
                                  f"stopping ({last_done} of {self.n_requests} finished)")
         bar.close()
 
-    def _next_message(self, deadline, phase, poll_s: float = 0.1):
+    def _next_message(self, deadline, late, poll_s: float = 0.1):
         """One control message (already applied to the records), or None after `poll_s`.
         Raises RunStopped when a child died, reported a fatal error, fell silent past its
-        heartbeat limit, or `deadline` passed (`phase()` says what was not done by then)."""
+        heartbeat limit, or `deadline` passed (`late()` says what was not done by then)."""
         try:
             msg = self.control.get(timeout=poll_s)
         except queue_module.Empty:
@@ -331,7 +320,7 @@ class _Run:
             self.launcher.kill(name)  # it cannot leave by itself; the others get their grace
             raise RunStopped(self.error)
         if deadline is not None and now() > deadline:
-            raise RunStopped(f"{phase()} did not finish within its time limit")
+            raise RunStopped(late())
         return msg
 
     def _final(self, rid: int) -> None:
@@ -341,10 +330,10 @@ class _Run:
         if self.requests_csv is not None:
             self.requests_csv.append(self.table.rows[rid], self.t0 or 0.0)
 
-    def _still(self, names) -> str:
-        """': still waiting for NAME (ROLE), ...': who a phase that ran out of time waited for."""
-        return ": still waiting for " + ", ".join(
-            f"'{n}' ({self.launcher.roles[n]})" for n in sorted(names))
+    def _late(self, phase: str, waiting) -> str:
+        """What ran out of time, and for whom it was still waiting."""
+        return (f"{phase} did not finish within its time limit; still waiting for "
+                + ", ".join(f"'{n}' ({self.launcher.roles[n]})" for n in sorted(waiting)))
 
     def _apply(self, msg) -> None:
         match msg:

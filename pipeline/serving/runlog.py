@@ -191,6 +191,19 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def write_process_table(run_dir: Path, children: dict) -> None:
+    """processes.json: which pid is which replica (for operators and fault-injection tests).
+    children: name -> (pid, role, gpu); the main process is added."""
+    table = {name: {"pid": pid, "role": role, "gpu": gpu}
+             for name, (pid, role, gpu) in children.items()}
+    table["main"] = {"pid": os.getpid(), "role": "the main process", "gpu": None}
+    # Written whole and renamed into place: tools poll for this file and must never read it
+    # half-written.
+    tmp = Path(run_dir) / "processes.json.tmp"
+    tmp.write_text(json.dumps(table, indent=2))
+    tmp.replace(Path(run_dir) / "processes.json")
+
+
 class RequestsCsv:
     """requests.csv while a run goes: each request's row is appended, and flushed to the
     operating system, as the request ends, so a crash or a kill -9 of the main process leaves
