@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -246,6 +247,7 @@ class Benchmark:
 
     def __init__(self, tmp_path: Path, config: Path, *flags: str):
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.temp_root = env.get("TMPDIR") or tempfile.gettempdir()  # where its run folder goes
         cmd = [sys.executable, str(REPO / "benchmark.py"), "-c", str(config), "--logs",
                str(tmp_path / "logs"), "--no-progress", *flags]
         self.out_path, self.err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"

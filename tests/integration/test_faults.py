@@ -173,7 +173,7 @@ def test_children_exit_within_a_second_when_the_main_process_is_killed(tmp_path)
     assert bench.wait(timeout=10) == -signal.SIGKILL
     # The children's temporary folder outlives a main process killed -9; the next run's
     # launcher removes it.
-    stale = remove_stale_temp_dirs()
+    stale = remove_stale_temp_dirs(bench.temp_root)
     assert [f for f in stale if f.name.startswith(f"{TEMP_PREFIX}{bench.pid}-")], stale
 
 
