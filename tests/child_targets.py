@@ -47,3 +47,7 @@ def launch_a_sleeper_and_wait(out) -> None:
     launcher.start("sleeper", "a child that sleeps", sleep_for, 600.0)
     out.put((os.getpid(), launcher.pid("sleeper")))
     time.sleep(600)
+
+
+def report_env(out, names) -> None:
+    out.put({name: os.environ.get(name) for name in names})

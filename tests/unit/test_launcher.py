@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,3 +139,23 @@ def test_a_run_folder_whose_main_process_is_gone_is_removed_by_the_next_launcher
         (folder / "pymp-x").mkdir(parents=True)
     assert remove_stale_temp_dirs(str(tmp_path)) == [stale]
     assert not stale.exists() and live.exists()
+
+
+def test_the_compile_cache_stays_out_of_the_run_folder(launcher, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    out = launcher.queue()
+    launcher.start("env", "a child that reports its environment", targets.report_env, out,
+                   ["TMPDIR", "TORCHINDUCTOR_CACHE_DIR"])
+    env = out.get(timeout=START_S)
+    assert env["TMPDIR"] == launcher.temp_dir
+    cache = Path(env["TORCHINDUCTOR_CACHE_DIR"])
+    usual = Path(os.environ.get("TMPDIR") or tempfile.gettempdir())  # what the child inherits
+    assert cache.name.startswith("torchinductor_") and cache.parent == usual
+
+
+def test_a_compile_cache_the_user_chose_is_kept(launcher, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    out = launcher.queue()
+    launcher.start("env", "a child that reports its environment", targets.report_env, out,
+                   ["TORCHINDUCTOR_CACHE_DIR"])
+    assert out.get(timeout=START_S) == {"TORCHINDUCTOR_CACHE_DIR": "/somewhere/else"}

@@ -11,10 +11,13 @@ Children keep their temporary files (multiprocessing's pymp-* folders, which hol
 that share CPU tensors) in one folder of the run, flavr-run-<main pid>-*, which stop() removes
 once every child is gone: a child that is killed cannot clean up after itself. A main process
 killed with -9 cannot either; the next launcher removes folders whose main process is gone.
+torch.compile's cache (Triton's inside it), which also defaults to the temporary folder, stays
+where it was, so compiled kernels outlive the run.
 """
 from __future__ import annotations
 
 import ctypes
+import getpass
 import mmap
 import multiprocessing as mp
 import os
@@ -138,8 +141,20 @@ def prepare_child(parent_pid: int, temp_dir: str) -> None:
             pass  # the child still polls for its parent (child.main_process_gone)
     if os.getppid() != parent_pid:
         os._exit(1)
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = _compile_cache_dir()
     os.environ["TMPDIR"] = temp_dir  # for libraries and their helper processes too
     tempfile.tempdir = temp_dir
+
+
+def _compile_cache_dir() -> str:
+    """Where torch.compile keeps its cache by default: torchinductor_<user> in the temporary
+    folder (the usual one, not the run's)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError, ModuleNotFoundError):
+        user = f"uid_{os.getuid()}"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + user.replace("/", "_"))
 
 
 class _ChildSetup:
