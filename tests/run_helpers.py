@@ -147,17 +147,21 @@ def _shm_mapped_inodes(maps_files) -> set[int]:
     return inodes
 
 
-def shm_left_over(before: set[str]) -> set[str]:
-    """Entries left behind by the run: `_unmapped_new` twice, a second apart, after collecting
-    this process's garbage (a run's queues free their semaphores when collected), so that another
-    program's semaphore caught between its creation and its first mapping is not counted."""
-    gc.collect()
-    first = _unmapped_new(before)
-    if not first:
-        return first
-    time.sleep(1.0)
-    gc.collect()
-    return first & _unmapped_new(before)
+def shm_left_over(before: set[str], wait_s: float = 15.0) -> set[str]:
+    """Entries left behind by the run: what `_unmapped_new` finds on every look over `wait_s`
+    (after collecting this process's garbage each time). A run's queues free their semaphores
+    when collected, and each queue's feeder thread, which holds two of them, must first wake up
+    and leave: on a loaded machine that takes a while. Entries that come and go (another
+    program's semaphore caught between its creation and its first mapping) do not count."""
+    end = time.monotonic() + wait_s
+    left = None
+    while True:
+        gc.collect()
+        now_left = _unmapped_new(before)
+        left = now_left if left is None else left & now_left
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.5)
 
 
 def _unmapped_new(before: set[str]) -> set[str]:
