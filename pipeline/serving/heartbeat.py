@@ -78,6 +78,9 @@ class HeartbeatBoard:
         late = []
         for name, i in self.index.items():
             last, promise = self._times[2 * i], self._times[2 * i + 1]
-            if last and at > promise:
+            # A second look: a value read while the child wrote it (a torn read) cannot read the
+            # same twice, and a child that is writing is not silent.
+            if last and at > promise and (last, promise) == (self._times[2 * i],
+                                                            self._times[2 * i + 1]):
                 late.append((name, at - last))
         return sorted(late, key=lambda x: -x[1])
