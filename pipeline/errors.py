@@ -21,3 +21,7 @@ class VideoError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model."""
+
+
+class LogsError(OSError):
+    """The logs folder, or a file in it, cannot be written; names the path."""

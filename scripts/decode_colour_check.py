@@ -13,14 +13,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.media.decode import FrameDecoder, _rgb_to_yuv_matrix  # noqa: E402
+from pipeline.media.colour import rgb_to_yuv_matrix  # noqa: E402
+from pipeline.media.decode import FrameDecoder  # noqa: E402
 from pipeline.media.probe import probe  # noqa: E402
 from pipeline.media.synthetic import truth_path, write_clip  # noqa: E402
 
 
 def ycc_codes(rgb: torch.Tensor, matrix: str) -> torch.Tensor:
     """(T,3,H,W) RGB in [0,1] -> mean Y, Cb, Cr in 8-bit limited-range code values."""
-    m = _rgb_to_yuv_matrix(matrix).to(rgb.device, torch.float32)
+    m = rgb_to_yuv_matrix(matrix).to(rgb.device, torch.float32)
     ycc = torch.einsum("ij,tjhw->tihw", m, rgb)
     return torch.stack([16 + 219 * ycc[:, 0], 128 + 224 * ycc[:, 1], 128 + 224 * ycc[:, 2]], 1)
 

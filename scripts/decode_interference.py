@@ -35,12 +35,14 @@ import torch  # noqa: E402
 def _decode_loop(mode: str, clip: str, device: str, frames: int, period: float, ready, stop,
                  counter) -> None:
     from models.flavr.windows import make_windows
-    from pipeline.media.decode import FrameDecoder, _dali_rgb
+    from pipeline.media.backends.dali import DaliGpuBackend, dali_rgb
+    from pipeline.media.decode import FrameDecoder
     from pipeline.media.probe import probe
 
     dev = torch.device(device)
     torch.cuda.set_device(dev)
     decoder = FrameDecoder(device)
+    nvdec = DaliGpuBackend(dev)
     info = probe(clip)
     stream = torch.cuda.current_stream(dev)
     slot = torch.empty((frames - 1, 3, 4, info.height, info.width), device=dev)
@@ -50,9 +52,9 @@ def _decode_loop(mode: str, clip: str, device: str, frames: int, period: float, 
         if mode == "full":
             slot.copy_(make_windows(decoder.decode(clip, frames)))
         elif mode == "raw":
-            decoder._dali_raw(info, "dali-gpu", 0, frames)
+            nvdec.raw(info, 0, frames)
         else:  # convert: what the worker does to DALI's output
-            slot.copy_(make_windows(_dali_rgb(raw, info, "dali-gpu")))
+            slot.copy_(make_windows(dali_rgb(raw, info, DaliGpuBackend.chroma_offset)))
         stream.synchronize()
 
     once()

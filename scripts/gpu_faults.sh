@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU side of the fault handling: (1) kill -9 a GPU runner mid-run: the run must end within
 # seconds naming it, write its logs, leave no process behind and give back the GPU memory;
-# (2) a request too large for a runner's memory cap fails alone with an out-of-memory reason.
+# (2) a request too large for a runner's memory cap fails alone with an out-of-memory reason;
+# (3) a GPU runner frozen with SIGSTOP is named once --heartbeat-timeout (10 s here) passes.
 #
 #   bash scripts/gpu_faults.sh [OUT_DIR]
 set -uo pipefail
@@ -26,6 +27,18 @@ alive=$(python3 -c "import json,os; t=json.load(open('$table')); print([k for k,
 { echo "killed $victim (pid $pid); benchmark exit code $rc, $(python3 -c "print(round($t1-$t0,2))") s after the kill"
   echo "processes still alive: $alive"; echo "GPU memory after: $(mem)"
   grep -E "^error|ended early|requests +[0-9]" "$out/kill.txt"; } | tee -a "$out/kill.txt"
+
+if [ -z "${SKIP_FREEZE:-}" ]; then
+  python3 benchmark.py -c "$cfg" -mi 100 -v 3000 --heartbeat-timeout 10 --logs "$out/freeze" \
+    --no-progress > "$out/freeze.txt" 2>&1 &
+  bench=$!
+  for _ in $(seq 120); do table=$(ls "$out"/freeze/*/processes.json 2>/dev/null | head -1); [ -n "$table" ] && break; sleep 0.5; done
+  sleep "${KILL_AFTER_S:-30}"
+  pid=$(python3 -c "import json; t=json.load(open('$table')); print(next(v['pid'] for k,v in t.items() if k.startswith('$victim[')))")
+  t0=$(date +%s.%N); kill -STOP "$pid"; wait "$bench"; rc=$?; t1=$(date +%s.%N)
+  { echo "stopped $victim (pid $pid); benchmark exit code $rc, $(python3 -c "print(round($t1-$t0,2))") s after SIGSTOP"
+    grep -E "^error" "$out/freeze.txt"; echo "GPU memory after: $(mem)"; } | tee -a "$out/freeze.txt"
+fi
 
 [ -n "${SKIP_OOM:-}" ] && exit 0
 mkdir -p videos/faults

@@ -44,6 +44,7 @@ def runner_fatal_message(model_cfg, timeout_s: float = 120.0) -> tuple[str, int]
     """Start a real runner process (spawned, on the CPU) for the whole model under `model_cfg`;
     return the fatal message it sends while building its model, and its exit code."""
     from pipeline.config import StepConfig
+    from pipeline.serving.transport.messages import Fatal
     from pipeline.serving.workers.child import ChildContext
     from pipeline.serving.workers.runner import RunnerSpec, runner_main
 
@@ -57,10 +58,10 @@ def runner_fatal_message(model_cfg, timeout_s: float = 120.0) -> tuple[str, int]
     try:
         while True:
             msg = control.get(timeout=timeout_s)
-            if msg[0] == "fatal":
+            if isinstance(msg, Fatal):
                 break
         proc.join(timeout_s)
-        return msg[2], proc.exitcode
+        return msg.message, proc.exitcode
     except queue_module.Empty:
         raise AssertionError("the runner sent no fatal message") from None
     finally:

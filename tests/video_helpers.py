@@ -67,6 +67,23 @@ def ffv1_clip(path: Path, frames: int = 3) -> Path:
     return path
 
 
+def odd_clip(path: Path, width: int = 47, height: int = 33, frames: int = 6, fps: int = 12) -> Path:
+    """A real VP9 clip of odd width and height (the project's own writer makes even sizes only)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libvpx-vp9", rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.roll(base, i, axis=1), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def corrupt_middle(src: Path, dst: Path, fraction: float = 0.25, seed: int = 0) -> Path:
     """Overwrite `fraction` of the file's bytes, starting at its middle, with random bytes."""
     data = bytearray(src.read_bytes())

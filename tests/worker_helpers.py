@@ -13,6 +13,7 @@ from models.flavr.served import FLAVRServed
 from pipeline.config import config_from_dict
 from pipeline.serving.steps import decode_output_spec
 from pipeline.serving.transport.items import Item, Part
+from pipeline.serving.transport.messages import Attached, Ready, Record, Start
 from pipeline.serving.transport.queues import Output
 from pipeline.serving.transport.slots import SlotPool
 from pipeline.serving.workers.child import ChildContext
@@ -70,7 +71,8 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             self.error = exc
 
-    def wait_for(self, kind: str, timeout: float = 60.0) -> tuple:
+    def wait_for(self, kind: type, timeout: float = 60.0):
+        """The next message of type `kind` (transport/messages.py)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
@@ -80,13 +82,19 @@ class Worker:
                     raise self.error
                 continue
             self.received.append(msg)
-            if msg[0] == kind:
+            if isinstance(msg, kind):
                 return msg
-        raise AssertionError(f"no '{kind}' message within {timeout} s; got {self.received}")
+        raise AssertionError(f"no {kind.__name__} message within {timeout} s; got {self.received}")
 
-    def records(self, n: int, timeout: float = 60.0) -> list[tuple]:
-        """The next n ("rec", request_id, record) messages."""
-        return [self.wait_for("rec", timeout) for _ in range(n)]
+    def records(self, n: int, timeout: float = 60.0) -> list[Record]:
+        """The next n Record messages."""
+        return [self.wait_for(Record, timeout) for _ in range(n)]
+
+    def start(self, pools: dict) -> None:
+        """The start-up handshake, as the main process does it: ready, start, attached."""
+        self.wait_for(Ready)
+        self.setup.put(Start(pools))
+        self.wait_for(Attached)
 
     def close(self) -> None:
         self.stop.set()

@@ -98,8 +98,16 @@ FINAL = ("ok", "error", "dropped")
 # What the processes report
 # --------------------------------------------------------------------------------------------
 
+class _Report:
+    """Pickled as its class and its values in field order, without the field names: a run sends
+    one report per request and step through the control queue."""
+
+    def __reduce__(self):
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
+
+
 @dataclass
-class Admission:
+class Admission(_Report):
     """The client's part: when the request was due, sent and in the first queue."""
 
     scheduled: float
@@ -108,7 +116,7 @@ class Admission:
 
 
 @dataclass
-class StepStamps:
+class StepStamps(_Report):
     """One step's handling of one request (the batch holding it): host clock times, in the order
     they happen, and the durations of its device work."""
 
@@ -128,7 +136,7 @@ class StepStamps:
 
 
 @dataclass
-class Outcome:
+class Outcome(_Report):
     """How a request ended, from whoever decided it."""
 
     status: str  # ok | error | dropped | unfinished
@@ -295,11 +303,15 @@ class RecordTable:
     def status(self, request_id: int) -> str:
         return self.rows[request_id].status(self.step_names[-1])
 
-    def finish(self, t0: float) -> list[RequestRow]:
-        """Rows in id order, times relative to t0, the latency divided into its columns."""
-        from pipeline.analysis.timeline import to_row
+    def row(self, request_id: int, t0: float) -> RequestRow:
+        """One request's row, times relative to t0, the latency divided into its columns."""
+        from pipeline.analysis.timeline import to_row  # timeline builds on this module
 
-        return [to_row(self.rows[rid], self.step_names, t0) for rid in sorted(self.rows)]
+        return to_row(self.rows[request_id], self.step_names, t0)
+
+    def finish(self, t0: float) -> list[RequestRow]:
+        """Every row, in id order (see `row`)."""
+        return [self.row(rid, t0) for rid in sorted(self.rows)]
 
     def columns(self) -> list[str]:
         return columns(self.step_names)
@@ -315,8 +327,14 @@ def write_csv(path: Path, rows, columns: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            cells = row.cells() if isinstance(row, RequestRow) else row
-            writer.writerow({k: _cell(cells.get(k)) for k in columns})
+            writer.writerow(csv_cells(row, columns))
+
+
+def csv_cells(row, columns) -> dict:
+    """One row (a RequestRow, or a dict of cells) as requests.csv holds it; also appended one by
+    one while a run goes."""
+    cells = row.cells() if isinstance(row, RequestRow) else row
+    return {k: _cell(cells.get(k)) for k in columns}
 
 
 def _cell(value):

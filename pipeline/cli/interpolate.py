@@ -9,6 +9,10 @@ look-ahead) -> FLAVR in batches -> the writer, which gets input frame i, then it
 frames, ..., then the last input frame: (T-1)*factor+1 frames at the input fps x factor. Memory
 stays bounded by one chunk plus one batch of windows, whatever the clip's length.
 
+Any frame size works: the model pads internally, and since the encoders' 4:2:0 video needs
+even sizes, an odd width or height is padded by one pixel for the output (the last column or row
+repeated), with a notice.
+
 A bad input (missing, empty, not a video, truncated or corrupt, unsupported codec, fewer than 2
 frames) or a bad checkpoint (not a weight file, damaged, of another model or factor, or a pickle
 holding more than weights without --trust-checkpoint) ends the command with exit code 2 and one
@@ -21,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from pipeline.errors import CheckpointError, VideoError
 
@@ -32,8 +37,8 @@ def _resolution(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x448, got '{text}'") from None
-    if h <= 0 or w <= 0 or h % 2 or w % 2:
-        raise argparse.ArgumentTypeError(f"height and width must be positive and even, got {text}")
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"height and width must be positive, got {text}")
     return h, w
 
 
@@ -97,9 +102,11 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     if info.frames < 2:
         raise VideoError(info.path, f"has {info.frames} frame(s); interpolation needs at least 2")
     height, width = resolution or (info.height, info.width)
-    if height % 2 or width % 2:
-        raise VideoError(info.path, f"frame size {info.width}x{info.height} is odd; pass "
-                                    f"--resolution with even numbers")
+    # 4:2:0 video needs even sizes: an odd one is padded for the encoder (the model takes any).
+    out_h, out_w = height + height % 2, width + width % 2
+    if (out_h, out_w) != (height, width):
+        log(f"notice: frame size {width}x{height} is odd; the output is {out_w}x{out_h}, its "
+            f"last column or row repeated (4:2:0 video needs even sizes)")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"{checkpoint}: no such checkpoint file")
     # Read once, before anything is decoded or written.
@@ -113,7 +120,7 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     total = output_frame_count(info.frames, factor)
     output_path = Path(output_path)
     written = 0
-    writer = VideoWriter(output_path, info.rate * factor, width, height, codec=codec)
+    writer = VideoWriter(output_path, info.rate * factor, out_w, out_h, codec=codec)
     try:
         with writer, tqdm(total=total, unit="frame", disable=not progress,
                           desc=output_path.name) as bar, torch.inference_mode():
@@ -126,11 +133,11 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
                                           f"factor {factor} needs {factor - 1}")
                 # input frame i, then its factor-1 new frames, for each window of the batch
                 out = torch.cat([middles[:, None].to(new.dtype), new], 1).flatten(0, 1)
-                writer.write(out)
+                writer.write(_pad_to(out, out_h, out_w))
                 written += out.shape[0]
                 bar.update(out.shape[0])
                 last = windows[-1, :, 2]  # input frame i+1 of the last window so far
-            writer.write(last)
+            writer.write(_pad_to(last[None], out_h, out_w))
             written += 1
             bar.update(1)
     except BaseException:
@@ -140,7 +147,17 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
         raise VideoError(info.path, f"wrote {written} frames, expected {total}")
     return {"input": str(info.path), "output": str(output_path), "frames_in": info.frames,
             "frames_out": written, "fps_out": float(info.rate * factor), "codec": writer.codec,
-            "width": width, "height": height, "backend": backend}
+            "width": out_w, "height": out_h, "padded": (out_h, out_w) != (height, width),
+            "backend": backend}
+
+
+def _pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(T,3,h,w) -> (T,3,height,width) for height >= h, width >= w: the last row and column
+    repeated."""
+    dh, dw = height - frames.shape[-2], width - frames.shape[-1]
+    if not dh and not dw:
+        return frames
+    return F.pad(frames.float(), (0, dw, 0, dh), mode="replicate")
 
 
 def main(argv=None) -> int:

@@ -206,6 +206,11 @@ class RunSettings:
     stall_timeout_s: float = setting(300.0, doc="stop when no request finished for this many "
                                                 "seconds", gt=0, le=86_400,
                                      flags=("--stall-timeout",))
+    heartbeat_timeout_s: float = setting(
+        30.0, doc="seconds a process may stay silent once started (stuck in a GPU or decoder "
+                  "call, stopped) before the run ends, naming it; a known long call (a first "
+                  "compile, a large CPU batch) is allowed longer", gt=0, le=86_400,
+        flags=("--heartbeat-timeout",), metavar="S")
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ ENCODERS = {
     "hevc": ("libx265",),
     "vp9": ("libvpx-vp9",),
     "vp8": ("libvpx",),
+    "av1": ("libsvtav1", "libaom-av1"),
 }
 _WEBM = {".webm"}
-_WEBM_CODECS = {"vp8", "vp9"}
+_WEBM_CODECS = {"vp8", "vp9", "av1"}
 
 
 def encoder_available(codec: str) -> str | None:
@@ -150,6 +151,9 @@ class VideoWriter:
                 opts.update({"b": "0", "cpu-used": "8", "row-mt": "1"})
             else:  # libvpx (VP8) takes crf only with a bitrate cap
                 opts.update({"b": "20M", "cpu-used": "16"})
+        elif self.codec == "av1":  # for test clips: fast presets, near-transparent quality
+            speed = {"preset": "12"} if self.encoder == "libsvtav1" else {"cpu-used": "8"}
+            opts = {"crf": str(16 if crf is None else crf), **speed}
         stream.options = opts
         return stream
 

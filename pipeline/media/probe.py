@@ -69,7 +69,7 @@ class Colour:
 @dataclass(frozen=True)
 class VideoInfo:
     path: Path
-    codec: str          # FFmpeg decoder name: h264, hevc, vp8, vp9, av1
+    codec: str          # FFmpeg codec name: h264, hevc, vp8, vp9, av1 (not the decoder's name)
     width: int
     height: int
     frames: int         # exact count of video packets (= frames for these codecs)
@@ -110,7 +110,7 @@ def _probe_cached(resolved: str, size: int, mtime_ns: int) -> VideoInfo:
             raise VideoError(path, f"no video stream (streams: {', '.join(kinds)})")
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        codec = ctx.name if ctx is not None else stream.codec.name
+        codec = codec_name(ctx.codec if ctx is not None else stream.codec)
         if codec not in SUPPORTED_CODECS:
             raise VideoError(path, f"unsupported codec '{codec}' (supported: "
                                    f"{', '.join(SUPPORTED_CODECS)})")
@@ -138,6 +138,12 @@ def _probe_cached(resolved: str, size: int, mtime_ns: int) -> VideoInfo:
                                    f"({lasting / float(rate):.2f} s) but only {frames} frames "
                                    f"can be read")
     return VideoInfo(path, codec, width, height, frames, Fraction(rate), colour)
+
+
+def codec_name(codec) -> str:
+    """The codec a stream is in, whichever decoder FFmpeg picked for it: an AV1 stream opens
+    with libdav1d or libaom-av1, whose names are not the codec's."""
+    return getattr(codec, "canonical_name", None) or codec.name
 
 
 def _frames_by_duration(container, stream, rate) -> tuple[float, float] | None:
@@ -198,7 +204,7 @@ def _count_packets(container, stream, path: Path, size: int) -> int:
     cut short (a packet reaching past the end of the file), a demuxer error, or broken framing
     (see _packet_framing_error)."""
     n = 0
-    codec = stream.codec_context.name
+    codec = codec_name(stream.codec_context.codec)
     nal_len = _nal_length_size(codec, stream.codec_context.extradata)
     check = codec == "vp9" or nal_len is not None
     try:

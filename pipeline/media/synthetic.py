@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CONTAINER = {"vp9": ".webm", "vp8": ".webm", "h264": ".mp4", "hevc": ".mp4"}
+CONTAINER = {"vp9": ".webm", "vp8": ".webm", "h264": ".mp4", "hevc": ".mp4", "av1": ".mp4"}
 
 
 @dataclass(frozen=True)

@@ -5,27 +5,32 @@
         args.json      the command-line arguments
         env.json       software and hardware the run used (environment_info)
         run.json       run_info: t0, step names, ... (what report.summary_from_run_dir needs)
-        requests.csv   one row per request (pipeline/records.py)
+        requests.csv   one row per request (pipeline/analysis/records.py); while the run goes,
+                       each request's row is appended as it ends, so a crash keeps them
         nvml.csv       GPU samples, times relative to t0
         report.json    the summary (pipeline/report.py)
         report.txt     the printed report
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import yaml
 
-from pipeline.analysis.records import SINK, write_csv
+from pipeline.analysis.records import SINK, RequestRow, columns, csv_cells, write_csv
+from pipeline.errors import LogsError
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -46,6 +51,28 @@ def run_dir_name(config_name: str, mi, b, v, qs, p, when: _dt.datetime | None = 
     name = _UNSAFE.sub("_", config_name).strip("_") or "config"
     return (f"{when:%y%m%d_%H%M%S}-{name}-mi{_num(mi)}-b{_num(b)}-v{_num(v)}-qs{_num(qs)}"
             f"-p{1 if p else 0}")
+
+
+LOW_DISK_BYTES = 100 * 2**20
+
+
+def check_writable(root) -> list[str]:
+    """Raise LogsError naming `root` when a run could not write its logs there (it cannot be
+    made, is not a folder, or a file in it cannot be written), before anything starts. Returns
+    notices (little free space)."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-") as f:
+            f.write(b"x")
+            f.flush()
+    except OSError as exc:
+        raise LogsError(f"logs folder '{root}' is not writable: "
+                        f"{exc.strerror or type(exc).__name__}") from None
+    free = shutil.disk_usage(root).free
+    if free < LOW_DISK_BYTES:
+        return [f"only {free / 2**20:.0f} MiB free for the logs in '{root}'"]
+    return []
 
 
 def create_run_dir(root, name: str) -> Path:
@@ -164,6 +191,79 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def write_process_table(run_dir: Path, children: dict) -> None:
+    """processes.json: which pid is which replica (for operators and fault-injection tests).
+    children: name -> (pid, role, gpu); the main process is added."""
+    table = {name: {"pid": pid, "role": role, "gpu": gpu}
+             for name, (pid, role, gpu) in children.items()}
+    table["main"] = {"pid": os.getpid(), "role": "the main process", "gpu": None}
+    # Written whole and renamed into place: tools poll for this file and must never read it
+    # half-written.
+    tmp = Path(run_dir) / "processes.json.tmp"
+    tmp.write_text(json.dumps(table, indent=2))
+    tmp.replace(Path(run_dir) / "processes.json")
+
+
+class RequestsCsv:
+    """requests.csv while a run goes: each request's row is appended, and flushed to the
+    operating system, as the request ends, so a crash or a kill -9 of the main process leaves
+    every completed row on disk (no fsync: a power cut may still lose the last ones). Fields a
+    request gets after it ended (a step's timings that come late) are only in the final file,
+    which `write_run` puts in its place, sorted and whole. A write error stops the streaming, is
+    kept in `error`, and never stops the run."""
+
+    def __init__(self, path: Path, step_names: list[str]):
+        self.path = Path(path)
+        self.columns = columns(step_names)
+        self.error: str | None = None
+        self._file = None
+        try:
+            self._file = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns,
+                                          extrasaction="ignore")
+            self._writer.writeheader()
+            self._file.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def append(self, row: RequestRow) -> None:
+        """One finished request's row (times relative to the run's t0)."""
+        if self._file is None:
+            return
+        try:
+            self._writer.writerow(csv_cells(row, self.columns))
+            self._file.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._failed(exc)
+            self._file = None
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = self.error or f"{self.path}: {exc.strerror or exc}"
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None
+
+
+def _write_csv_whole(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Written aside and renamed over the streamed file: it is replaced whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write_csv(tmp, rows, columns)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_run(run_dir, *, config_dict: dict, args_dict: dict, env: dict, rows: list[dict],
               columns: list[str], nvml_samples, summary: dict, report_text: str,
               run_info: dict | None = None) -> Path:
@@ -172,20 +272,36 @@ def write_run(run_dir, *, config_dict: dict, args_dict: dict, env: dict, rows: l
     rows/columns: records.RecordTable.finish(t0) and .columns(). nvml_samples: GpuMonitor.samples
     (absolute times; stored relative to t0). run_info defaults to summary['run'], which
     report.summarize fills with everything summary_from_run_dir needs (t0, step_names, ...).
+    Each file is written on its own: one that fails (a full disk) does not stop the others, and
+    LogsError then names every file that could not be written, and why.
     """
     from pipeline.serving.gpu_monitor import write_samples_csv
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     info = run_info if run_info is not None else summary["run"]
     if "step_names" not in info:
         info = {**info, "step_names": [s for s in summary["steps"] if s != SINK]}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
-    _write_json(run_dir / "args.json", args_dict)
-    _write_json(run_dir / "env.json", env)
-    _write_json(run_dir / "run.json", info)
-    write_csv(run_dir / "requests.csv", rows, columns)
-    write_samples_csv(run_dir / "nvml.csv", nvml_samples, info.get("t0", 0.0))
-    _write_json(run_dir / "report.json", summary)
-    (run_dir / "report.txt").write_text(report_text if report_text.endswith("\n") else report_text + "\n")
+    text = report_text if report_text.endswith("\n") else report_text + "\n"
+    writers = {
+        "config.yaml": lambda p: p.write_text(yaml.safe_dump(config_dict, sort_keys=False)),
+        "args.json": lambda p: _write_json(p, args_dict),
+        "env.json": lambda p: _write_json(p, env),
+        "run.json": lambda p: _write_json(p, info),
+        "requests.csv": lambda p: _write_csv_whole(p, rows, columns),
+        "nvml.csv": lambda p: write_samples_csv(p, nvml_samples, info.get("t0", 0.0)),
+        "report.json": lambda p: _write_json(p, summary),
+        "report.txt": lambda p: p.write_text(text),
+    }
+    failed = []
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LogsError(f"could not write the logs: {run_dir}: {exc.strerror or exc}") from None
+    for name, write in writers.items():
+        try:
+            write(run_dir / name)
+        except OSError as exc:
+            failed.append(f"{name} ({exc.strerror or type(exc).__name__})")
+    if failed:
+        raise LogsError(f"could not write {', '.join(failed)} in {run_dir}")
     return run_dir

@@ -12,6 +12,7 @@ from video_helpers import corrupt_middle, grey_levels, truth_frames, video_clip
 
 from pipeline.errors import VideoError
 from pipeline.media.decode import FrameDecoder, choose_backend, iter_frame_chunks
+from pipeline.media.encode import encoder_available
 
 pytestmark = [
     pytest.mark.gpu,
@@ -77,6 +78,16 @@ def test_nvdec_chunks_equal_one_decode(hd_h264):
 def test_nvdec_vp9(tmp_path_factory):
     clip = video_clip(tmp_path_factory, "vp9", width=256, height=256, frames=6)
     gpu = FrameDecoder("cuda:0").decode(clip)
+    ref = FrameDecoder("cuda:0", backend="pyav").decode(clip)
+    assert (grey_levels(gpu, ref) < TOLERANCE).all()
+
+
+@pytest.mark.skipif(encoder_available("av1") is None, reason="this PyAV build has no AV1 encoder")
+def test_nvdec_av1(tmp_path_factory):
+    clip = video_clip(tmp_path_factory, "av1", width=256, height=256, frames=6)
+    decoder = FrameDecoder("cuda:0")
+    gpu = decoder.decode(clip)
+    assert decoder.last_backend == "dali-gpu"
     ref = FrameDecoder("cuda:0", backend="pyav").decode(clip)
     assert (grey_levels(gpu, ref) < TOLERANCE).all()
 

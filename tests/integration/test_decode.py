@@ -14,7 +14,8 @@ from video_helpers import (
 
 from pipeline.errors import VideoError
 from pipeline.media.decode import FrameDecoder, choose_backend, iter_frame_chunks
-from pipeline.media.probe import Colour
+from pipeline.media.encode import encoder_available
+from pipeline.media.probe import Colour, probe
 
 # DALI's CPU decoder and PyAV decode the same VP9 bitstream (both libavcodec) and we convert
 # both with the stream's BT.709 matrix; what remains is DALI's 8-bit rounding of its own BT.601
@@ -82,6 +83,29 @@ def test_h264_decodes_with_pyav_on_cpu(tmp_path_factory):
     assert 0.0 <= frames.min() and frames.max() <= 1.0
     truth, _ = truth_frames(clip)
     assert grey_levels(frames, truth / 255.0).mean() < 6.0
+
+
+@pytest.mark.skipif(encoder_available("av1") is None, reason="this PyAV build has no AV1 encoder")
+def test_av1_is_probed_as_av1_and_decodes_with_pyav_on_cpu(tmp_path_factory):
+    clip = video_clip(tmp_path_factory, "av1", frames=8, truth_factor=1)
+    assert probe(clip).codec == "av1"  # whichever decoder (libdav1d, libaom) FFmpeg opens it with
+    decoder = FrameDecoder("cpu")
+    frames = decoder.decode(clip)
+    assert decoder.last_backend == "pyav" and frames.shape == (8, 3, 64, 64)
+    truth, _ = truth_frames(clip)
+    bias = (frames * 255.0 - truth).mean(dim=(0, 2, 3)).abs()
+    assert (bias < 1.0).all(), bias
+
+
+def test_a_decoder_keeps_one_backend_per_kind_across_clips(tmp_path_factory):
+    decoder = FrameDecoder("cpu")
+    decoder.decode(video_clip(tmp_path_factory, "vp9", frames=4))
+    decoder.decode(video_clip(tmp_path_factory, "h264", frames=4))
+    first = dict(decoder._backends)
+    decoder.decode(video_clip(tmp_path_factory, "vp9", frames=4, seed=2))
+    decoder.decode(video_clip(tmp_path_factory, "h264", frames=4, seed=2))
+    assert sorted(first) == ["dali-cpu", "pyav"]
+    assert all(decoder._backends[name] is first[name] for name in first)
 
 
 def test_decode_range_returns_min_of_asked_and_available(tmp_path_factory):

@@ -4,6 +4,7 @@ from video_helpers import (
     corrupt_middle,
     cut_in_half,
     ffv1_clip,
+    odd_clip,
     run_interpolate,
     video_clip,
 )
@@ -51,6 +52,34 @@ def _assert_clear_error(result, name, out):
     errors = [ln for ln in lines if ln.startswith("error:")]
     assert len(errors) == 1 and str(name) in errors[0], result.stderr
     assert not out.exists()  # no half-written output left behind
+
+
+def test_a_clip_of_odd_size_is_padded_for_the_encoder_and_says_so(tmp_path):
+    clip = odd_clip(tmp_path / "odd.webm", width=47, height=33, frames=6, fps=12)
+    out = tmp_path / "out.mp4"
+    result = run_interpolate(clip, "-o", out, "--factor", 2, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "notice: frame size 47x33 is odd; the output is 48x34" in result.stderr
+    info = probe(out)
+    assert (info.width, info.height, info.frames) == (48, 34, 11)
+    frames = FrameDecoder("cpu").decode(out)
+
+    def step(a, b):  # mean difference between two columns or rows, in grey levels
+        return float((a - b).abs().mean() * 255)
+
+    # the added column and row repeat the last ones (up to the encoder's loss), where any two
+    # neighbours of this noise-like clip differ a lot
+    assert step(frames[..., 47], frames[..., 46]) < step(frames[..., 46], frames[..., 45]) / 4
+    assert step(frames[..., 33, :], frames[..., 32, :]) < step(frames[..., 32, :],
+                                                                 frames[..., 31, :]) / 4
+
+
+def test_an_odd_resolution_is_taken_and_padded_alike(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "vp9", frames=4, fps=12)
+    out = tmp_path / "odd.webm"
+    result = run_interpolate(clip, "-o", out, "--device", "cpu", "--resolution", "31x45")
+    assert result.returncode == 0, result.stderr
+    assert (probe(out).width, probe(out).height) == (46, 32)
 
 
 def test_missing_file(tmp_path):

@@ -12,13 +12,17 @@ from pipeline.analysis.records import (
     Admission,
     Outcome,
     RecordTable,
+    RequestRow,
     StepStamps,
     read_csv,
 )
 from pipeline.analysis.report import format_report, summarize
 from pipeline.config import config_from_dict, config_to_dict, load_config
+from pipeline.errors import LogsError
 from pipeline.serving.gpu_monitor import read_samples_csv
 from pipeline.serving.runlog import (
+    RequestsCsv,
+    check_writable,
     create_run_dir,
     environment_info,
     package_version,
@@ -128,3 +132,60 @@ def test_write_run_without_nvml_samples(tmp_path):
     write_run(tmp_path, config_dict={}, args_dict={}, env={}, rows=[], columns=["request_id"],
               nvml_samples=None, summary=summary, report_text=format_report(summary))
     assert read_samples_csv(tmp_path / "nvml.csv") == []
+
+
+# -- logs that survive --------------------------------------------------------------------------
+
+def test_check_writable_makes_the_folder_and_leaves_nothing_in_it(tmp_path):
+    assert check_writable(tmp_path / "logs" / "deeper") == []
+    assert list((tmp_path / "logs" / "deeper").iterdir()) == []
+
+
+def test_check_writable_names_a_folder_that_cannot_be_made(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LogsError, match=f"logs folder '{tmp_path / 'file' / 'logs'}' is not "
+                                        f"writable: Not a directory"):
+        check_writable(tmp_path / "file" / "logs")
+
+
+def test_requests_csv_has_each_row_on_disk_as_soon_as_it_is_appended(tmp_path):
+    path = tmp_path / "requests.csv"
+    stream = RequestsCsv(path, ["decode", "flavr"])
+    t0 = 100.0
+    table = RecordTable(["decode", "flavr"], [(3, "clip.webm", 4, False)])
+    for record in (Admission(t0 + 1.0, t0 + 1.0, t0 + 1.0),
+                   StepStamps("decode", "cpu:0", 0, 1, taken=t0 + 1.0, gathered=t0 + 1.0,
+                              slot_held=t0 + 1.0, finished=t0 + 1.125, compute_s=0.125,
+                              publish_s=0.0, handed_on=t0 + 1.125),
+                   StepStamps("flavr", "cpu:0", 0, 1, taken=t0 + 1.125, gathered=t0 + 1.125,
+                              slot_held=t0 + 1.125, finished=t0 + 1.25, compute_s=0.125,
+                              publish_s=0.0),
+                   Outcome("ok", frames=4, output_frames=7)):
+        table.update(3, record)
+    stream.append(table.row(3, t0))  # as the run does when the request ends
+    rows = read_csv(path)  # read while the file is still open for appending
+    assert len(rows) == 1 and rows[0]["request_id"] == 3
+    assert rows[0]["scheduled_s"] == 1.0 and rows[0]["latency_s"] == 0.25
+    assert rows[0]["flavr.compute_s"] == 0.125
+    stream.close()
+    assert stream.error is None
+
+
+def test_requests_csv_keeps_the_first_write_error_and_stops_streaming(tmp_path):
+    stream = RequestsCsv(tmp_path / "no-such-folder" / "requests.csv", ["decode"])
+    stream.append(RequestRow(0, status="ok"))
+    stream.close()
+    assert "no-such-folder/requests.csv" in stream.error
+
+
+def test_write_run_writes_what_it_can_and_names_what_it_could_not(tmp_path):
+    (tmp_path / "requests.csv").mkdir()  # the final requests.csv cannot replace a folder
+    summary = summarize([], ["decode"], {"t0": 0.0}, None)
+    with pytest.raises(LogsError, match=r"could not write requests.csv \(Is a directory\) in "):
+        write_run(tmp_path, config_dict={}, args_dict={}, env={}, rows=[],
+                  columns=["request_id"], nvml_samples=None, summary=summary,
+                  report_text=format_report(summary))
+    for name in ("config.yaml", "args.json", "env.json", "run.json", "nvml.csv", "report.json",
+                 "report.txt"):
+        assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "requests.csv.tmp").exists()

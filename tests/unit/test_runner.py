@@ -24,9 +24,7 @@ def start_runner(upstream: Upstream, *, batch: int = 1, n_slots: int = 4, sizes=
     for item in queued:
         in_q.put(item)
     worker = Worker("work[0]@gpu0", lambda ctx: _Runner(ctx, spec).serve())
-    worker.wait_for("ready")
-    worker.setup.put(("start", {"up": upstream.pool.handle_bytes()}))
-    worker.wait_for("attached")
+    worker.start({"up": upstream.pool.handle_bytes()})
     return worker, in_q, out_q, free
 
 
@@ -40,7 +38,7 @@ def test_a_batch_is_one_call_and_each_request_is_reported_with_its_stamps_in_pat
                                           queued=[upstream.item(0), upstream.item(1)])
     try:
         out = out_q.get(timeout=30)
-        recs = {rid: rec for _, rid, rec in worker.records(2)}
+        recs = {m.request_id: m.record for m in worker.records(2)}
     finally:
         worker.close()
     assert [p.request_id for p in out.parts] == [0, 1] and out.rows == 2 * ROWS
@@ -77,7 +75,7 @@ def test_waiting_for_a_free_output_slot_is_reported_as_slot_wait(upstream):
         time.sleep(0.4)  # the runner waits for its slot meanwhile
         free.put(first.slot)
         out_q.get(timeout=30)
-        recs = {rid: rec for _, rid, rec in worker.records(2)}
+        recs = {m.request_id: m.record for m in worker.records(2)}
     finally:
         worker.close()
     s = recs[1]
@@ -91,7 +89,7 @@ def test_a_take_of_two_frame_sizes_runs_as_two_calls_one_after_the_other():
                                           queued=[up.item(0, SIZE), up.item(1, (8, 16))])
     try:
         outs = [out_q.get(timeout=30), out_q.get(timeout=30)]
-        recs = {rid: rec for _, rid, rec in worker.records(2)}
+        recs = {m.request_id: m.record for m in worker.records(2)}
     finally:
         worker.close()
     assert sorted(o.size for o in outs) == [(8, 16), SIZE]
@@ -109,7 +107,7 @@ def test_a_put_into_a_full_queue_is_handed_on_late_but_finished_on_time(upstream
         time.sleep(0.5)  # the second output waits for room in the full queue
         out_q.get(timeout=30)
         out_q.get(timeout=30)
-        recs = {rid: rec for _, rid, rec in worker.records(2)}
+        recs = {m.request_id: m.record for m in worker.records(2)}
     finally:
         worker.close()
     s = recs[1]

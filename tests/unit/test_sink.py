@@ -7,6 +7,7 @@ from worker_helpers import ROWS, Upstream, Worker
 
 from models.flavr.served import FLAVRServed
 from pipeline.analysis.records import Outcome
+from pipeline.serving.transport.messages import Record
 from pipeline.serving.workers.sink import SinkSpec, _serve
 
 
@@ -15,9 +16,7 @@ def start_sink(upstream: Upstream, *, check_outputs=False, save_dir=None, save_t
     spec = SinkSpec(in_q, {"up": upstream.free}, model=FLAVRServed(factor=2), save_dir=save_dir,
                     save_tensors=save_tensors, check_outputs=check_outputs)
     worker = Worker("sink", lambda ctx: _serve(ctx, spec))
-    worker.wait_for("ready")
-    worker.setup.put(("start", {"up": upstream.pool.handle_bytes()}))
-    worker.wait_for("attached")
+    worker.start({"up": upstream.pool.handle_bytes()})
     return worker, in_q
 
 
@@ -31,7 +30,8 @@ def test_each_request_ends_ok_with_its_frame_counts_and_the_slot_goes_back(upstr
     try:
         item = upstream.item(7)
         in_q.put(item)
-        [(_, rid, outcome)] = worker.records(1)
+        [msg] = worker.records(1)
+        rid, outcome = msg.request_id, msg.record
     finally:
         worker.close()
     assert rid == 7 and outcome == Outcome("ok", "", frames=4, output_frames=7)
@@ -43,7 +43,7 @@ def test_outputs_holding_nan_fail_their_request_when_checked(upstream):
     try:
         in_q.put(upstream.item(1, value=float("nan")))
         in_q.put(upstream.item(2, value=0.25))
-        outcomes = {rid: o for _, rid, o in worker.records(2)}
+        outcomes = {m.request_id: m.record for m in worker.records(2)}
     finally:
         worker.close()
     assert outcomes[1].status == "error" and outcomes[1].error == "output holds NaN or Inf values"
@@ -56,7 +56,8 @@ def test_saved_outputs_are_the_requests_frames(upstream, tmp_path):
     worker, in_q = start_sink(upstream, save_dir=str(tmp_path), save_tensors=True)
     try:
         in_q.put(upstream.item(3, value=0.75))
-        [(_, _, outcome)] = worker.records(1)
+        [msg] = worker.records(1)
+        outcome = msg.record
     finally:
         worker.close()
     assert outcome.status == "ok"
@@ -71,4 +72,4 @@ def test_the_sink_reports_no_completion_time(upstream):
         worker.records(1)
     finally:
         worker.close()
-    assert all(isinstance(m[2], Outcome) for m in worker.received if m[0] == "rec")
+    assert all(isinstance(m.record, Outcome) for m in worker.received if isinstance(m, Record))

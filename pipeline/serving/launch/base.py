@@ -24,6 +24,11 @@ class Launcher(ABC):
         """A one-way flag (set / is_set) shared by the run's processes."""
 
     @abstractmethod
+    def shared_floats(self, n: int):
+        """n floats (index, assign) every process of the run sees, written without a lock: each
+        child writes only its own (heartbeats), the main process reads them."""
+
+    @abstractmethod
     def start(self, name: str, role: str, target: Callable, *args) -> None:
         """Start `target(*args)` as the process `name`; `role` describes it for messages."""
 
@@ -36,6 +41,11 @@ class Launcher(ABC):
         """The operating system's id of process `name`, where it has one on this machine."""
 
     @abstractmethod
+    def kill(self, name: str) -> None:
+        """End process `name` now, without a grace period (it stopped responding)."""
+
+    @abstractmethod
     def stop(self, grace_s: float = 3.0, pump: Callable[[], None] | None = None) -> list[str]:
         """Let every process leave on its own within `grace_s` (calling `pump()` meanwhile), then
-        end the rest; return the names of those that had to be forced."""
+        end the rest, and free what the run's processes shared (temporary files, shared
+        memory); return the names of those that had to be forced."""

@@ -1,11 +1,34 @@
 """The local launcher: every process of a run is a spawned child of the main process, on this
 machine; queues are multiprocessing queues and tensors cross by CUDA IPC (shared memory on the CPU).
+
+Children die with the main process: on Linux each asks the kernel (prctl PR_SET_PDEATHSIG) to
+kill it the moment the thread that started it ends, which a kill -9 of the main process does.
+They ask first thing, before their start arguments import torch, so even a child still starting
+up goes at once. (The thread that starts a run's children must outlive them: run() starts and
+stops them on one thread.)
+
+Children keep their temporary files (multiprocessing's pymp-* folders, which hold the sockets
+that share CPU tensors) in one folder of the run, flavr-run-<main pid>-*, which stop() removes
+once every child is gone: a child that is killed cannot clean up after itself. A main process
+killed with -9 cannot either; the next launcher removes folders whose main process is gone.
+torch.compile's cache (Triton's inside it), which also defaults to the temporary folder, stays
+where it was, so compiled kernels outlive the run.
 """
 from __future__ import annotations
 
+import ctypes
+import getpass
+import mmap
 import multiprocessing as mp
+import os
+import shutil
 import signal
+import sys
+import tempfile
 import time
+import weakref
+from multiprocessing import reduction
+from pathlib import Path
 
 from pipeline.serving.launch.base import Launcher
 
@@ -29,12 +52,135 @@ class Flag:
         return self._sem.get_value() > 0
 
 
+class SharedFloats:
+    """n float64 in a memory file of this run, mapped by the main process and by every child it
+    starts (the descriptor goes with the start arguments). Unlike multiprocessing's RawArray,
+    whose heap keeps its file open for the life of the process, this one is closed with the run."""
+
+    def __init__(self, n: int, fd: int | None = None):
+        self.n = n
+        if fd is None:
+            fd = _memory_file(8 * max(n, 1))
+        self._fd = fd
+        self._map = mmap.mmap(fd, 8 * max(n, 1))
+        self._view = memoryview(self._map).cast("d")
+        self._closer = weakref.finalize(self, _close_floats, self._view, self._map, fd)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> float:
+        return self._view[i]
+
+    def __setitem__(self, i: int, value: float) -> None:
+        self._view[i] = value
+
+    def close(self) -> None:
+        self._closer()
+
+    def __reduce__(self):
+        # Only while a child is being spawned: DupFd hands the descriptor to that child.
+        return _attach_floats, (self.n, reduction.DupFd(self._fd))
+
+
+def _memory_file(size: int) -> int:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("flavr-shared-floats", os.MFD_CLOEXEC)
+    else:  # an unlinked temporary file elsewhere
+        fd, name = tempfile.mkstemp(prefix="flavr-shared-floats-")
+        os.unlink(name)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def _attach_floats(n: int, dup) -> SharedFloats:
+    return SharedFloats(n, dup.detach())
+
+
+def _close_floats(view, mapping, fd: int) -> None:
+    view.release()
+    mapping.close()
+    os.close(fd)
+
+
+TEMP_PREFIX = "flavr-run-"
+
+
+def remove_stale_temp_dirs(root: str | None = None) -> list[Path]:
+    """Remove the run folders (flavr-run-<pid>-*) of main processes that no longer exist, in
+    `root` (default: the temporary folder). Returns what was removed."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def prepare_child(parent_pid: int, temp_dir: str) -> None:
+    """First thing in a child: be killed when the parent goes (leave now if it has gone
+    already), and keep temporary files in the run's folder."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the child still polls for its parent (child.main_process_gone)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = _compile_cache_dir()
+    os.environ["TMPDIR"] = temp_dir  # for libraries and their helper processes too
+    tempfile.tempdir = temp_dir
+
+
+def _compile_cache_dir() -> str:
+    """Where torch.compile keeps its cache by default: torchinductor_<user> in the temporary
+    folder (the usual one, not the run's)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError, ModuleNotFoundError):
+        user = f"uid_{os.getuid()}"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + user.replace("/", "_"))
+
+
+class _ChildSetup:
+    """The first start argument of every child. Unpickling it runs prepare_child, so the child
+    is armed before the rest of its arguments (and their heavy imports) are loaded."""
+
+    def __init__(self, parent_pid: int, temp_dir: str):
+        self.parent_pid = parent_pid
+        self.temp_dir = temp_dir
+
+    def __reduce__(self):
+        return prepare_child, (self.parent_pid, self.temp_dir)
+
+
+def _child_main(_armed, target, *args) -> None:
+    target(*args)
+
+
 class LocalLauncher(Launcher):
     def __init__(self):
         # spawn everywhere: CUDA cannot survive fork, and the main process owns no CUDA context.
         self.mp = mp.get_context("spawn")
         self.procs: dict[str, mp.Process] = {}
         self.roles: dict[str, str] = {}
+        self._shared: list[SharedFloats] = []
+        self.temp_dir: str | None = None  # the children's temporary files; made at the first start
 
     def queue(self, maxsize: int = 0):
         return self.mp.Queue(maxsize=maxsize)
@@ -42,11 +188,22 @@ class LocalLauncher(Launcher):
     def event(self) -> "Flag":
         return Flag(self.mp)
 
+    def shared_floats(self, n: int) -> SharedFloats:
+        # Zeroed; an aligned 8-byte store is atomic on the CPUs this runs on, so no lock.
+        floats = SharedFloats(n)
+        self._shared.append(floats)
+        return floats
+
     def start(self, name: str, role: str, target, *args) -> None:
         """`role` says what the process is for error messages, e.g. "step 'encoder' on GPU 0"."""
         # Not daemonic: a step may start helpers of its own (compile workers, decoder threads);
         # the orchestrator always calls stop(), which ends every process it started.
-        proc = self.mp.Process(target=target, args=args, name=name, daemon=False)
+        if self.temp_dir is None:
+            remove_stale_temp_dirs()
+            self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+        setup = _ChildSetup(os.getpid(), self.temp_dir)
+        proc = self.mp.Process(target=_child_main, args=(setup, target, *args), name=name,
+                               daemon=False)
         # Ctrl-C reaches the whole process group, and a child takes seconds (imports) before it
         # can ignore SIGINT itself: start it with SIGINT blocked (the mask survives fork and
         # exec), so an early Ctrl-C stops the run through the main process alone, without a
@@ -67,6 +224,12 @@ class LocalLauncher(Launcher):
     def pid(self, name: str) -> int | None:
         return self.procs[name].pid
 
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.is_alive():
+            proc.kill()  # SIGKILL: also ends a stopped (SIGSTOP) process
+            proc.join(2.0)
+
     def stop(self, grace_s: float = 3.0, pump=None) -> list[str]:
         """Wait up to `grace_s` for every process to leave on its own, then terminate, then kill.
         `pump()` runs while waiting: a child cannot exit while data it queued sits unread in a
@@ -86,4 +249,8 @@ class LocalLauncher(Launcher):
             if proc.is_alive():
                 proc.kill()
                 proc.join(1.0)
+        for floats in self._shared:
+            floats.close()
+        if self.temp_dir is not None and not any(p.is_alive() for p in self.procs.values()):
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
         return forced

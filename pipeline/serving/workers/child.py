@@ -1,20 +1,16 @@
-"""What every pipeline child process shares: its identity, its channels to the main process, and
-the start-up handshake (ready -> start -> attached) that replaces a barrier nobody can escape.
+"""What every pipeline child process shares: its identity, its channels to the main process, its
+heartbeat, and the start-up handshake (ready -> start -> attached) that replaces a barrier nobody
+can escape.
 
-Messages to the main process are plain tuples on one control queue:
-    ("ready", name, pool_bytes | None)         warmed up; its output pool, serialised once
-    ("attached", name)                         opened its producers' pools; may start
-    ("rec", request_id, record)                part of a request's record (records.py: Admission,
-                                               StepStamps or Outcome)
-    ("fatal", name, message)                   cannot go on; the run stops
-    ("overflow", name, message)                a queue overflowed: stop admitting requests
-    ("warmed", handled, reason)                the client issued every warm-up it will issue
-    ("client_done", sent, reason)              the client issued everything it will issue
-    ("log", name, text)                        a notice for the user
+Children talk to the main process only through this context's methods, which put the typed
+messages of `pipeline.serving.transport.messages` on one control queue (a request's records are
+the typed reports of `pipeline.analysis.records`); the main process answers on the child's own
+setup queue: `Start` once, and `Measure` to the client when the warm-ups have finished.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import multiprocessing.util
 import os
@@ -22,10 +18,23 @@ import queue as queue_module
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.analysis.records import Outcome
 from pipeline.errors import CheckpointError, ConfigError, VideoError
+from pipeline.serving.heartbeat import Heartbeat
+from pipeline.serving.transport.messages import (
+    Attached,
+    ClientDone,
+    Fatal,
+    Measure,
+    Notice,
+    Overflow,
+    Ready,
+    Record,
+    Start,
+    Warmed,
+)
 
 # Errors that name the file or field at fault and say why: one line is the whole story.
 USER_ERRORS = (CheckpointError, ConfigError, VideoError)
@@ -41,30 +50,62 @@ class ChildContext:
     gpu: int | None = None
     threads: int = 1
     cpu_affinity: list[int] | None = None
+    heartbeat: Heartbeat | None = None  # None: nobody watches this child's liveness
+    _beating: bool = field(default=False, init=False, repr=False)  # start-up has its own limit
 
     def should_stop(self) -> bool:
+        """Polled by every worker loop and every wait, so it is also where the child beats."""
+        if self._beating:
+            self.heartbeat.beat()
         return self.stop.is_set() or main_process_gone()
 
-    def send(self, *msg) -> None:
-        self.control.put(msg)
+    # -- messages to the main process -------------------------------------------------------------
+    def ready(self, pool: bytes | None = None) -> None:
+        """Warmed up. From now on the child beats, and must keep beating."""
+        self.control.put(Ready(self.name, pool))
+        if self.heartbeat is not None:
+            self._beating = True
+            self.heartbeat.beat()
+
+    def attached(self) -> None:
+        self.control.put(Attached(self.name))
 
     def record(self, request_id: int, record) -> None:
         """Part of a request's record: a records.Admission, StepStamps or Outcome."""
-        self.control.put(("rec", request_id, record))
+        self.control.put(Record(request_id, record))
 
     def fail(self, request_id: int, reason: str) -> None:
-        self.control.put(("rec", request_id, Outcome("error", reason)))
+        self.record(request_id, Outcome("error", reason))
 
     def overflow(self, request_ids, exc: Exception) -> None:
         """A queue overflowed: these requests are dropped, and (RnB's policy) the run stops
         admitting new ones."""
         for rid in request_ids:
             self.record(rid, Outcome("dropped", str(exc)))
-        self.control.put(("overflow", self.name, str(exc)))
+        self.control.put(Overflow(self.name, str(exc)))
 
     def fatal(self, message: str) -> None:
-        self.control.put(("fatal", self.name, message))
+        self.control.put(Fatal(self.name, message))
 
+    def notice(self, text: str) -> None:
+        self.control.put(Notice(self.name, text))
+
+    def warmed(self, handled: int, reason: str = "") -> None:
+        self.control.put(Warmed(handled, reason))
+
+    def client_done(self, sent: int, reason: str = "") -> None:
+        self.control.put(ClientDone(sent, reason))
+
+    # -- liveness ---------------------------------------------------------------------------------
+    def allow_silence(self, seconds: float | None = None):
+        """Context for one call that may keep this thread from beating for up to `seconds`
+        (a large batch on the CPU), or, with None, as long as start-up may take (a first
+        compile for a new frame size)."""
+        if not self._beating:
+            return contextlib.nullcontext()
+        return self.heartbeat.allow(seconds)
+
+    # -- the device -------------------------------------------------------------------------------
     @property
     def torch_device(self) -> str:
         return f"cuda:{self.gpu}" if self.device_kind == "cuda" else "cpu"
@@ -73,15 +114,27 @@ class ChildContext:
     def device_label(self) -> str:
         return f"{self.device_kind}:{self.gpu}"
 
+    # -- messages from the main process -----------------------------------------------------------
     def wait_start(self, poll_s: float = 0.1):
-        """The main process's start message (upstream pools), or None if the run stops first."""
+        """The main process's start payload (upstream pools, or the warm-up start for the
+        client), or None if the run stops first."""
+        msg = self._wait_setup(Start, poll_s)
+        return None if msg is None else msg.payload
+
+    def wait_measure(self, poll_s: float = 0.05) -> float | None:
+        """The client: the measured schedule's start (t0), sent once every warm-up finished;
+        None if the run stops first."""
+        msg = self._wait_setup(Measure, poll_s)
+        return None if msg is None else msg.t0
+
+    def _wait_setup(self, kind: type, poll_s: float):
         while not self.should_stop():
             try:
                 msg = self.setup.get(timeout=poll_s)
             except queue_module.Empty:
                 continue
-            if msg[0] == "start":
-                return msg[1]
+            if isinstance(msg, kind):
+                return msg
         return None
 
 
@@ -111,7 +164,9 @@ def enter_child(ctx: ChildContext) -> None:
 def main_process_gone() -> bool:
     """True in a child whose main process has died (kill -9, say): nobody will set the stop flag
     or read what this process sends any more, so it must stop on its own. The dead parent's
-    children are adopted by another process, so the parent pid changes (one cheap syscall)."""
+    children are adopted by another process, so the parent pid changes (one cheap syscall).
+    On Linux the local launcher also has the kernel kill children with their parent; this check
+    covers other systems and launchers."""
     parent = multiprocessing.parent_process()
     return parent is not None and os.getppid() != parent.pid
 
@@ -129,6 +184,8 @@ def run_child(ctx: ChildContext, body) -> None:
         ctx.fatal(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
         code = 1
     finally:
+        if ctx._beating:  # leaving on its own: no more beats are owed
+            ctx.heartbeat.retire()
         if main_process_gone():
             # Orphaned: leave now. A normal exit would wait to flush queued messages into pipes
             # that nobody reads any more, possibly forever.

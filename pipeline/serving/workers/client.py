@@ -10,7 +10,6 @@ it.
 """
 from __future__ import annotations
 
-import queue as queue_module
 from dataclasses import dataclass
 
 from pipeline.analysis.records import Admission, Outcome
@@ -80,29 +79,16 @@ class _Issuer:
 
 
 def _serve(ctx, spec: ClientSpec) -> None:
-    ctx.send("ready", ctx.name, None)
+    ctx.ready()
     t_warm = ctx.wait_start()
     if t_warm is None:
         return
     issuer = _Issuer(ctx, spec)
     n_warm = len(spec.warmup_offsets)
     warm = issuer.phase(spec.requests[:n_warm], spec.warmup_offsets, t_warm)
-    ctx.send("warmed", warm, issuer.reason)
-    t0 = _wait_measure(ctx)
+    ctx.warmed(warm, issuer.reason)
+    t0 = ctx.wait_measure()
     if t0 is None:
         return
     sent = warm + issuer.phase(spec.requests[n_warm:], spec.offsets, t0)
-    ctx.send("client_done", sent, issuer.reason)
-
-
-def _wait_measure(ctx, poll_s: float = 0.05) -> float | None:
-    """The measured schedule's start (t0), sent once every warm-up finished; None if the run
-    stops first."""
-    while not ctx.should_stop():
-        try:
-            msg = ctx.setup.get(timeout=poll_s)
-        except queue_module.Empty:
-            continue
-        if msg[0] == "measure":
-            return msg[1]
-    return None
+    ctx.client_done(sent, issuer.reason)

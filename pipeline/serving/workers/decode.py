@@ -59,10 +59,10 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
                                                for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
     router = spec.output.router(ctx.gpu)
-    ctx.send("ready", ctx.name, pool.handle_bytes())
+    ctx.ready(pool.handle_bytes())
     if ctx.wait_start() is None:
         return
-    ctx.send("attached", ctx.name)
+    ctx.attached()
     while not ctx.should_stop():
         batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
         if not batch:

@@ -152,6 +152,7 @@ class _Runner:
         self.stream = torch.cuda.Stream(self.device, priority=-1) if self.cuda else None
         self.pending: collections.deque[_InFlight] = collections.deque()
         self.pool_id = ctx.name
+        self.call_s: dict[tuple, float] = {}  # (frame size, requests) -> its last call's time
 
     # -- start-up -------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -172,8 +173,8 @@ class _Runner:
                 if not is_out_of_memory(exc):
                     raise
                 # Requests of this size will fail alone with the same error; the rest can run.
-                self.ctx.send("log", self.ctx.name, f"warm-up at {h}x{w} ran out of GPU memory; "
-                                                    f"requests of that size are expected to fail")
+                self.ctx.notice(f"warm-up at {h}x{w} ran out of GPU memory; requests of that size "
+                                f"are expected to fail")
                 if self.cuda:
                     torch.cuda.synchronize(self.device)
                     torch.cuda.empty_cache()
@@ -181,14 +182,14 @@ class _Runner:
                              self.step.output_groups())
         self.gather = InputGather(self.device, self.stream)
         self.router = spec.output.router(self.ctx.gpu)
-        self.ctx.send("ready", self.ctx.name, self.pool.handle_bytes())
+        self.ctx.ready(self.pool.handle_bytes())
         handles = self.ctx.wait_start()
         if handles is None:
             return
         for data in handles.values():
             handle = load_handle(data)
             self.gather.attach(PoolReader(handle, spec.upstream_free[handle.pool_id], self.device))
-        self.ctx.send("attached", self.ctx.name)
+        self.ctx.attached()
         self._loop()
 
     def _warm_up(self, in_spec, size) -> None:
@@ -198,10 +199,19 @@ class _Runner:
             rows = n * self.spec.rows_per_request
             fake = {k: torch.rand((rows,) + s.shape[1:], generator=gen).to(self.device, s.dtype)
                     for k, s in in_spec.items()}
+            t0 = now()
             with torch.inference_mode(), _on(self.stream):
                 self.step.run(fake, size, n, lambda group, tensors: None)
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            self.call_s[(size, n)] = now() - t0
+
+    def _silence_allowed(self, shape) -> float | None:
+        """How long one model call of `shape` (frame size, requests) may keep this thread from
+        beating: a few times its last call (a large batch on the CPU takes long); a shape never
+        run before may first compile or autotune, which may take as long as start-up (None)."""
+        seen = self.call_s.get(shape)
+        return None if seen is None else 4.0 * seen
 
     # -- steady state ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -257,7 +267,10 @@ class _Runner:
                         rows.add(n)
 
                     flight.total.begin()
-                    self.step.run(flight.inputs.tensors, items[0].size, len(parts), publish)
+                    shape, started = (items[0].size, len(parts)), now()
+                    with self.ctx.allow_silence(self._silence_allowed(shape)):
+                        self.step.run(flight.inputs.tensors, items[0].size, len(parts), publish)
+                    self.call_s[shape] = now() - started
                     flight.total.finish()
                     if len(rows) != 1:
                         raise RuntimeError(f"step '{self.spec.step_name}' wrote groups with "

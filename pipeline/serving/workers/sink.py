@@ -36,7 +36,7 @@ def sink_main(ctx: ChildContext, spec: SinkSpec) -> None:
 
 
 def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
-    ctx.send("ready", ctx.name, None)
+    ctx.ready()
     handles = ctx.wait_start()
     if handles is None:
         return
@@ -44,7 +44,7 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
     for data in handles.values():
         h = load_handle(data)
         readers[h.pool_id] = PoolReader(h, spec.upstream_free[h.pool_id], torch.device(h.device))
-    ctx.send("attached", ctx.name)
+    ctx.attached()
     while not ctx.should_stop():
         batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
         if not batch:
@@ -78,7 +78,7 @@ def _outcomes(ctx: ChildContext, spec: SinkSpec, reader, item) -> list[Outcome]:
                 # a copy: the slot goes back to its producer next
                 _save(spec, p, out[p.start:p.start + p.rows].to("cpu", copy=True))
             except Exception as exc:  # saving is a by-product; the request itself is done
-                ctx.send("log", ctx.name, f"request {p.request_id}: could not save: {exc}")
+                ctx.notice(f"request {p.request_id}: could not save: {exc}")
     return outcomes
 
 
