@@ -127,9 +127,8 @@ def children_alive(table: dict) -> list[str]:
 
 def shm_entries() -> set[str]:
     """What a run puts in /dev/shm: multiprocessing's named semaphores (sem.mp-*, one per lock,
-    semaphore and event of the queues), unlinked when the main process frees them. Torch's CPU
-    tensors are shared with the file_descriptor strategy: their files are unlinked at once and
-    never appear here."""
+    semaphore and event of the queues), unlinked when the main process frees them. CPU slot
+    pools are memory files without a name (transport/slots.py) and never appear here."""
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 

@@ -234,3 +234,16 @@ def test_a_normal_run_ends_with_every_child_leaving_by_itself(tmp_path):
     assert result.error is None, result.error
     assert not [n for n in result.notices if n.startswith("had to terminate")], result.notices
     assert "had to terminate" not in result.report
+
+
+def test_one_producer_feeds_several_replicas_through_a_global_queue(tmp_path):
+    # One decode worker, two replicas of the next step behind one global queue: both consumers
+    # open the decode worker's slot pool (on the CPU, shared memory each must map for itself),
+    # and both serve. A sleep step holds each request long enough for the other replica to
+    # take the next one.
+    steps = [{"name": "decode", "kind": "decode", "gpus": [0]},
+             {"name": "work", "kind": "sleep", "sleep_ms": 200, "gpus": [0, 1]}]
+    result = run(make_config(tmp_path, steps), options(tmp_path, videos=6, mean_interval_ms=0))
+    assert result.error is None, result.error
+    assert [r["status"] for r in result.rows] == ["ok"] * 7
+    assert {r["work.replica"] for r in result.rows} == {0, 1}

@@ -13,6 +13,12 @@ event, so early groups (a U-Net encoder's first skips) cross while the producer 
 rest; the consumer's stream then waits on an ordinary event recorded after the last copy. (Making a
 stream of the consumer's GPU wait directly on another GPU's inter-process event was seen to hang.)
 
+On the CPU a slot's buffers are memory files of the producer (memfd), mapped shared: a consumer
+maps the same file through /proc/<producer pid>/fd, so one serialised handle opens in every
+consumer that reads the pool (the replicas behind a global queue), which torch's own sharing of
+CPU tensors (a descriptor handed over once) cannot do. The files have no name: nothing is left in
+/dev/shm or the temporary folder, whatever way the processes end.
+
 Two costs are measured per peer hand-off: the copy time (the link's busy time, all groups) and the
 exposed time, from the moment the consumer could have started (the producer done *and* the
 consumer's stream free) to the moment the last byte landed: what the hand-off adds to the request.
@@ -21,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pickle
 import queue as queue_module
+import weakref
 from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
 
@@ -78,6 +86,42 @@ def _slot_strides(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+# Memory files need Linux; elsewhere CPU slots fall back to torch's sharing (one consumer a pool).
+_MEMORY_FILES = hasattr(os, "memfd_create")
+
+
+def _memory_file_tensor(numel: int, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """A flat CPU tensor in a new memory file of this process, and the file's descriptor (kept
+    open, so that consumers can map the file by /proc path)."""
+    fd = os.memfd_create("flavr-slot", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, max(1, numel * dtype.itemsize))
+        return torch.from_file(f"/proc/self/fd/{fd}", shared=True, size=numel, dtype=dtype), fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _MappedBuffer:
+    """A producer's CPU slot buffer as a consumer finds it: unpickling maps the producer's memory
+    file (by any number of processes, any number of times, while the producer lives)."""
+
+    def __init__(self, pid: int, fd: int, numel: int, dtype: torch.dtype):
+        self.pid, self.fd, self.numel, self.dtype = pid, fd, numel, dtype
+
+    def __reduce__(self):
+        return _map_buffer, (self.pid, self.fd, self.numel, self.dtype)
+
+
+def _map_buffer(pid: int, fd: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_file(f"/proc/{pid}/fd/{fd}", shared=True, size=numel, dtype=dtype)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 @dataclass
 class PoolHandle:
     """What a consumer needs to read a producer's pool (pickled with torch's IPC reductions)."""
@@ -111,12 +155,21 @@ class SlotPool:
                              f"{sorted(spec)} exactly once")
         self.free_queue = free_queue
         self.slots = []
+        self._files: list[dict[str, int]] = []  # CPU: per slot, each buffer's memory file
         for _ in range(n_slots):
-            slot = {k: torch.empty(s.numel, dtype=s.dtype, device=device) for k, s in spec.items()}
-            if device.type == "cpu":
-                for t in slot.values():
-                    t.share_memory_()
+            if device.type == "cpu" and _MEMORY_FILES:
+                made = {k: _memory_file_tensor(s.numel, s.dtype) for k, s in spec.items()}
+                slot = {k: t for k, (t, _) in made.items()}
+                self._files.append({k: fd for k, (_, fd) in made.items()})
+            else:
+                slot = {k: torch.empty(s.numel, dtype=s.dtype, device=device)
+                        for k, s in spec.items()}
+                if device.type == "cpu":
+                    for t in slot.values():
+                        t.share_memory_()
             self.slots.append(slot)
+        # The mappings outlive the descriptors; a consumer maps a file only while the pool lives.
+        weakref.finalize(self, _close_all, [fd for f in self._files for fd in f.values()])
         self.is_cuda = device.type == "cuda"
         # Interprocess events cannot carry timing; timing events are separate and local.
         self.events = ([[torch.cuda.Event(interprocess=True) for _ in self.groups]
@@ -126,7 +179,12 @@ class SlotPool:
 
     def handle_bytes(self) -> bytes:
         """The pool serialised once, for the main process to forward unopened to consumers."""
-        handle = PoolHandle(self.pool_id, str(self.device), self.slots, self.groups,
+        slots = self.slots
+        if self._files:  # CPU: where each buffer's file is, instead of the tensors themselves
+            pid = os.getpid()
+            slots = [{k: _MappedBuffer(pid, files[k], self.spec[k].numel, self.spec[k].dtype)
+                      for k in files} for files in self._files]
+        handle = PoolHandle(self.pool_id, str(self.device), slots, self.groups,
                             [[e.ipc_handle() for e in per_slot] for per_slot in self.events]
                             if self.is_cuda else None)
         buf = io.BytesIO()
