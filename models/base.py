@@ -28,6 +28,9 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]  # tensor name -> (shape, dtype)
 
+# The project's own trained weights ship here; a config that names no checkpoint gets them.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
 
 def live_after(stages, stage_io, inputs, outputs) -> dict[str, tuple[str, ...]]:
     """For each boundary ("input", then after each stage): tensors already produced that some
@@ -214,6 +217,10 @@ class ServedModel(ABC):
     def run_info(self) -> dict:
         """What a run's report and logs record about the model."""
         return {"model": self.name, "model_title": self.title, "output_unit": self.output_unit}
+
+    def shipped_weights(self) -> Path | None:
+        """The weights the project ships for this model and variant (weights/), or None."""
+        return None
 
     def random_weights_notice(self) -> str:
         return (f"no checkpoint: {self.title} runs with random weights, so timings are real but "

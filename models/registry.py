@@ -16,6 +16,7 @@ MODELS = {
     "r2plus1d": "models.r2plus1d.served:R2Plus1DServed",
 }
 MODEL_NAMES = tuple(MODELS)
+RANDOM_WEIGHTS = "random"  # model.checkpoint / --checkpoint value that asks for untrained weights
 
 
 def model_class(name: str) -> "type[ServedModel]":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from models.base import ServedModel
+from models.base import WEIGHTS_DIR, ServedModel
 from models.flavr import checkpoint as ckpt
 from models.flavr.flops import FLOP_CONVENTION, flavr_stage_macs
 from models.flavr.model import FLAVR, N_INPUTS, PAD_MULTIPLE, FLAVRConfig
@@ -48,9 +48,15 @@ class FLAVRServed(ServedModel):
     def run_info(self) -> dict:
         return {**super().run_info(), "factor": self.factor}
 
+    def shipped_weights(self) -> Path | None:
+        path = WEIGHTS_DIR / f"flavr-{self.factor}x.safetensors"
+        return path if path.is_file() else None
+
     def random_weights_notice(self) -> str:
-        return ("no checkpoint: FLAVR runs with random weights, so timings are real but the "
-                "interpolated frames are not meaningful (set model.checkpoint)")
+        return ("FLAVR runs with random weights, so timings are real but the interpolated frames "
+                "are not meaningful (set model.checkpoint to a weights file"
+                + ("" if self.factor == 2 else "; the project ships trained weights for factor 2 only")
+                + ")")
 
     # ---- requests -----------------------------------------------------------------------------
 

@@ -1,8 +1,13 @@
 """Interpolate one video file end to end: decode, FLAVR, encode at factor x fps.
 
-    python -m pipeline.cli.interpolate IN.mp4 -o OUT.mp4 --factor 4 [--checkpoint F] \
+    python -m pipeline.cli.interpolate IN.mp4 -o OUT.mp4 --factor 4 [--checkpoint F|random] \
         [--trust-checkpoint] [--device auto|cpu|cuda:N] [--precision fp32|bf16|fp16] \
         [--batch N] [--resolution HxW]
+    python -m pipeline.cli.interpolate IN.mp4 --eval [--factor 2]   (quality against the truth)
+
+Without --checkpoint the model runs with the weights the project ships (weights/flavr-2x.
+safetensors for factor 2), or random ones, said so, where it ships none; `--checkpoint random`
+asks for random weights (a smoke test).
 
 Streams: frame chunks from the decoder -> 4-frame windows (1 frame of look-behind, 2 of
 look-ahead) -> FLAVR in batches -> the writer, which gets input frame i, then its factor-1 new
@@ -27,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from models.registry import RANDOM_WEIGHTS
 from pipeline.errors import CheckpointError, VideoError
 
 EXIT_BAD_INPUT = 2
@@ -62,13 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Interpolate a video with FLAVR: decode, model, "
                                              "encode at factor x fps.")
     ap.add_argument("input", type=Path, help="video file to interpolate")
-    ap.add_argument("-o", "--output", type=Path, required=True,
-                    help="output video (.mp4/.mkv: H.264 where available, .webm: VP9)")
+    ap.add_argument("-o", "--output", type=Path, default=None,
+                    help="output video (.mp4/.mkv: H.264 where available, .webm: VP9); required "
+                         "unless --eval")
+    ap.add_argument("--eval", action="store_true",
+                    help="keep every factor-th frame, interpolate the rest and print PSNR/SSIM "
+                         "against the true frames next to the nearest-frame and averaging "
+                         "baselines (writes no video)")
     ap.add_argument("--factor", type=int, choices=(2, 4, 8), default=2,
                     help="output frames per input frame interval (fps multiplier)")
-    ap.add_argument("--checkpoint", type=Path, default=None,
-                    help="FLAVR weights, .safetensors (preferred) or .pth (without one the weights "
-                         "are random: a smoke test)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="FLAVR weights, .safetensors (preferred) or .pth; default: the weights the "
+                         "project ships for the factor; 'random': untrained weights (a smoke test)")
     ap.add_argument("--trust-checkpoint", action="store_true",
                     help="allow full unpickling of a .pth checkpoint that holds more than "
                          "weights; it can run code from the file")
@@ -83,6 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def load_flavr(factor: int, checkpoint, device: str, precision: str, trust_checkpoint: bool,
+               log=print):
+    """FLAVR for `factor` on `device`, read once, before anything is decoded or written: the
+    named weights, the project's shipped ones when none is named, or random ones on request."""
+    from models.flavr.checkpoint import build_model
+    from models.flavr.served import FLAVRServed
+
+    if checkpoint is None:
+        checkpoint = FLAVRServed(factor).shipped_weights()
+        if checkpoint is None:
+            log(f"notice: no weights are shipped for factor {factor}: random weights, so the new "
+                f"frames are noise (pass --checkpoint)")
+        else:
+            log(f"weights: {checkpoint}")
+    elif str(checkpoint) == RANDOM_WEIGHTS:
+        checkpoint = None
+    elif not Path(checkpoint).is_file():
+        raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+    model = build_model(factor=factor, checkpoint=checkpoint, device=device, trust=trust_checkpoint)
+    return model.for_inference(precision)
+
+
 def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, device: str = "cpu",
                 precision: str = "fp32", batch: int = 4, chunk: int = 16,
                 resolution: tuple[int, int] | None = None, codec: str = "auto",
@@ -90,7 +123,6 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     """Run the whole thing; returns a summary dict. Raises VideoError / CheckpointError."""
     from tqdm import tqdm
 
-    from models.flavr.checkpoint import build_model
     from models.flavr.windows import output_frame_count, stream_windows
     from pipeline.media.decode import FrameDecoder
     from pipeline.media.encode import VideoWriter
@@ -107,11 +139,7 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     if (out_h, out_w) != (height, width):
         log(f"notice: frame size {width}x{height} is odd; the output is {out_w}x{out_h}, its "
             f"last column or row repeated (4:2:0 video needs even sizes)")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CheckpointError(f"{checkpoint}: no such checkpoint file")
-    # Read once, before anything is decoded or written.
-    model = build_model(factor=factor, checkpoint=checkpoint, device=device, trust=trust_checkpoint)
-    model = model.for_inference(precision)
+    model = load_flavr(factor, checkpoint, device, precision, trust_checkpoint, log)
 
     decoder = FrameDecoder(device, resolution=(height, width))
     backend = decoder.backend_for(info)
@@ -160,12 +188,45 @@ def _pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(frames.float(), (0, dw, 0, dh), mode="replicate")
 
 
+def evaluate(input_path, factor: int = 2, checkpoint=None, device: str = "cpu",
+             precision: str = "fp32", batch: int = 4, chunk: int = 16,
+             resolution: tuple[int, int] | None = None, log=print,
+             trust_checkpoint: bool = False) -> tuple[dict, int]:
+    """`--eval`: scores per method and the number of recovered frames (interpolate_eval.py)."""
+    from pipeline.cli.interpolate_eval import evaluate_clip
+    from pipeline.media.decode import FrameDecoder
+    from pipeline.media.probe import probe
+
+    info = probe(input_path)
+    if info.frames < 3 * factor + 1:
+        raise VideoError(info.path, f"has {info.frames} frames; evaluating at {factor}x needs at "
+                                    f"least {3 * factor + 1}")
+    model = load_flavr(factor, checkpoint, device, precision, trust_checkpoint, log)
+    decoder = FrameDecoder(device, resolution=resolution)
+    return evaluate_clip(model, decoder.iter_chunks(info.path, chunk), factor, batch)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output is None and not args.eval:
+        parser.error("the following arguments are required: -o/--output (or --eval)")
 
     def log(msg):
         print(msg, file=sys.stderr)
 
+    if args.eval:
+        from pipeline.cli.interpolate_eval import format_scores
+
+        try:
+            table, n = evaluate(args.input, args.factor, args.checkpoint, args.device,
+                                args.precision, args.batch, args.chunk, args.resolution, log,
+                                args.trust_checkpoint)
+        except (VideoError, CheckpointError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(format_scores(table, n, args.factor))
+        return 0
     try:
         summary = interpolate(args.input, args.output, args.factor, args.checkpoint, args.device,
                               args.precision, args.batch, args.chunk, args.resolution,

@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.config.schema import Config
 from pipeline.errors import ConfigError
 
@@ -78,10 +79,14 @@ def resolve_videos(cfg: Config, synthetic_root=None) -> list[Path]:
 
 
 def resolve_checkpoint(cfg: Config) -> Path | None:
-    """The checkpoint file (relative paths as for videos), or None when the model runs untrained."""
+    """The checkpoint file (relative paths as for videos), or None when the model runs untrained:
+    no checkpoint named means the weights the project ships for the model (weights/), or random
+    ones where it ships none; `random` asks for random weights."""
     text = cfg.model.checkpoint
-    if text is None:
+    if text == RANDOM_WEIGHTS:
         return None
+    if text is None:
+        return served_model(cfg.model).shipped_weights()
     pattern = os.path.expanduser(text)
     bases = [None] if os.path.isabs(pattern) else _search_dirs(cfg)
     for base in bases:

@@ -82,8 +82,10 @@ class ModelConfig:
                         choices=MODEL_NAMES)
     factor: int = setting(2, doc="frames out per frame in (the released FLAVR models)",
                           choices=FACTORS)
-    checkpoint: str | None = setting(None, doc="weights file; none: random weights (timing only)",
-                                     min_len=1)
+    checkpoint: str | None = setting(
+        None, doc="weights file; none: the weights the project ships for the model (weights/), "
+                  "random ones where it ships none; `random`: untrained weights (timing only)",
+        min_len=1)
     trust_checkpoint: bool = setting(
         False, doc="allow full unpickling of a torch.save checkpoint that holds more than "
                    "weights (it can run code from the file); without it such a file is refused")

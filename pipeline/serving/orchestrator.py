@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.registry import served_model
+from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos
@@ -55,9 +55,10 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
                                                        p.use_mps, p.mps_reason)
     notices += check_writable(opts.logs_root)  # LogsError before anything starts
     checkpoint = resolve_checkpoint(cfg)
-    if checkpoint is not None:
-        # The runners load the file validation found (next to the config first), not the text.
-        cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint)))
+    # The runners load the file validation found (next to the config first, or the shipped
+    # weights), not the text; the run folder's config says which, or `random`.
+    cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint) if checkpoint
+                                     else RANDOM_WEIGHTS))
     served = served_model(cfg.model)
     if cfg.model.resolution is None and served.input_size is not None:
         # A model with a fixed input size (R(2+1)D: 112x112) gets every clip brought to it.
@@ -66,7 +67,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     clips = survey_clips(cfg, videos)
     if opts.mps == "on" and not use_mps:
         notices.append(f"--mps on has no effect: {mps_reason}")
-    if cfg.model.checkpoint is None and "model" in topo.kinds:
+    if checkpoint is None and "model" in topo.kinds:
         notices.append(served.random_weights_notice())
     if clips.refused:
         notices.append("clips that will fail their requests: " + "; ".join(clips.refused))

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from models.registry import served_model
+from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.serving.transport.slots import TensorSpec
 
 
@@ -51,8 +51,10 @@ class ModelStep:
         # The main process says once per run that random weights make meaningless outputs.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            # The orchestrator hands over a resolved path, or `random`.
+            checkpoint = None if cfg.checkpoint in (None, RANDOM_WEIGHTS) else cfg.checkpoint
             self.model = self.served.build(self.device, cfg.precision, cfg.channels_last,
-                                           cfg.checkpoint, seed=0,
+                                           checkpoint, seed=0,
                                            trust_checkpoint=cfg.trust_checkpoint)
         self._run = self.model.run_stages
         limit = cfg.memory_limit_gib

@@ -28,7 +28,8 @@ def _train(argv) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)")
     ap.add_argument("--resume", type=Path, metavar="DIR",
-                    help="continue from a checkpoint folder (full) or a weights folder (weights only)")
+                    help="continue from a checkpoint folder (full), or weights only: a weights "
+                         "folder or an exported .safetensors file (e.g. weights/flavr-2x.safetensors)")
     ap.add_argument("--out", type=Path, metavar="DIR",
                     help="output folder (default logs/train-<time>-<name>)")
     ap.add_argument("--max-minutes", type=float, metavar="M",
@@ -43,8 +44,10 @@ def _train(argv) -> int:
     if args.dry_run:
         print(describe(cfg), end="")
         return 0
-    if args.resume is not None and not args.resume.is_dir():
-        raise ConfigError("--resume", f"{args.resume} is not a folder")
+    if args.resume is not None and not (args.resume.is_dir() or
+                                        args.resume.suffix == ".safetensors" and args.resume.is_file()):
+        raise ConfigError("--resume", f"{args.resume} is neither a checkpoint folder nor a "
+                                      f".safetensors weights file")
     out = args.out or Path("logs") / f"train-{time.strftime('%y%m%d_%H%M%S')}-{cfg.name}"
     return train(cfg, out, args.resume, args.stop_at)
 

@@ -77,6 +77,8 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str,
 
 
 def _shard_paths(folder: Path, prefix: str) -> list[Path]:
+    if Path(folder).is_file():  # one exported weights file: a set of a single shard
+        return [Path(folder)]
     paths = sorted(Path(folder).glob(f"{prefix}-*.safetensors"))
     if not paths:
         raise FileNotFoundError(f"{folder}: no {prefix}-*.safetensors")
@@ -247,8 +249,9 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     """Restore what `folder` holds into the given objects; return the step to continue from and
     whether the checkpoint was full (False: weights only, the caller reseeds its sampler).
 
-    Full checkpoint: everything, bit for bit. Weights folder: the weights (cast to the model's
-    dtype), the schedule set to the saved step, fresh optimizer moments (with a warning)."""
+    Full checkpoint: everything, bit for bit. Weights folder, or one exported weights file such
+    as the shipped weights/flavr-2x.safetensors: the weights (cast to the model's dtype), the
+    schedule set to the saved step, fresh optimizer moments (with a warning)."""
     folder = Path(folder)
     weights, meta = load_sharded(folder, "model")
     factor = int(meta.get("factor", flavr.config.factor))

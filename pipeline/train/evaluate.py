@@ -1,69 +1,13 @@
 """Validation: PSNR and SSIM of the model's in-between frames on held-out real clips, next to two
-baselines that need no model: repeating the nearest input frame, and averaging the two inputs
-around the gap.
-
-Frames are RGB in [0, 1]. Model outputs and baselines are clamped and rounded to 8-bit levels
-first (what a written video would hold), so all three are judged the same way. SSIM follows Wang
-et al. 2004: an 11x11 Gaussian window with sigma 1.5, C1 = (0.01 L)^2, C2 = (0.03 L)^2 with L = 1,
-computed per colour channel over the 'valid' window positions and averaged.
-"""
+baselines that need no model (the metrics and baselines: pipeline/analysis/quality.py)."""
 from __future__ import annotations
 
 import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 
-SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
-SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
-METHODS = ("model", "nearest", "average")
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image over the last three dims (C, H, W); data range 1."""
-    mse = (x.double() - y.double()).pow(2).mean(dim=(-3, -2, -1))
-    return 10 * torch.log10(1.0 / mse)  # identical images give +inf
-
-
-def _gaussian(device) -> torch.Tensor:
-    r = torch.arange(SSIM_WINDOW, dtype=torch.float64, device=device) - (SSIM_WINDOW - 1) / 2
-    g = torch.exp(-r ** 2 / (2 * SSIM_SIGMA ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g)
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM per image of (..., C, H, W) tensors in [0, 1], in float64."""
-    lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
-    x = x.reshape(-1, c, h, w).double()
-    y = y.reshape(-1, c, h, w).double()
-    k = _gaussian(x.device).expand(c, 1, SSIM_WINDOW, SSIM_WINDOW)
-
-    def blur(t):
-        return F.conv2d(t, k, groups=c)
-
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cov = blur(x * y) - mx * my
-    s = ((2 * mx * my + SSIM_C1) * (2 * cov + SSIM_C2)) / (
-        (mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
-    return s.mean(dim=(-3, -2, -1)).reshape(lead)
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(0, 1).mul(255).round().div(255)
-
-
-def baselines(inputs: torch.Tensor, factor: int) -> dict[str, torch.Tensor]:
-    """The two model-free guesses for the targets, (B, f-1, 3, H, W) each; inputs (B, 3, 4, H, W).
-    Target k (1..f-1) lies k/f of the way from input 1 to input 2; 'nearest' takes input 1 up to
-    half way (a tie goes to the earlier frame)."""
-    before, after = inputs[:, :, 1], inputs[:, :, 2]
-    nearest = torch.stack([before if k <= factor / 2 else after for k in range(1, factor)], 1)
-    average = ((before + after) / 2)[:, None].expand(-1, factor - 1, -1, -1, -1)
-    return {"nearest": nearest, "average": average}
+from pipeline.analysis.quality import METHODS, baselines, psnr, quantize, ssim  # noqa: F401
 
 
 @torch.no_grad()

@@ -147,3 +147,21 @@ def test_checkpoint_of_the_wrong_factor(tmp_path_factory, tmp_path):
     result = run_interpolate(clip, "-o", out, "--factor", 4, "--checkpoint", ckpt,
                              "--device", "cpu")
     _assert_clear_error(result, ckpt.name, out)
+
+
+def test_eval_scores_the_recovered_frames_against_the_baselines(tmp_path_factory):
+    clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=9)
+    result = run_interpolate(clip, "--eval")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("4 frames recovered at 2x")  # gaps 0-2, 2-4, 4-6, 6-8
+    rows = {ln.split()[0]: [float(v) for v in ln.split()[1:]] for ln in lines[2:5]}
+    assert set(rows) == {"model", "nearest", "average"}
+    assert all(10 < psnr < 100 and 0 < s <= 1 for psnr, s in rows.values())
+    assert "flavr-2x.safetensors" in result.stderr  # the shipped weights, by default
+
+
+def test_eval_needs_enough_frames(tmp_path_factory):
+    clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=5)
+    result = run_interpolate(clip, "--eval")
+    assert result.returncode == 2 and "needs at least 7" in result.stderr

@@ -87,6 +87,22 @@ def test_export_writes_one_file_the_model_loader_reads(dataset, tmp_path):
     assert all(torch.equal(v, trained[k].to(torch.bfloat16).float()) for k, v in model.state_dict().items())
 
 
+def test_an_exported_weights_file_resumes_at_its_step(dataset, tmp_path):
+    # How training continues from the shipped weights/flavr-2x.safetensors.
+    cfg = tiny_config(dataset, train={"steps": 4}, data={"val_clips": []})
+    assert train(cfg, tmp_path / "a", stop_at=3) == 0
+    exported = ckpt.export(tmp_path / "a" / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
+    with pytest.warns(UserWarning, match="weights only"):
+        trainer = Trainer(cfg, tmp_path / "b", resume=exported)
+    try:
+        assert trainer.step == 3 and not trainer.optimizer.state
+        saved = build_model(checkpoint=exported).state_dict()
+        assert all(torch.equal(v, saved[k]) for k, v in trainer.flavr.state_dict().items())
+        assert trainer.run() == 0 and trainer.step == 4
+    finally:
+        trainer.close()
+
+
 def test_validation_rows_and_plots_are_written(dataset, tmp_path):
     cfg = tiny_config(dataset, train={"steps": 2}, val={"every": 1})
     assert train(cfg, tmp_path / "run") == 0
