@@ -259,7 +259,10 @@ class FLAVR(nn.Module):
         return self.run_stages(state, STAGES[0], STAGES[-1])["out"]
 
     def run_stages(self, state: dict, first: str = STAGES[0], last: str = STAGES[-1]) -> dict:
-        """Run stages first..last (inclusive); return the tensors later stages need, plus "size"."""
+        """Run stages first..last (inclusive); return the tensors later stages need, plus "size".
+
+        A state for "stem" may hold "mean" (B, 3) fp32: the colour mean to subtract and add back
+        instead of the frames' own."""
         if first not in STAGES or last not in STAGES:
             raise ValueError(f"unknown stage in {first!r}..{last!r}; stages are {', '.join(STAGES)}")
         i, j = STAGES.index(first), STAGES.index(last)
@@ -270,6 +273,10 @@ class FLAVR(nn.Module):
             raise KeyError(f"state for stage {first!r} lacks {missing}")
         size = state["size"]
         live = {t: state[t] for t in self.needed_by(first)}
+        if i == 0 and "mean" in state:
+            # A given colour mean replaces the frames' own: change-based inference runs tiles
+            # with their whole frame's mean (models/flavr/change_based.py).
+            live["mean"] = state["mean"]
         for stage in STAGES[i:j + 1]:
             live.update(self._run_stage(stage, live, size))
             # Drop dead tensors at once so their memory can be reused by the next stage.
@@ -281,7 +288,7 @@ class FLAVR(nn.Module):
         reads, writes = STAGE_IO[stage]
         ins = [live[t] for t in reads]
         if stage == "stem":
-            outs = self._stem(ins[0], size)
+            outs = self._stem(ins[0], size, live.get("mean"))
         elif stage == "head":
             outs = (self._head(*ins, size),)
         elif stage.startswith("layer"):
@@ -291,7 +298,7 @@ class FLAVR(nn.Module):
             outs = (torch.cat([y, ins[1]], dim=1) if len(ins) > 1 else y,)
         return dict(zip(writes, outs))
 
-    def _stem(self, frames: torch.Tensor, size: tuple[int, int]):
+    def _stem(self, frames: torch.Tensor, size: tuple[int, int], mean: torch.Tensor | None = None):
         b, c, t, h, w = frames.shape
         if (c, t) != (3, N_INPUTS) or (h, w) != tuple(size):
             raise ValueError(f"frames must be (B, 3, {N_INPUTS}, H, W) with (H, W) = size {tuple(size)}, "
@@ -301,7 +308,8 @@ class FLAVR(nn.Module):
         # The network sees colour relative to the clip's own mean; the mean is added back to the
         # outputs in the head. Kept in fp32 because it carries the frames' absolute level.
         frames = frames.float()
-        mean = frames.mean(dim=(2, 3, 4))
+        if mean is None:
+            mean = frames.mean(dim=(2, 3, 4))
         x = _pad_to_multiple(frames - mean[:, :, None, None, None], PAD_MULTIPLE).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
