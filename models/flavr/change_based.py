@@ -48,9 +48,9 @@ GATE_SOURCES = ("cached", "own")
 
 @dataclass(frozen=True)
 class ChangeConfig:
-    threshold: float = 0.05  # a pixel changed if it moved by more than this (values in [0, 1])
+    threshold: float = 0.04  # an 8x8 block changed if its mean pixel change exceeds this (0..1)
     tile: int = 64  # side of a tile's own output square, pixels (multiple of 8)
-    halo: int = 32  # context around a tile, and how far a change spreads (multiple of 8)
+    halo: int = 16  # context around a tile, and how far a change spreads (multiple of 8)
     feather: int | None = None  # blend band into copied neighbours, pixels (None: halo / 2)
     # Run whole when the tiles, halos included, would cover more than this fraction of the
     # frame's pixels (above 1: tiles even where they cost more than the frame, for tests).

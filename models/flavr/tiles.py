@@ -13,10 +13,12 @@ full frame; a crop is then just a small frame, needing no padding of its own.
 
 Change (`block_change`, `tiles_to_compute`). A pixel's change is the largest absolute difference,
 over the three colour channels and the four frames, from the window's 2nd frame (the frame the new
-frames start from). Each 8x8 block keeps its largest pixel change; a tile is computed when some
-block within `halo` pixels of the pixels it owns (Chebyshev distance) changed by more than the
-threshold. That dilation, the halo and the blend band all rest on one assumption: the model's
-effective receptive field reaches `halo` pixels.
+frames start from). A block's change is the mean of its 8x8 pixels' changes: a moving object
+covers whole blocks and keeps its full change, while isolated pixels and thin lines (a lossy
+codec's flicker around edges, a swaying wire) count only for their share of the block. A tile is
+computed when some block within `halo` pixels of the pixels it owns (Chebyshev distance) changed
+by more than the threshold. That dilation, the halo and the blend band all rest on one
+assumption: the model's effective receptive field reaches `halo` pixels.
 
 Putting back (`compose`). Computed tiles place their exact interiors (halo cropped). Around them,
 over `feather` pixels of the copied neighbours, the tile's own output in its halo is blended into
@@ -85,10 +87,10 @@ def pad_frames(windows: torch.Tensor) -> torch.Tensor:
 
 
 def block_change(padded: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 4, Hp, Wp) -> (B, Hp/8, Wp/8): per 8x8 block, the largest change of any pixel,
-    channel and frame from the window's 2nd frame."""
+    """(B, 3, 4, Hp, Wp) -> (B, Hp/8, Wp/8): per 8x8 block, the mean over its pixels of each
+    pixel's largest change (any channel, any frame) from the window's 2nd frame."""
     change = (padded - padded[:, :, 1:2]).abs().amax(dim=(1, 2))
-    return F.max_pool2d(change[:, None], BLOCK)[:, 0]
+    return F.avg_pool2d(change[:, None], BLOCK)[:, 0]
 
 
 def tiles_to_compute(change: torch.Tensor, grid: TileGrid, threshold: float) -> torch.Tensor:
