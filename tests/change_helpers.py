@@ -1,12 +1,11 @@
 """Small windows with known change, and a FLAVR whose output depends visibly on its input, for the
 change-based inference tests (CPU)."""
-import math
 from functools import cache
 
 import torch
-import torch.nn as nn
 
 from models.flavr.model import FLAVR, FLAVRConfig
+from pipeline.bench.change_passes import liven
 from pipeline.media.synthetic import make_scene, render
 
 SIZE = (64, 96)  # (H, W): a multiple of 8, so that the full model itself does not pad
@@ -14,16 +13,10 @@ SIZE = (64, 96)  # (H, W): a multiple of 8, so that the full model itself does n
 
 @cache
 def active_model(factor=2, seed=0):
-    """A random FLAVR with its convolution weights scaled by sqrt(6): PyTorch's default init
-    shrinks activations by about that much per layer, leaving the network's own contribution to
-    its output ~1% of the frame's; rescaled, it is ~10%, so errors from tiling show. Shared
-    between tests; do not change it."""
+    """A random FLAVR whose output depends visibly on its input (see `liven`), so that errors
+    from tiling show. Shared between tests; do not change it."""
     torch.manual_seed(seed)
-    model = FLAVR(FLAVRConfig(factor)).eval().requires_grad_(False)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose3d)):
-            module.weight.mul_(math.sqrt(6.0))
-    return model
+    return liven(FLAVR(FLAVRConfig(factor)).eval().requires_grad_(False))
 
 
 def texture(size=SIZE, seed=3) -> torch.Tensor:

@@ -223,17 +223,6 @@ class ChangeBasedFLAVR:
         self._forget_old(state)
         return state
 
-    def computed_pixels(self, state: ChangeState) -> torch.Tensor:
-        """(B, H, W) bool: the pixels whose new frames the model computed."""
-        plan, grid = state.plan, state.plan.grid
-        device = plan.sample.device
-        mask = torch.zeros(len(plan.stats), grid.height, grid.width, dtype=torch.bool, device=device)
-        mask[plan.whole_rows] = True
-        if plan.tiled_rows:
-            tiled = interior_mask(grid, len(plan.tiled_rows), plan.sample, plan.ty, plan.tx)
-            mask[plan.tiled_rows] = tiled[:, :grid.height, :grid.width]
-        return mask
-
     def _tile_attention(self, state: ChangeState) -> dict[str, torch.Tensor]:
         """Per gate, the attention (N, C) of each tile's reference window."""
         plan, per_row = state.plan, []
@@ -274,3 +263,15 @@ class ChangeBasedFLAVR:
                                self.config.feather)
             parts.update(zip(plan.tiled_rows, fill[..., :grid.height, :grid.width]))
         return torch.stack([parts[row] for row in range(len(plan.stats))])
+
+
+def computed_pixels(plan: Plan) -> torch.Tensor:
+    """(B, H, W) bool: the pixels whose new frames the model computed under `plan`."""
+    grid = plan.grid
+    mask = torch.zeros(len(plan.stats), grid.height, grid.width, dtype=torch.bool,
+                       device=plan.sample.device)
+    mask[plan.whole_rows] = True
+    if plan.tiled_rows:
+        tiled = interior_mask(grid, len(plan.tiled_rows), plan.sample, plan.ty, plan.tx)
+        mask[plan.tiled_rows] = tiled[:, :grid.height, :grid.width]
+    return mask

@@ -79,9 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", type=int, default=ChangeConfig.refresh)
     p.add_argument("--gate-study", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure own and exact gates (untimed; the real clip only)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
+                   help="let cuDNN time its algorithms per shape, for the full model and the "
+                        "tiles alike (off: every new tile-batch size would be tuned anew)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--checkpoint", default=None, help="FLAVR weights (default: random, seed 0)")
+    p.add_argument("--random-weights", choices=("lively", "default"), default="lively",
+                   help="without --checkpoint: PyTorch's init with convolutions scaled by sqrt(6) "
+                        "so the network's output depends visibly on its input, or PyTorch's init")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes per measurement")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per measurement")
     p.add_argument("--seed", type=int, default=0)
@@ -115,7 +121,12 @@ def load_model(args, device):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights are said in the output
         model = build_model(None if args.checkpoint else 2, args.checkpoint, "cpu", seed=args.seed)
-    weights = f"checkpoint {args.checkpoint}" if args.checkpoint else f"random (seed {args.seed})"
+    if args.checkpoint:
+        weights = f"checkpoint {args.checkpoint}"
+    else:
+        weights = f"random (seed {args.seed}, {args.random_weights} init)"
+        if args.random_weights == "lively":
+            change_passes.liven(model)
     model = model.to(device).for_inference(args.precision, channels_last=device.type == "cuda")
     return model, weights
 
@@ -213,7 +224,7 @@ def main(argv=None) -> int:
     model, weights = load_model(args, device)
     clock = Clock(device)
     started, rows = time.time(), []
-    with cudnn_settings(benchmark=device.type == "cuda"):
+    with cudnn_settings(benchmark=args.cudnn_benchmark):
         for size in resolve_sizes(args):
             for name, frames, noise in clips(args, size):
                 rows += measure_clip(args, model, clock, name, frames, noise, size, device)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from change_helpers import SIZE, active_model, still_window, with_moving_patch
 
-from models.flavr.change_based import ChangeBasedFLAVR, ChangeConfig
+from models.flavr.change_based import ChangeBasedFLAVR, ChangeConfig, computed_pixels
 from models.flavr.model import STAGES
 from pipeline.media.synthetic import make_scene, render
 
@@ -14,7 +14,7 @@ TILE = 16
 def run(cb, window, stream="camera"):
     """One window through every stage; returns its new frames, stats and the computed pixels."""
     state = cb.run_stages(cb.begin(window, [stream]), STAGES[0], STAGES[-1])
-    return cb.finish(state), state.plan.stats[0], cb.computed_pixels(state)[0]
+    return cb.finish(state), state.plan.stats[0], computed_pixels(state.plan)[0]
 
 
 def planned_tiles(cb, window):
