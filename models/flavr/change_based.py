@@ -24,7 +24,7 @@ stream.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Hashable, Sequence
 
 import torch
@@ -80,6 +80,23 @@ class ChangeConfig:
             bad("gates", f"must be one of {', '.join(GATE_SOURCES)}")
 
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "ChangeConfig":
+        """From a config mapping; an unknown key is an error naming it."""
+        known = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in known:
+                raise ValueError(f"change_based.{key}: unknown parameter (known: {', '.join(known)})")
+        return cls(**values)
+
+    def max_tiles(self, height: int, width: int) -> int:
+        """The most tiles a window of this size computes without running whole: the size of a
+        tile batch's buffers per window, for a split's hand-off."""
+        grid = TileGrid(height, width, self.tile, self.halo)
+        hp, wp = grid.padded
+        return min(grid.shape[0] * grid.shape[1], int(self.fallback * hp * wp) // grid.crop ** 2)
+
+
 @dataclass(frozen=True)
 class WindowStats:
     stream: Hashable
@@ -117,14 +134,15 @@ class ChangeState:
     whole: dict | None
     tiles: dict | None
     centre: torch.Tensor | None
-    streams: list = field(default_factory=list)
+    streams: list  # one key per window of the batch
 
 
 class ChangeBasedFLAVR:
     """`out, stats = ChangeBasedFLAVR(model, config)(windows, streams)`, or for a split:
     `state = cb.begin(windows, streams)`, `cb.run_stages(state, first, last)` per step,
     `out = cb.finish(state)`. windows: (B, 3, 4, H, W) in [0, 1]; streams: one key per window
-    (consecutive windows of a stream come in order); out: (B, factor-1, 3, H, W) float32."""
+    (consecutive windows of a stream come in order; default: all one stream); out:
+    (B, factor-1, 3, H, W) float32."""
 
     def __init__(self, model: FLAVR, config: ChangeConfig | None = None):
         self.model = model
@@ -136,10 +154,16 @@ class ChangeBasedFLAVR:
         self._attention: dict[Hashable, dict[int, dict[str, torch.Tensor]]] = {}
 
     def reset(self) -> None:
-        """Forget every stream (the next window of each runs whole)."""
+        """Forget every stream (the next window of each with tiles runs whole)."""
         self._seen.clear()
         self._last_whole.clear()
         self._attention.clear()
+
+    def end_stream(self, stream: Hashable) -> None:
+        """Forget one stream whose windows are over (a clip-per-request run ends one per
+        request), so that what is kept per stream does not grow with the requests served."""
+        for kept in (self._seen, self._last_whole, self._attention):
+            kept.pop(stream, None)
 
     def __call__(self, windows: torch.Tensor, streams: Sequence[Hashable] | None = None):
         state = self.run_stages(self.begin(windows, streams), STAGES[0], STAGES[-1])
@@ -160,7 +184,7 @@ class ChangeBasedFLAVR:
         n_tiles = grid.shape[0] * grid.shape[1]
         if grid.fits:
             todo = tiles_to_compute(block_change(padded), grid, cfg.threshold)
-            counts = todo.flatten(1).sum(1).tolist()  # the one host sync: the batch's shape
+            counts = todo.flatten(1).sum(1).tolist()  # host sync: the tile batch's shape
         else:
             todo, counts = None, [n_tiles] * b
         hp, wp = grid.padded

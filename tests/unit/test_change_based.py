@@ -137,9 +137,34 @@ def test_a_step_without_the_streams_whole_window_refuses_its_tiles_by_name(objec
         other.run_stages(planner.begin(second, ["camera"]), "stem", "layer4")
 
 
+def test_a_window_runs_as_tiles_up_to_max_tiles_and_whole_beyond():
+    config = ChangeConfig(threshold=0.01, tile=TILE, halo=8, fallback=0.7, gates="own")
+    assert config.max_tiles(*SIZE) == 4  # 0.7 of 64x96 pixels holds four 32x32 crops
+    one = with_moving_patch(still_window(), 24, 40, 8, 8)  # reaches 4 tiles
+    two = with_moving_patch(one, 48, 0, 8, 8)  # and 2 more
+    cb = ChangeBasedFLAVR(active_model(), config)
+    stats = cb.begin(torch.cat([one, two]), ["a", "b"]).plan.stats
+    assert [(s.whole, s.reason) for s in stats] == [(False, ""), (True, "moving")]
+
+
+def test_an_ended_stream_is_forgotten_and_its_next_window_with_tiles_runs_whole():
+    window = with_moving_patch(still_window((32, 32)), 8, 8, 8, 8)
+    cb = ChangeBasedFLAVR(active_model(), ChangeConfig(threshold=0.01, tile=8, halo=8,
+                                                       fallback=100.0))
+    assert [s.reason for s in cb.begin(torch.cat([window] * 2), ["a"] * 2).plan.stats] == ["first", ""]
+    cb.end_stream("a")
+    assert cb.begin(window, ["a"]).plan.stats[0].reason == "first"
+
+
 @pytest.mark.parametrize("field, value", [("threshold", -0.1), ("tile", 12), ("halo", 4),
                                           ("feather", 40), ("fallback", -1.0), ("refresh", 0),
                                           ("gates", "mine")])
 def test_a_bad_parameter_is_refused_in_one_line_naming_it(field, value):
     with pytest.raises(ValueError, match=rf"^change_based\.{field}: [^\n]*$"):
         ChangeConfig(**{field: value})
+
+
+def test_an_unknown_parameter_in_a_config_mapping_is_refused_by_name():
+    assert ChangeConfig.from_dict({"threshold": 0.1}).threshold == 0.1
+    with pytest.raises(ValueError, match=r"^change_based\.thresold: unknown parameter"):
+        ChangeConfig.from_dict({"thresold": 0.1})
