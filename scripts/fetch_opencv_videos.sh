@@ -33,7 +33,7 @@ if [[ -z "$found" ]]; then
     exit 1
 fi
 cp "$found" "$video"
-# The extracted tree is large (documentation, images); keep only the videos next to vtest.avi.
+# The package and its tree are large (documentation, images): keep only the sample videos.
 find "$(dirname "$found")" -maxdepth 1 -name '*.avi' -exec cp -n {} "$cache/" \;
-rm -rf "$cache/root"
+rm -rf "$cache/root" "$cache/deb"
 echo "$video"
