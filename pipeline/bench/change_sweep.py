@@ -5,12 +5,13 @@
         [--tile 64 --halo 16 --fallback 0.5 --refresh 16] [--precision bf16] [--device auto]
 
 For every clip (the real static-camera clip, and synthetic clips in which 1%, 10%, 50%, 100% of
-the frame moves, round-tripped through H.264 so their still pixels carry real codec noise) at
-every size, the full model and change-based inference at every threshold run the same windows as
-one stream. Per threshold: model time of each (summed over the clip's windows, median of timed
-passes after warm-up), speed-up, the share of tiles computed, windows run whole, and PSNR against
-the full model's frames over the clip, its worst window, and the computed pixels alone (with the
-stream's cached gates, each tile's own gates, and the window's exact gates). Writes DIR/sweep.csv,
+the frame moves, round-tripped through H.264, or VP9 where PyAV has no H.264 encoder, so that
+their still pixels carry real codec noise) at every size, the full model and change-based
+inference at every threshold run the same windows as one stream. Per threshold: model time of
+each (summed over the clip's windows, median of timed passes after warm-up), speed-up, the share
+of tiles computed, windows run whole and the time spent renewing gates, and PSNR against the full
+model's frames over the clip, its worst window, and the computed pixels alone (with the stream's
+cached gates, each tile's own gates, and the window's exact gates). Writes DIR/sweep.csv,
 DIR/sweep.png, DIR/sweep.json and prints the table.
 """
 from __future__ import annotations
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "'native' keeps the real clip's size (synthetic clips then use it too)")
     p.add_argument("--synthetic", default="0.01,0.1,0.5,1",
                    help="moving fractions of synthetic clips ('' for none)")
-    p.add_argument("--synthetic-crf", type=int, default=16, help="H.264 quality of synthetic clips")
+    p.add_argument("--synthetic-crf", type=int, default=16,
+                   help="quality of the synthetic clips' lossy encode (lower is better)")
     p.add_argument("--thresholds", default="0.01,0.02,0.04,0.06,0.08,0.12")
     p.add_argument("--tile", type=int, default=ChangeConfig.tile)
     p.add_argument("--halo", type=int, default=ChangeConfig.halo)
@@ -102,11 +104,12 @@ def clips(args, size):
         frames, region = render_clip(*size, args.frames, fraction, args.seed)
         # Through a real lossy encode and back: the still part flickers as a camera's would.
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-            path = write_lossy(Path(tmp) / "clip.mp4", frames, crf=args.synthetic_crf)
+            path = Path(tmp) / "clip.mp4"
+            codec = write_lossy(path, frames, crf=args.synthetic_crf)
             decoded = read_frames(path)
         moving = region.mask(*size)
         noise = still_noise(decoded, moving, margin=16) if fraction < 1 else None
-        yield f"moving {fraction:g}", decoded, noise
+        yield f"moving {fraction:g} ({codec})", decoded, noise
 
 
 def resolve_sizes(args) -> list[tuple[int, int]]:

@@ -23,6 +23,8 @@ import av
 import numpy as np
 import torch
 
+from pipeline.media.decode import resize
+from pipeline.media.encode import VideoWriter
 from pipeline.media.synthetic import make_scene, render
 
 
@@ -90,22 +92,19 @@ def write_lossless(path, frames: np.ndarray, fps: float = 25.0) -> Path:
     return path
 
 
-def write_lossy(path, frames: np.ndarray, fps: float = 25.0, codec: str = "h264",
-                crf: int | None = None) -> Path:
-    """(T, H, W, 3) uint8 RGB through the project's encoder (4:2:0, as cameras deliver)."""
-    from pipeline.media.encode import VideoWriter
-
+def write_lossy(path, frames: np.ndarray, fps: float = 25.0, codec: str = "auto",
+                crf: int | None = None) -> str:
+    """(T, H, W, 3) uint8 RGB through the project's encoder (4:2:0, as cameras deliver); codec
+    "auto" is H.264 where PyAV has an encoder for it, else VP9. Returns the codec used."""
     with VideoWriter(path, fps, frames.shape[2], frames.shape[1], codec=codec, crf=crf) as writer:
         writer.write(torch.from_numpy(frames).permute(0, 3, 1, 2))
-    return Path(path)
+    return writer.codec
 
 
 def read_frames(path, start: int = 0, count: int | None = None,
                 size: tuple[int, int] | None = None) -> torch.Tensor:
     """Frames start .. start+count-1 of any clip PyAV decodes, as (T, 3, H, W) float RGB in [0, 1]
     on the CPU, resized to size (H, W) if given (bilinear, antialiased)."""
-    from pipeline.media.decode import resize
-
     images = []
     with av.open(str(path)) as container:
         for i, frame in enumerate(container.decode(video=0)):
@@ -136,21 +135,21 @@ def still_noise(frames: torch.Tensor, moving: np.ndarray, margin: int = 0) -> di
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.media.moving_fraction",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", help="output clip: .mkv (lossless FFV1) or .mp4 (H.264)")
+    ap.add_argument("out", help="output clip: .mkv (lossless FFV1) or .mp4 (H.264, else VP9)")
     ap.add_argument("--fraction", type=float, required=True, help="share of the frame that moves")
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--height", type=int, default=576)
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--crf", type=int, default=None, help="H.264 quality (lower is better)")
+    ap.add_argument("--crf", type=int, default=None, help="lossy quality (lower is better)")
     args = ap.parse_args(argv)
     frames, region = render_clip(args.height, args.width, args.frames, args.fraction, args.seed)
     out = Path(args.out)
     if out.suffix.lower() == ".mkv":
         write_lossless(out, frames, args.fps)
     else:
-        write_lossy(out, frames, args.fps, "h264", args.crf)
+        write_lossy(out, frames, args.fps, crf=args.crf)
     print(f"{out}: {region.height}x{region.width} of {args.height}x{args.width} moving "
           f"({region.height * region.width / (args.height * args.width):.2%}) at "
           f"top {region.top}, left {region.left}")

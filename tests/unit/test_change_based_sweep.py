@@ -10,7 +10,8 @@ def test_the_sweep_writes_a_row_per_clip_and_threshold_and_a_plot(tmp_path, caps
                "--device", "cpu", "--precision", "fp32", "--warmup", "0", "--repeats", "1"])
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
-    assert [(r["clip"], r["threshold"]) for r in rows] == [("moving 1", "0.01"), ("moving 1", "0.9")]
+    assert [(r["clip"], r["threshold"]) for r in rows] == [("moving 1 (h264)", "0.01"),
+                                                           ("moving 1 (h264)", "0.9")]
     low, high = rows
     # All of the frame moves: at a low threshold both windows run the full model (same frames),
     # at a threshold above any change both are copied.
