@@ -110,32 +110,47 @@ def pass_fidelity(result: PassResult, reference: PassResult) -> tuple[Fidelity, 
     return clip, worst
 
 
-def gate_study(model: FLAVR, config: ChangeConfig, windows: torch.Tensor,
-               reference: PassResult) -> dict[str, float | None]:
-    """PSNR on the computed pixels with each source of gate attention (untimed):
-    "own" each tile's own average; "exact" the window's own whole-frame attention (recorded by
-    running the same window whole first), which leaves only the halo's error."""
+def tiled_rows(result: PassResult) -> list[int]:
+    return [i for i, s in enumerate(result.stats) if not s.whole]
+
+
+def tile_psnr(outputs: list[torch.Tensor], reference: PassResult, result: PassResult
+              ) -> float | None:
+    """PSNR against the full model on the pixels that `result` computed as tiles, over the
+    windows it ran as tiles (windows run whole would add exact pixels); `outputs` holds one
+    output per such window. None when no window ran as tiles with a tile."""
+    rows = tiled_rows(result)
+    if not rows:
+        return None
+    ref = torch.cat([reference.outputs[i] for i in rows])
+    mask = torch.cat([result.computed[i] for i in rows])
+    return fidelity(torch.cat(outputs), ref, [1], [1], mask).psnr_computed_db
+
+
+def gate_study(model: FLAVR, config: ChangeConfig, windows: torch.Tensor, reference: PassResult,
+               result: PassResult) -> dict[str, float | None]:
+    """`tile_psnr` with each source of gate attention, on the windows `result` (cached gates)
+    ran as tiles, untimed: "cached" the stream's last whole window's (as in `result`), "own"
+    each tile's own average, "exact" the window's own whole-frame attention (recorded by running
+    the same window whole first), which leaves only the halo's error. The tiles are the same in
+    all three: the plan does not depend on the gates."""
     own = ChangeBasedFLAVR(model, dataclasses.replace(config, gates="own"))
     exact = ChangeBasedFLAVR(model, config)
     outs: dict[str, list] = {"own": [], "exact": []}
     with torch.inference_mode():
-        for i in range(windows.shape[0]):
+        for i in tiled_rows(result):
             window = windows[i:i + 1]
             outs["own"].append(_run(own, window))
             exact.reset()
-            _run(exact, window)  # runs whole if it has tiles: records this window's gates
+            _run(exact, window)  # runs whole, as the stream's first window with tiles
             outs["exact"].append(_run(exact, window))
-    study = {}
-    for name, results in outs.items():
-        out = torch.cat([o for o, _ in results])
-        computed = torch.cat([c for _, c in results])
-        study[name] = fidelity(out, torch.cat(reference.outputs), [1], [1], computed).psnr_computed_db
+    study = {"cached": tile_psnr([result.outputs[i] for i in tiled_rows(result)], reference, result)}
+    study.update({name: tile_psnr(o, reference, result) for name, o in outs.items()})
     return study
 
 
-def _run(cb: ChangeBasedFLAVR, window: torch.Tensor):
-    state = cb.run_stages(cb.begin(window, [STREAM]), "stem", "head")
-    return cb.finish(state), computed_pixels(state.plan)
+def _run(cb: ChangeBasedFLAVR, window: torch.Tensor) -> torch.Tensor:
+    return cb.finish(cb.run_stages(cb.begin(window, [STREAM]), "stem", "head"))
 
 
 def still_psnr(model: FLAVR, frame: torch.Tensor) -> float:
