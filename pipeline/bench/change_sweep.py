@@ -177,7 +177,8 @@ def table(rows: list[dict]) -> str:
             "renew", "PSNR dB", "worst dB", "tiles dB", "own gates", "exact gates", "still dB")
     body = [[r["clip"], r["size"], f"{r['threshold']:g}", f"{r['whole']}/{r['windows']}",
              f"{r['tiles_computed']:.1%}", f"{r['full_ms']:.1f}", f"{r['change_ms']:.1f}",
-             f"{r['speedup']:.2f}x", f"{r['renewal_time_share']:.0%}", fmt(r["psnr_db"], ".2f"), fmt(r["psnr_worst_window_db"], ".2f"),
+             f"{r['speedup']:.2f}x", f"{r['renewal_time_share']:.0%}", fmt(r["psnr_db"], ".2f"),
+             fmt(r["psnr_worst_window_db"], ".2f"),
              fmt(r["psnr_tiles_db"], ".2f"), fmt(r["psnr_tiles_own_gates_db"], ".2f"),
              fmt(r["psnr_tiles_exact_gates_db"], ".2f"), fmt(r["model_still_psnr_db"], ".2f")]
             for r in rows]
