@@ -2,7 +2,7 @@
 
     python -m pipeline.bench.change_sweep --out DIR [--video .cache/opencv-doc/vtest.avi]
         [--sizes 576x768,720x960] [--synthetic 0.01,0.1,0.5,1] [--thresholds 0.01,0.02,...]
-        [--tile 64 --halo 16 --fallback 0.5 --refresh 16] [--precision bf16] [--device auto]
+        [--tile 64 --halo 8,16 --fallback 0.5 --refresh 16] [--precision bf16] [--device auto]
 
 For every clip (the real static-camera clip, and synthetic clips in which 1%, 10%, 50%, 100% of
 the frame moves, round-tripped through H.264, or VP9 where PyAV has no H.264 encoder, so that
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import itertools
 import json
 import sys
 import tempfile
@@ -49,7 +50,7 @@ from pipeline.media.moving_fraction import (
 
 DEFAULT_VIDEO = Path(".cache/opencv-doc/vtest.avi")
 IDENTICAL_DB = 100.0
-COLUMNS = ("clip", "size", "threshold", "windows", "whole", "renewals", "tiles_computed", "cost",
+COLUMNS = ("clip", "size", "halo", "threshold", "windows", "whole", "renewals", "tiles_computed", "cost",
            "full_ms", "change_ms", "speedup", "renewal_time_share", "psnr_db", "psnr_worst_window_db",
            "psnr_tiles_db", "psnr_tiles_own_gates_db", "psnr_tiles_exact_gates_db",
            "model_still_psnr_db", "still_noise_max", "still_noise_p999")
@@ -57,6 +58,10 @@ COLUMNS = ("clip", "size", "threshold", "windows", "whole", "renewals", "tiles_c
 
 def parse_floats(text: str) -> list[float]:
     return [float(t) for t in text.split(",") if t.strip()]
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="moving fractions of synthetic clips ('' for none)")
     p.add_argument("--synthetic-crf", type=int, default=16,
                    help="quality of the synthetic clips' lossy encode (lower is better)")
-    p.add_argument("--thresholds", default="0.01,0.02,0.04,0.06,0.08,0.12")
+    p.add_argument("--thresholds", default="0.02,0.04,0.06,0.08,0.12,0.16")
     p.add_argument("--tile", type=int, default=ChangeConfig.tile)
-    p.add_argument("--halo", type=int, default=ChangeConfig.halo)
+    p.add_argument("--halo", type=parse_ints, default=[ChangeConfig.halo],
+                   help="halo, or a list of halos to sweep each threshold at (e.g. 8,16)")
     p.add_argument("--feather", type=int, default=None, help="blend band (default halo/2)")
     p.add_argument("--fallback", type=float, default=ChangeConfig.fallback)
     p.add_argument("--refresh", type=int, default=ChangeConfig.refresh)
@@ -134,14 +140,18 @@ def load_model(args, device):
     return model, weights
 
 
+def change_config(args, halo: int, threshold: float) -> ChangeConfig:
+    return ChangeConfig(threshold=threshold, tile=args.tile, halo=halo, feather=args.feather,
+                        fallback=args.fallback, refresh=args.refresh)
+
+
 def measure_clip(args, model, clock, name, frames, noise, size, device) -> list[dict]:
     windows = make_windows(frames.to(device))
     full = change_passes.full_pass(model, windows, clock, args.warmup, args.repeats)
     still = change_passes.still_psnr(model, frames[0].to(device))
     rows = []
-    for threshold in parse_floats(args.thresholds):
-        config = ChangeConfig(threshold=threshold, tile=args.tile, halo=args.halo,
-                              feather=args.feather, fallback=args.fallback, refresh=args.refresh)
+    for halo, threshold in itertools.product(args.halo, parse_floats(args.thresholds)):
+        config = change_config(args, halo, threshold)
         result = change_passes.change_pass(model, config, windows, clock, args.warmup, args.repeats)
         clip, worst = change_passes.pass_fidelity(result, full)
         tiled = [result.outputs[i] for i in change_passes.tiled_rows(result)]
@@ -149,7 +159,7 @@ def measure_clip(args, model, clock, name, frames, noise, size, device) -> list[
         if args.gate_study and name == "real":
             gates = change_passes.gate_study(model, config, windows, full, result)
         rows.append({
-            "clip": name, "size": f"{size[0]}x{size[1]}", "threshold": threshold,
+            "clip": name, "size": f"{size[0]}x{size[1]}", "halo": halo, "threshold": threshold,
             "windows": len(result.stats), "whole": sum(s.whole for s in result.stats),
             "renewals": sum(s.reason in ("first", "refresh") for s in result.stats),
             "tiles_computed": clip.computed_fraction,
@@ -163,7 +173,7 @@ def measure_clip(args, model, clock, name, frames, noise, size, device) -> list[
             "model_still_psnr_db": still,
             "still_noise_max": noise and noise["max"], "still_noise_p999": noise and noise["p999"],
         })
-        print(f"  {name} {size[0]}x{size[1]} threshold {threshold:g}: "
+        print(f"  {name} {size[0]}x{size[1]} halo {halo} threshold {threshold:g}: "
               f"{rows[-1]['speedup']:.2f}x, PSNR {clip.psnr_db:.2f} dB", flush=True)
     return rows
 
@@ -173,9 +183,9 @@ def fmt(value, spec: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ("clip", "size", "thresh", "whole", "tiles", "full ms", "change ms", "speed-up",
+    cols = ("clip", "size", "halo", "thresh", "whole", "tiles", "full ms", "change ms", "speed-up",
             "renew", "PSNR dB", "worst dB", "tiles dB", "own gates", "exact gates", "still dB")
-    body = [[r["clip"], r["size"], f"{r['threshold']:g}", f"{r['whole']}/{r['windows']}",
+    body = [[r["clip"], r["size"], str(r["halo"]), f"{r['threshold']:g}", f"{r['whole']}/{r['windows']}",
              f"{r['tiles_computed']:.1%}", f"{r['full_ms']:.1f}", f"{r['change_ms']:.1f}",
              f"{r['speedup']:.2f}x", f"{r['renewal_time_share']:.0%}", fmt(r["psnr_db"], ".2f"),
              fmt(r["psnr_worst_window_db"], ".2f"),
@@ -188,9 +198,9 @@ def table(rows: list[dict]) -> str:
 def plot(rows: list[dict], path: Path) -> None:
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
-    for key in dict.fromkeys((r["clip"], r["size"]) for r in rows):
-        series = [r for r in rows if (r["clip"], r["size"]) == key]
-        label = f"{key[0]} {key[1]}"
+    for key in dict.fromkeys((r["clip"], r["size"], r["halo"]) for r in rows):
+        series = [r for r in rows if (r["clip"], r["size"], r["halo"]) == key]
+        label = f"{key[0]} {key[1]} halo {key[2]}"
         thresholds = [r["threshold"] for r in series]
         left.plot(thresholds, [r["speedup"] for r in series], marker="o", label=label)
         # Identical frames (PSNR +inf) are drawn at IDENTICAL_DB.
@@ -219,8 +229,7 @@ def main(argv=None) -> int:
               f"fetches it; --video none skips it)", file=sys.stderr)
         return 2
     try:
-        ChangeConfig(threshold=0.0, tile=args.tile, halo=args.halo, feather=args.feather,
-                     fallback=args.fallback, refresh=args.refresh)
+        configs = [dataclasses.asdict(change_config(args, halo, 0.0)) for halo in args.halo]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -238,10 +247,8 @@ def main(argv=None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, args.out / "sweep.png")
-    config = dataclasses.asdict(ChangeConfig(tile=args.tile, halo=args.halo, feather=args.feather,
-                                             fallback=args.fallback, refresh=args.refresh))
     summary = {"command": sys.argv, "arguments": {k: str(v) for k, v in vars(args).items()},
-               "change_config": config, "weights": weights, "timing": clock.method,
+               "change_configs": configs, "weights": weights, "timing": clock.method,
                "environment": environment(device), "seconds": time.time() - started, "rows": rows}
     (args.out / "sweep.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"device: {summary['environment']['device_name']}; precision {args.precision}; "
