@@ -103,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def clips(args, size):
-    """(name, frames (T, 3, H, W) on the CPU, still-noise dict or None) for every clip at `size`."""
+    """(name, frames (T, 3, H, W) on the CPU, still-pixel noise (empty if unknown)) for every
+    clip at `size`."""
     if args.video != "none":
-        yield "real", read_frames(args.video, args.start, args.frames, size), None
+        yield "real", read_frames(args.video, args.start, args.frames, size), {}
     for fraction in parse_floats(args.synthetic):
         frames, region = render_clip(*size, args.frames, fraction, args.seed)
         # Through a real lossy encode and back: the still part flickers as a camera's would.
@@ -115,6 +116,7 @@ def clips(args, size):
             decoded = read_frames(path)
         moving = region.mask(*size)
         noise = still_noise(decoded, moving, margin=16) if fraction < 1 else None
+        noise = noise or {}
         yield f"moving {fraction:g} ({codec})", decoded, noise
 
 
@@ -171,7 +173,7 @@ def measure_clip(args, model, clock, name, frames, noise, size, device) -> list[
             "psnr_tiles_own_gates_db": gates.get("own"),
             "psnr_tiles_exact_gates_db": gates.get("exact"),
             "model_still_psnr_db": still,
-            "still_noise_max": noise and noise["max"], "still_noise_p999": noise and noise["p999"],
+            "still_noise_max": noise.get("max"), "still_noise_p999": noise.get("p999"),
         })
         print(f"  {name} {size[0]}x{size[1]} halo {halo} threshold {threshold:g}: "
               f"{rows[-1]['speedup']:.2f}x, PSNR {clip.psnr_db:.2f} dB", flush=True)
@@ -182,15 +184,24 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def noise_text(row: dict) -> str:
+    """Still pixels' drift in 8-bit levels, 'max/p99.9', '-' where unknown."""
+    if row["still_noise_max"] is None:
+        return "-"
+    return f"{row['still_noise_max']:.0f}/{row['still_noise_p999']:.0f}"
+
+
 def table(rows: list[dict]) -> str:
     cols = ("clip", "size", "halo", "thresh", "whole", "tiles", "full ms", "change ms", "speed-up",
-            "renew", "PSNR dB", "worst dB", "tiles dB", "own gates", "exact gates", "still dB")
+            "renew", "PSNR dB", "worst dB", "tiles dB", "own gates", "exact gates", "still dB",
+            "noise")
     body = [[r["clip"], r["size"], str(r["halo"]), f"{r['threshold']:g}", f"{r['whole']}/{r['windows']}",
              f"{r['tiles_computed']:.1%}", f"{r['full_ms']:.1f}", f"{r['change_ms']:.1f}",
              f"{r['speedup']:.2f}x", f"{r['renewal_time_share']:.0%}", fmt(r["psnr_db"], ".2f"),
              fmt(r["psnr_worst_window_db"], ".2f"),
              fmt(r["psnr_tiles_db"], ".2f"), fmt(r["psnr_tiles_own_gates_db"], ".2f"),
-             fmt(r["psnr_tiles_exact_gates_db"], ".2f"), fmt(r["model_still_psnr_db"], ".2f")]
+             fmt(r["psnr_tiles_exact_gates_db"], ".2f"), fmt(r["model_still_psnr_db"], ".2f"),
+             noise_text(r)]
             for r in rows]
     return text_table(cols, body)
 

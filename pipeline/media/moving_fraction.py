@@ -118,16 +118,19 @@ def read_frames(path, start: int = 0, count: int | None = None,
     return resize(frames, size)
 
 
-def still_noise(frames: torch.Tensor, moving: np.ndarray, margin: int = 0) -> dict:
+def still_noise(frames: torch.Tensor, moving: np.ndarray, margin: int = 0) -> dict | None:
     """How far pixels that should be still drift from the first frame: (T, 3, H, W) frames and a
     (H, W) mask of the moving pixels -> the largest change of each still pixel (any channel)
     over the clip, as the maximum and percentiles over still pixels, in 8-bit levels. `margin`
-    leaves out still pixels that near the motion (a codec spreads it over its blocks)."""
+    leaves out still pixels that lie near the motion (a codec spreads it over its blocks); None when
+    no still pixel is left."""
     near = torch.from_numpy(moving)[None, None].float()
     if margin:
         near = torch.nn.functional.max_pool2d(near, 2 * margin + 1, stride=1, padding=margin)
     still = near[0, 0] == 0
     change = (frames - frames[:1]).abs().amax(dim=(0, 1))[still] * 255.0
+    if change.numel() == 0:
+        return None
     q = torch.quantile(change.double(), torch.tensor([0.5, 0.99, 0.999], dtype=torch.float64))
     return {"max": change.max().item(), "p50": q[0].item(), "p99": q[1].item(), "p999": q[2].item()}
 
