@@ -56,6 +56,9 @@ class StagedModel(nn.Module):
     STAGE_IO: ClassVar[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
     INPUTS: ClassVar[tuple[str, ...]] = ("frames",)
     OUTPUTS: ClassVar[tuple[str, ...]] = ("out",)
+    # Tensors a caller may hand a stage that starts a run, as keyword arguments of stage_forward,
+    # beyond what it reads (FLAVR: "stem" takes a colour mean given by change-based inference).
+    OPTIONAL_INPUTS: ClassVar[dict[str, tuple[str, ...]]] = {}
     FP32_BUFFERS: ClassVar[tuple[str, ...]] = ()  # buffers that stay float32 at any precision
     BOUNDARIES: ClassVar[tuple[str, ...]] = ()
     LIVE_AFTER: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -72,8 +75,8 @@ class StagedModel(nn.Module):
 
     # ---- what a subclass provides ---------------------------------------------------------------
 
-    def stage_forward(self, stage: str, inputs: list[torch.Tensor], size: tuple[int, int]
-                      ) -> tuple[torch.Tensor, ...]:
+    def stage_forward(self, stage: str, inputs: list[torch.Tensor], size: tuple[int, int],
+                      **optional) -> tuple[torch.Tensor, ...]:
         """Run one stage on the tensors it reads (STAGE_IO order); return what it writes."""
         raise NotImplementedError
 
@@ -166,9 +169,12 @@ class StagedModel(nn.Module):
             raise KeyError(f"state for stage {first!r} lacks {missing}")
         size = state["size"]
         live = {t: state[t] for t in self.needed_by(first)}
+        # What the caller may hand the first stage beyond its inputs (OPTIONAL_INPUTS).
+        extras = {t: state[t] for t in self.OPTIONAL_INPUTS.get(first, ()) if t in state}
         for stage in self.STAGES[i:j + 1]:
             reads, writes = self.STAGE_IO[stage]
-            outs = self.stage_forward(stage, [live[t] for t in reads], size)
+            outs = self.stage_forward(stage, [live[t] for t in reads], size,
+                                      **(extras if stage == first else {}))
             live.update(zip(writes, outs))
             # Drop dead tensors at once so their memory can be reused by the next stage.
             live = {t: live[t] for t in self.LIVE_AFTER[stage]}

@@ -136,6 +136,7 @@ class FLAVR(StagedModel):
     STAGES = STAGES
     STAGE_IO = STAGE_IO
     OUTPUTS = OUTPUTS
+    OPTIONAL_INPUTS = {"stem": ("mean",)}
 
     def __init__(self, config: FLAVRConfig | None = None):
         super().__init__()
@@ -188,9 +189,11 @@ class FLAVR(StagedModel):
 
     # ---- running --------------------------------------------------------------------------------
 
-    def stage_forward(self, stage: str, ins: list, size: tuple[int, int]) -> tuple:
+    def stage_forward(self, stage: str, ins: list, size: tuple[int, int], mean=None) -> tuple:
         if stage == "stem":
-            return self._stem(ins[0], size)
+            # A given colour mean (B, 3) replaces the frames' own: change-based inference runs
+            # tiles with their whole frame's mean (models/flavr/change_based.py).
+            return self._stem(ins[0], size, mean)
         if stage == "head":
             return (self._head(*ins, size),)
         if stage.startswith("layer"):
@@ -199,7 +202,7 @@ class FLAVR(StagedModel):
         y = F.leaky_relu(self.decoder[int(stage[3:])](ins[0]), LEAKY_SLOPE, inplace=True)
         return (torch.cat([y, ins[1]], dim=1) if len(ins) > 1 else y,)
 
-    def _stem(self, frames: torch.Tensor, size: tuple[int, int]):
+    def _stem(self, frames: torch.Tensor, size: tuple[int, int], mean: torch.Tensor | None = None):
         b, c, t, h, w = frames.shape
         if (c, t) != (3, N_INPUTS) or (h, w) != tuple(size):
             raise ValueError(f"frames must be (B, 3, {N_INPUTS}, H, W) with (H, W) = size {tuple(size)}, "
@@ -209,7 +212,8 @@ class FLAVR(StagedModel):
         # The network sees colour relative to the clip's own mean; the mean is added back to the
         # outputs in the head. Kept in fp32 because it carries the frames' absolute level.
         frames = frames.float()
-        mean = frames.mean(dim=(2, 3, 4))
+        if mean is None:
+            mean = frames.mean(dim=(2, 3, 4))
         x = _pad_to_multiple(frames - mean[:, :, None, None, None], PAD_MULTIPLE).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)

@@ -1,0 +1,268 @@
+"""Threshold sweep of change-based inference: speed-up over the full model against fidelity.
+
+    python -m pipeline.bench.change_sweep --out DIR [--video .cache/opencv-doc/vtest.avi]
+        [--sizes 576x768,720x960] [--synthetic 0.01,0.1,0.5,1] [--thresholds 0.01,0.02,...]
+        [--tile 64 --halo 8,16 --fallback 0.5 --refresh 16] [--precision bf16] [--device auto]
+
+For every clip (the real static-camera clip, and synthetic clips in which 1%, 10%, 50%, 100% of
+the frame moves, round-tripped through H.264, or VP9 where PyAV has no H.264 encoder, so that
+their still pixels carry real codec noise) at every size, the full model and change-based
+inference at every threshold run the same windows as one stream. Per threshold: model time of
+each (summed over the clip's windows, median of timed passes after warm-up), speed-up, the share
+of tiles computed, windows run whole and the time spent renewing gates, and PSNR against the full
+model's frames over the clip, its worst window, and the pixels computed as tiles alone (with the
+stream's cached gates, each tile's own gates, and the window's exact gates). Writes DIR/sweep.csv,
+DIR/sweep.png, DIR/sweep.json and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: needs no display or backend
+
+from models.flavr.change_based import ChangeConfig
+from models.flavr.checkpoint import build_model
+from models.flavr.windows import make_windows
+from pipeline.bench import change_passes
+from pipeline.bench.model_bench import parse_sizes, resolve_device
+from pipeline.bench.render import environment, text_table
+from pipeline.bench.timing import Clock, cudnn_settings
+from pipeline.media.moving_fraction import (
+    read_frames,
+    render_clip,
+    still_noise,
+    write_lossy,
+)
+
+DEFAULT_VIDEO = Path(".cache/opencv-doc/vtest.avi")
+IDENTICAL_DB = 100.0
+COLUMNS = ("clip", "size", "halo", "threshold", "windows", "whole", "renewals", "tiles_computed", "cost",
+           "full_ms", "change_ms", "speedup", "renewal_time_share", "psnr_db", "psnr_worst_window_db",
+           "psnr_tiles_db", "psnr_tiles_own_gates_db", "psnr_tiles_exact_gates_db",
+           "model_still_psnr_db", "still_noise_max", "still_noise_p999")
+
+
+def parse_floats(text: str) -> list[float]:
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.bench.change_sweep",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="folder for sweep.csv/.png/.json")
+    p.add_argument("--video", default=str(DEFAULT_VIDEO),
+                   help="real clip ('none' to skip; fetch with scripts/fetch_opencv_videos.sh)")
+    p.add_argument("--start", type=int, default=0, help="first frame of the real clip")
+    p.add_argument("--frames", type=int, default=33, help="frames per clip (frames-1 windows)")
+    p.add_argument("--sizes", default="native", help="HxW list, e.g. 576x768,720x960; "
+                   "'native' keeps the real clip's size (synthetic clips then use it too)")
+    p.add_argument("--synthetic", default="0.01,0.1,0.5,1",
+                   help="moving fractions of synthetic clips ('' for none)")
+    p.add_argument("--synthetic-crf", type=int, default=16,
+                   help="quality of the synthetic clips' lossy encode (lower is better)")
+    p.add_argument("--thresholds", default="0.02,0.04,0.06,0.08,0.12,0.16")
+    p.add_argument("--tile", type=int, default=ChangeConfig.tile)
+    p.add_argument("--halo", type=parse_ints, default=[ChangeConfig.halo],
+                   help="halo, or a list of halos to sweep each threshold at (e.g. 8,16)")
+    p.add_argument("--feather", type=int, default=None, help="blend band (default halo/2)")
+    p.add_argument("--fallback", type=float, default=ChangeConfig.fallback)
+    p.add_argument("--refresh", type=int, default=ChangeConfig.refresh)
+    p.add_argument("--gate-study", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure own and exact gates (untimed; the real clip only)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
+                   help="let cuDNN time its algorithms per shape, for the full model and the "
+                        "tiles alike (off: every new tile-batch size would be tuned anew)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--checkpoint", default=None, help="FLAVR weights (default: random, seed 0)")
+    p.add_argument("--random-weights", choices=("lively", "default"), default="lively",
+                   help="without --checkpoint: PyTorch's init with convolutions scaled by sqrt(6) "
+                        "so the network's output depends visibly on its input, or PyTorch's init")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per measurement")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def clips(args, size):
+    """(name, frames (T, 3, H, W) on the CPU, still-pixel noise (empty if unknown)) for every
+    clip at `size`."""
+    if args.video != "none":
+        yield "real", read_frames(args.video, args.start, args.frames, size), {}
+    for fraction in parse_floats(args.synthetic):
+        frames, region = render_clip(*size, args.frames, fraction, args.seed)
+        # Through a real lossy encode and back: the still part flickers as a camera's would.
+        with tempfile.TemporaryDirectory(dir=args.out) as tmp:
+            path = Path(tmp) / "clip.mp4"
+            codec = write_lossy(path, frames, crf=args.synthetic_crf)
+            decoded = read_frames(path)
+        moving = region.mask(*size)
+        noise = still_noise(decoded, moving, margin=16) if fraction < 1 else None
+        noise = noise or {}
+        yield f"moving {fraction:g} ({codec})", decoded, noise
+
+
+def resolve_sizes(args) -> list[tuple[int, int]]:
+    if args.sizes != "native":
+        return parse_sizes(args.sizes)
+    if args.video == "none":
+        raise SystemExit("error: --sizes: 'native' needs --video; give sizes, e.g. 576x768")
+    return [tuple(read_frames(args.video, args.start, 1).shape[-2:])]
+
+
+def load_model(args, device):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights are said in the output
+        model = build_model(None if args.checkpoint else 2, args.checkpoint, "cpu", seed=args.seed)
+    if args.checkpoint:
+        weights = f"checkpoint {args.checkpoint}"
+    else:
+        weights = f"random (seed {args.seed}, {args.random_weights} init)"
+        if args.random_weights == "lively":
+            change_passes.liven(model)
+    model = model.to(device).for_inference(args.precision, channels_last=device.type == "cuda")
+    return model, weights
+
+
+def change_config(args, halo: int, threshold: float) -> ChangeConfig:
+    return ChangeConfig(threshold=threshold, tile=args.tile, halo=halo, feather=args.feather,
+                        fallback=args.fallback, refresh=args.refresh)
+
+
+def measure_clip(args, model, clock, name, frames, noise, size, device) -> list[dict]:
+    windows = make_windows(frames.to(device))
+    full = change_passes.full_pass(model, windows, clock, args.warmup, args.repeats)
+    still = change_passes.still_psnr(model, frames[0].to(device))
+    rows = []
+    for halo, threshold in itertools.product(args.halo, parse_floats(args.thresholds)):
+        config = change_config(args, halo, threshold)
+        result = change_passes.change_pass(model, config, windows, clock, args.warmup, args.repeats)
+        clip, worst = change_passes.pass_fidelity(result, full)
+        tiled = [result.outputs[i] for i in change_passes.tiled_rows(result)]
+        gates = {"cached": change_passes.tile_psnr(tiled, full, result)}
+        if args.gate_study and name == "real":
+            gates = change_passes.gate_study(model, config, windows, full, result)
+        rows.append({
+            "clip": name, "size": f"{size[0]}x{size[1]}", "halo": halo, "threshold": threshold,
+            "windows": len(result.stats), "whole": sum(s.whole for s in result.stats),
+            "renewals": sum(s.reason in ("first", "refresh") for s in result.stats),
+            "tiles_computed": clip.computed_fraction,
+            "cost": sum(s.cost for s in result.stats) / len(result.stats),
+            "full_ms": full.ms, "change_ms": result.ms, "speedup": full.ms / result.ms,
+            "renewal_time_share": change_passes.refresh_share(result),
+            "psnr_db": clip.psnr_db, "psnr_worst_window_db": worst,
+            "psnr_tiles_db": gates["cached"],
+            "psnr_tiles_own_gates_db": gates.get("own"),
+            "psnr_tiles_exact_gates_db": gates.get("exact"),
+            "model_still_psnr_db": still,
+            "still_noise_max": noise.get("max"), "still_noise_p999": noise.get("p999"),
+        })
+        print(f"  {name} {size[0]}x{size[1]} halo {halo} threshold {threshold:g}: "
+              f"{rows[-1]['speedup']:.2f}x, PSNR {clip.psnr_db:.2f} dB", flush=True)
+    return rows
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def noise_text(row: dict) -> str:
+    """Still pixels' drift in 8-bit levels, 'max/p99.9', '-' where unknown."""
+    if row["still_noise_max"] is None:
+        return "-"
+    return f"{row['still_noise_max']:.0f}/{row['still_noise_p999']:.0f}"
+
+
+def table(rows: list[dict]) -> str:
+    cols = ("clip", "size", "halo", "thresh", "whole", "tiles", "full ms", "change ms", "speed-up",
+            "renew", "PSNR dB", "worst dB", "tiles dB", "own gates", "exact gates", "still dB",
+            "noise")
+    body = [[r["clip"], r["size"], str(r["halo"]), f"{r['threshold']:g}", f"{r['whole']}/{r['windows']}",
+             f"{r['tiles_computed']:.1%}", f"{r['full_ms']:.1f}", f"{r['change_ms']:.1f}",
+             f"{r['speedup']:.2f}x", f"{r['renewal_time_share']:.0%}", fmt(r["psnr_db"], ".2f"),
+             fmt(r["psnr_worst_window_db"], ".2f"),
+             fmt(r["psnr_tiles_db"], ".2f"), fmt(r["psnr_tiles_own_gates_db"], ".2f"),
+             fmt(r["psnr_tiles_exact_gates_db"], ".2f"), fmt(r["model_still_psnr_db"], ".2f"),
+             noise_text(r)]
+            for r in rows]
+    return text_table(cols, body)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
+    for key in dict.fromkeys((r["clip"], r["size"], r["halo"]) for r in rows):
+        series = [r for r in rows if (r["clip"], r["size"], r["halo"]) == key]
+        label = f"{key[0]} {key[1]} halo {key[2]}"
+        thresholds = [r["threshold"] for r in series]
+        left.plot(thresholds, [r["speedup"] for r in series], marker="o", label=label)
+        # Identical frames (PSNR +inf) are drawn at IDENTICAL_DB.
+        psnr = [min(r["psnr_db"], IDENTICAL_DB) for r in series]
+        right.plot([r["speedup"] for r in series], psnr, marker="o", label=label)
+        for r, y in zip(series, psnr):
+            right.annotate(f"{r['threshold']:g}", (r["speedup"], y), fontsize=7,
+                           textcoords="offset points", xytext=(3, 3))
+    left.axhline(1.0, color="grey", lw=0.8)
+    left.set(xlabel="threshold (mean change of an 8x8 block, 0..1)", ylabel="speed-up over full model",
+             title="model time, full / change-based")
+    right.set(xlabel="speed-up over full model",
+              ylabel=f"PSNR against full model (dB; identical at {IDENTICAL_DB})",
+              title="fidelity vs speed-up (labels: threshold)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.video != "none" and not Path(args.video).is_file():
+        print(f"error: --video {args.video}: not found (bash scripts/fetch_opencv_videos.sh "
+              f"fetches it; --video none skips it)", file=sys.stderr)
+        return 2
+    try:
+        configs = [dataclasses.asdict(change_config(args, halo, 0.0)) for halo in args.halo]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model, weights = load_model(args, device)
+    clock = Clock(device)
+    started, rows = time.time(), []
+    with cudnn_settings(benchmark=args.cudnn_benchmark):
+        for size in resolve_sizes(args):
+            for name, frames, noise in clips(args, size):
+                rows += measure_clip(args, model, clock, name, frames, noise, size, device)
+    with open(args.out / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out / "sweep.png")
+    summary = {"command": sys.argv, "arguments": {k: str(v) for k, v in vars(args).items()},
+               "change_configs": configs, "weights": weights, "timing": clock.method,
+               "environment": environment(device), "seconds": time.time() - started, "rows": rows}
+    (args.out / "sweep.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"device: {summary['environment']['device_name']}; precision {args.precision}; "
+          f"weights: {weights}; timing: {clock.method}")
+    print(table(rows))
+    print(f"wrote {args.out}/sweep.csv, sweep.png, sweep.json in {summary['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Clips in which a chosen fraction of the frame moves and the rest is exactly still.
+
+The still part is a textured scene of synthetic.py frozen at t = 0; through one rectangle (the
+asked fraction of the frame's area, with the frame's aspect ratio, at a seeded place) a second
+scene is seen moving: its texture pans at a sub-pixel speed and discs cross it. Frames are rounded
+to 8 bits once, so outside the rectangle every frame is bit-identical to the first and, inside,
+nearly every pixel changes. Written losslessly (FFV1 holding RGB in .mkv) a decoded clip keeps
+exactly that; through a lossy codec (H.264) the still part flickers by a few levels, which a
+change threshold must absorb (`still_noise` measures by how much).
+
+    python -m pipeline.media.moving_fraction OUT.mkv --fraction 0.1 --width 768 --height 576
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from pipeline.media.decode import resize
+from pipeline.media.encode import VideoWriter
+from pipeline.media.synthetic import make_scene, render
+
+
+@dataclass(frozen=True)
+class Region:
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        m = np.zeros((height, width), dtype=bool)
+        m[self.top:self.top + self.height, self.left:self.left + self.width] = True
+        return m
+
+
+def moving_region(height: int, width: int, fraction: float, seed: int = 0) -> Region:
+    """The rectangle closest in area to `fraction` of the frame, with the frame's aspect ratio."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    h = min(height, max(1, round(height * math.sqrt(fraction))))
+    w = min(width, max(1, round(fraction * height * width / h)))
+    rng = np.random.default_rng(seed)
+    return Region(int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w)
+
+
+def render_clip(height: int, width: int, frames: int, fraction: float, seed: int = 0
+                ) -> tuple[np.ndarray, Region]:
+    """(frames, H, W, 3) uint8 RGB with `fraction` of the frame moving, and where it moves."""
+    if frames < 1 or height < 1 or width < 1:
+        raise ValueError(f"need frames, height and width >= 1, got {frames}, {height}, {width}")
+    region = moving_region(height, width, fraction, seed)
+    still = render(make_scene(width, height, frames, seed), 0.0, width, height)
+    moving = make_scene(region.width, region.height, frames, seed + 1)
+    out = np.empty((frames, height, width, 3), dtype=np.uint8)
+    still_u8 = (still * 255.0).round().astype(np.uint8)
+    for t in range(frames):
+        out[t] = still_u8
+        window = render(moving, float(t), region.width, region.height)
+        out[t, region.top:region.top + region.height, region.left:region.left + region.width] = (
+            (window * 255.0).round().astype(np.uint8))
+    return out, region
+
+
+def write_lossless(path, frames: np.ndarray, fps: float = 25.0) -> Path:
+    """(T, H, W, 3) uint8 RGB into FFV1 (8-bit RGB, lossless) in .mkv."""
+    path = Path(path)
+    if path.suffix.lower() != ".mkv":
+        raise ValueError(f"path: a lossless FFV1 clip is written as .mkv, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream("ffv1", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "bgr0"
+        stream.codec_context.time_base = 1 / rate
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = frame.reformat(format="bgr0")
+            frame.pts, frame.time_base = i, stream.codec_context.time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_lossy(path, frames: np.ndarray, fps: float = 25.0, codec: str = "auto",
+                crf: int | None = None) -> str:
+    """(T, H, W, 3) uint8 RGB through the project's encoder (4:2:0, as cameras deliver); codec
+    "auto" is H.264 where PyAV has an encoder for it, else VP9. Returns the codec used."""
+    with VideoWriter(path, fps, frames.shape[2], frames.shape[1], codec=codec, crf=crf) as writer:
+        writer.write(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    return writer.codec
+
+
+def read_frames(path, start: int = 0, count: int | None = None,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Frames start .. start+count-1 of any clip PyAV decodes, as (T, 3, H, W) float RGB in [0, 1]
+    on the CPU, resized to size (H, W) if given (bilinear, antialiased)."""
+    images = []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i >= start:
+                images.append(frame.to_ndarray(format="rgb24"))
+            if count is not None and len(images) >= count:
+                break
+    if not images or (count is not None and len(images) < count):
+        raise ValueError(f"{path}: has {len(images)} frames from frame {start}, {count} asked for")
+    frames = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    return resize(frames, size)
+
+
+def still_noise(frames: torch.Tensor, moving: np.ndarray, margin: int = 0) -> dict | None:
+    """How far pixels that should be still drift from the first frame: (T, 3, H, W) frames and a
+    (H, W) mask of the moving pixels -> the largest change of each still pixel (any channel)
+    over the clip, as the maximum and percentiles over still pixels, in 8-bit levels. `margin`
+    leaves out still pixels that lie near the motion (a codec spreads it over its blocks); None when
+    no still pixel is left."""
+    near = torch.from_numpy(moving)[None, None].float()
+    if margin:
+        near = torch.nn.functional.max_pool2d(near, 2 * margin + 1, stride=1, padding=margin)
+    still = near[0, 0] == 0
+    change = (frames - frames[:1]).abs().amax(dim=(0, 1))[still] * 255.0
+    if change.numel() == 0:
+        return None
+    q = torch.quantile(change.double(), torch.tensor([0.5, 0.99, 0.999], dtype=torch.float64))
+    return {"max": change.max().item(), "p50": q[0].item(), "p99": q[1].item(), "p999": q[2].item()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.media.moving_fraction",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", help="output clip: .mkv (lossless FFV1) or .mp4 (H.264, else VP9)")
+    ap.add_argument("--fraction", type=float, required=True, help="share of the frame that moves")
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--height", type=int, default=576)
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crf", type=int, default=None, help="lossy quality (lower is better)")
+    args = ap.parse_args(argv)
+    frames, region = render_clip(args.height, args.width, args.frames, args.fraction, args.seed)
+    out = Path(args.out)
+    if out.suffix.lower() == ".mkv":
+        write_lossless(out, frames, args.fps)
+    else:
+        write_lossy(out, frames, args.fps, crf=args.crf)
+    print(f"{out}: {region.height}x{region.width} of {args.height}x{args.width} moving "
+          f"({region.height * region.width / (args.height * args.width):.2%}) at "
+          f"top {region.top}, left {region.left}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

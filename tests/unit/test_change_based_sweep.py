@@ -1,0 +1,27 @@
+"""The threshold sweep command, end to end on the CPU at a tiny size."""
+import csv
+
+from pipeline.bench.change_sweep import main
+
+
+def test_the_sweep_writes_a_row_per_clip_and_threshold_and_a_plot(tmp_path, capsys):
+    rc = main(["--out", str(tmp_path), "--video", "none", "--sizes", "32x48", "--frames", "3",
+               "--synthetic", "1", "--thresholds", "0.01,0.9", "--tile", "16", "--halo", "8",
+               "--device", "cpu", "--precision", "fp32", "--warmup", "0", "--repeats", "1"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
+    assert [(r["clip"], r["threshold"]) for r in rows] == [("moving 1 (h264)", "0.01"),
+                                                           ("moving 1 (h264)", "0.9")]
+    low, high = rows
+    # All of the frame moves: at a low threshold both windows run the full model (same frames),
+    # at a threshold above any change both are copied.
+    assert (low["whole"], low["psnr_db"], low["tiles_computed"]) == ("2", "inf", "1.0")
+    assert (high["whole"], high["tiles_computed"]) == ("0", "0.0")
+    assert float(high["psnr_db"]) < 60
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "sweep.json").is_file()
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_a_missing_real_clip_is_refused_by_name(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--video", str(tmp_path / "absent.avi")]) == 2
+    assert "--video" in capsys.readouterr().err
