@@ -6,6 +6,7 @@ import multiprocessing as mp
 
 import torch
 
+from pipeline.serving.launch.ipc_leftovers import remove_ipc_leftovers
 from pipeline.serving.transport.items import Item, Part
 from pipeline.serving.transport.slots import (
     InputGather,
@@ -97,6 +98,8 @@ def consume(device_p: str, device_c: str, batch: int = 1, grouped: bool = False,
         proc.join(30)
         if proc.is_alive():
             proc.kill()
+            proc.join(30)
+        remove_ipc_leftovers([proc.pid])  # what its CUDA IPC left in /dev/shm, as the launcher does
 
 
 class _null:

@@ -31,6 +31,7 @@ from multiprocessing import reduction
 from pathlib import Path
 
 from pipeline.serving.launch.base import Launcher
+from pipeline.serving.launch.ipc_leftovers import remove_ipc_leftovers
 
 
 class Flag:
@@ -251,6 +252,7 @@ class LocalLauncher(Launcher):
                 proc.join(1.0)
         for floats in self._shared:
             floats.close()
+        remove_ipc_leftovers(p.pid for p in self.procs.values() if p.pid and not p.is_alive())
         if self.temp_dir is not None and not any(p.is_alive() for p in self.procs.values()):
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         return forced
