@@ -4,6 +4,7 @@ what depends on several fields and on the machine."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -78,6 +79,26 @@ def _construct_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.1 (PyYAML) reads 1e-4, without a dot, as a string; YAML 1.2 and every reader of these
+# files means a number.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def yaml_value(text: str):
+    """One value as a config file would read it (for `--set FIELD=VALUE`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def read_yaml(path):
+    """The data of a YAML file, or ConfigFileError naming the file (and the line)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigFileError(path, None, f"cannot read: {e.strerror or e}") from None
+    return _parse_yaml(path, text)
 
 
 def _parse_yaml(path: Path, text: str):

@@ -1,13 +1,14 @@
 """`--set FIELD=VALUE`: change one field of a loaded config for this run. The config goes to its
 plain form, the assignment lands there, and the whole is loaded again, so an override is checked
-exactly like the same value written in the file."""
+exactly like the same value written in the file. `assign` does the middle part for any schema
+(the run config here, the training config in pipeline/train/config.py)."""
 from __future__ import annotations
 
 import re
 
 import yaml
 
-from pipeline.config.loading import config_from_dict, config_to_dict
+from pipeline.config.loading import config_from_dict, config_to_dict, yaml_value
 from pipeline.config.schema import Config
 from pipeline.errors import ConfigError
 
@@ -20,7 +21,15 @@ def apply_overrides(cfg: Config, overrides) -> Config:
     if not overrides:
         return cfg
     d = config_to_dict(cfg)  # fresh containers: cfg itself is left as it was
-    for text in overrides:
+    assign(d, overrides)
+    return config_from_dict(d, source=cfg.source)
+
+
+def assign(d: dict, overrides) -> dict:
+    """Apply `FIELD=VALUE` assignments to the plain form `d` of a config (every field explicit),
+    in place; the caller loads the result again, which checks each value and refuses unknown keys
+    with a suggestion."""
+    for text in overrides or ():
         field, sep, value = text.partition("=")
         if not sep or not field:
             raise ConfigError("--set", f"expected FIELD=VALUE, got '{text}'")
@@ -34,7 +43,7 @@ def apply_overrides(cfg: Config, overrides) -> Config:
             except (KeyError, IndexError, TypeError):
                 raise ConfigError(field, f"--set: no such field ('{keys[i]}' not found)") from None
         try:
-            parsed = yaml.safe_load(value)
+            parsed = yaml_value(value)
         except yaml.YAMLError as e:
             raise ConfigError(field, f"--set: cannot read '{value}' as a YAML value "
                                      f"({getattr(e, 'problem', None) or e})") from None
@@ -45,4 +54,4 @@ def apply_overrides(cfg: Config, overrides) -> Config:
             node[last] = parsed
         else:
             raise ConfigError(field, "--set: no such field")
-    return config_from_dict(d, source=cfg.source)
+    return d

@@ -25,10 +25,10 @@ def test_overrides_set_fields_and_are_checked_like_the_file():
 
 
 @pytest.mark.parametrize("data, field, words", [
-    ({"optim": {"lr": 5.0}}, "optim.lr", "must be <= 0.1"),
+    ({"optim": {"lr": 5.0}}, "optim.lr", "must be >= 1e-07 and <= 0.1; got 5"),
     ({"optim": {"lr": "fast"}}, "optim.lr", "must be a number"),
     ({"train": {"precision": "fp8"}}, "train.precision", "must be one of fp32, tf32, bf16"),
-    ({"train": {"batch_size": 0}}, "train.batch_size", "must be >= 1"),
+    ({"train": {"batch_size": 0}}, "train.batch_size", "must be a positive integer"),
     ({"train": {"compile": "yes"}}, "train.compile", "true or false"),
     ({"model": {"factor": 3}}, "model.factor", "must be one of 2, 4, 8"),
     ({"data": {"crop": 100}}, "data.crop", "multiple of 8"),
@@ -47,4 +47,4 @@ def test_the_command_reports_a_bad_config_in_one_line(tmp_path, capsys):
     path.write_text("optim:\n  lr: -1\n")
     assert main(["-c", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: config field 'optim.lr': must be >= 1e-07, got -1.0"
+    assert err == "error: config field 'optim.lr': must be >= 1e-07 and <= 0.1; got -1"
