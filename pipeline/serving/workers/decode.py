@@ -99,8 +99,8 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
             continue
         size, n_frames = tuple(rows_in.shape[-2:]), frames.shape[0]
         del frames, rows_in
-        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n_frames)], size,
-                    layout)
+        part = Part(req.request_id, 0, n, req.video, n_frames, req.stream_id, req.segment)
+        item = Item(pool.pool_id, slot, n, [part], size, layout)
         try:
             if not router.put(item, ctx.should_stop):
                 break
