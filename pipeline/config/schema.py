@@ -61,6 +61,17 @@ class SyntheticSpec:
 
 
 @dataclass(kw_only=True)
+class StreamsSpec:
+    """Requests as streams: long videos whose consecutive segments arrive as requests."""
+
+    count: int = setting(4, doc="streams; stream s plays clip s mod (clips in the set) from its "
+                                "first frame, looping, and each of its requests is its next "
+                                "frames_per_request frames; a stream stays on one decode worker "
+                                "(s mod workers) with its decoder open (at most 10,000: each "
+                                "open stream holds a decoder)", ge=1, le=10_000)
+
+
+@dataclass(kw_only=True)
 class VideoSetConfig:
     """Where request clips come from: files/globs, or a synthetic set. Exactly one of the two."""
 
@@ -68,6 +79,9 @@ class VideoSetConfig:
                                    "config file, then in the working directory",
                                factory=list, max_items=10_000, min_len=1)
     synthetic: SyntheticSpec | None = setting(None, doc="a generated set instead of paths")
+    streams: StreamsSpec | None = setting(
+        None, doc="play the clips as streams (segments as requests, arrivals Poisson per stream "
+                  "and in all) instead of one clip per request")
     max_pixels: int = setting(
         MAX_PIXELS_DEFAULT,
         doc="largest frame (width x height) a clip may have: a larger clip fails its own request "
