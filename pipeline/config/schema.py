@@ -32,7 +32,7 @@ QUEUES = ("global", "per_gpu")
 SYNTHETIC_CODECS = ("vp8", "vp9", "h264", "hevc")
 # pipeline.media.decode.BACKENDS plus "auto" (kept here so that building a parser does not import
 # torch and DALI; a unit test keeps the two lists equal).
-DECODE_BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav")
+DECODE_BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav", "pynvvideocodec")
 ON_FULL = ("stop", "block")
 
 SEED_MAX = 2**32 - 1  # numpy's generators take seeds below 2**32
@@ -192,7 +192,8 @@ class RunSettings:
                                    choices=LAUNCHERS, flags=("--launcher",))
     decode_backend: str = setting(
         "auto", doc="force a decoder instead of choosing by device and codec (auto: DALI on "
-                    "NVDEC for GPUs; DALI or PyAV on the CPU); env FLAVR_DECODE_BACKEND",
+                    "NVDEC for GPUs; DALI or PyAV on the CPU; pynvvideocodec: NVDEC through "
+                    "PyNvVideoCodec, one decoder reconfigured per clip); env FLAVR_DECODE_BACKEND",
         choices=DECODE_BACKENDS, env="FLAVR_DECODE_BACKEND", flags=("--decode-backend",))
     mps: str = setting(
         "auto", doc="CUDA MPS control daemon for the run: without it, processes sharing a GPU "
