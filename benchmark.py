@@ -2,6 +2,7 @@
 
     python benchmark.py -c configs/flavr-split.yaml -mi 50
     python benchmark.py --model-only [--sizes 720x1280 --batch 1,4 ...]   (the model alone)
+    python benchmark.py --decode-only [--codecs h264,vp9 --workers 1,2 ...] (decode alone)
 """
 import sys
 

@@ -263,6 +263,34 @@ class ServedModel(ABC):
     def outputs_per_row(self) -> int:
         """Outputs (in `output_unit`) one row of model input yields."""
 
+    # ---- streams ------------------------------------------------------------------------------
+    # A stream is a long video whose consecutive segments of N frames arrive as requests. A
+    # segment's rows may read frames around it: `stream_behind` before its first frame and
+    # `stream_ahead` after its last (the decode worker keeps them), so that the rows of a
+    # stream's segments, in order, are exactly the rows of the whole video: no frame dropped or
+    # repeated at a boundary. The defaults suit a model whose rows do not overlap (R(2+1)D's
+    # clips, with N a multiple of the clip length).
+    stream_behind: ClassVar[int] = 0
+    stream_ahead: ClassVar[int] = 0
+
+    def check_segment(self, frames: int) -> str | None:
+        """Why a stream cannot run in segments of `frames` frames (None when it can)."""
+        return self.check_request(frames)
+
+    def rows_per_segment(self, frames: int) -> int:
+        """Rows of model input a running stream's segment of `frames` frames becomes."""
+        return self.rows_per_request(frames)
+
+    def outputs_per_segment(self, rows: int) -> int:
+        """What a segment's `rows` rows yield, counted in `output_unit`."""
+        return rows * self.outputs_per_row
+
+    def make_segment_rows(self, frames: torch.Tensor, behind: int, ahead: int) -> torch.Tensor:
+        """A segment's rows from (behind + N + ahead, 3, H, W) frames of its stream: `behind`
+        is below stream_behind only at the stream's start, `ahead` below stream_ahead only at
+        its end."""
+        return self.make_rows(frames[behind:frames.shape[0] - ahead])
+
     # ---- work ---------------------------------------------------------------------------------
 
     @abstractmethod

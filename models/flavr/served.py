@@ -13,7 +13,12 @@ from models.base import WEIGHTS_DIR, ServedModel
 from models.flavr import checkpoint as ckpt
 from models.flavr.flops import FLOP_CONVENTION, flavr_stage_macs
 from models.flavr.model import FLAVR, N_INPUTS, PAD_MULTIPLE, FLAVRConfig
-from models.flavr.windows import interleave_tensor, make_windows, output_frame_count
+from models.flavr.windows import (
+    interleave_tensor,
+    make_windows,
+    output_frame_count,
+    segment_window_indices,
+)
 
 
 @dataclass
@@ -30,6 +35,10 @@ class FLAVRServed(ServedModel):
     input_size = None  # each clip's own size unless the config says model.resolution
     min_size = PAD_MULTIPLE
     flop_convention = FLOP_CONVENTION
+    # A segment's windows start at each of its frames: the one before it and the two after it
+    # are read too (the gap after a segment's last frame needs frames of the next segment).
+    stream_behind = 1
+    stream_ahead = 2
 
     def __post_init__(self):
         FLAVRConfig(self.factor)  # refuses a factor other than 2, 4 or 8
@@ -73,6 +82,25 @@ class FLAVRServed(ServedModel):
 
     def row_shape(self, height: int, width: int) -> tuple[int, ...]:
         return (3, N_INPUTS, height, width)
+
+    # A running stream's segment of N frames is the N gaps that start at its frames: window g
+    # interpolates between frames g and g+1, so the segment outputs each of its frames followed
+    # by its factor-1 new frames (N*factor), and segments 0..k-1 output exactly the whole
+    # video's frames 0..kN-1 with their new frames.
+    def check_segment(self, frames: int) -> str | None:
+        if frames < 1:
+            return f"must be >= 1, got {frames}"
+        return None
+
+    def rows_per_segment(self, frames: int) -> int:
+        return frames
+
+    def outputs_per_segment(self, rows: int) -> int:
+        return rows * self.factor
+
+    def make_segment_rows(self, frames: torch.Tensor, behind: int, ahead: int) -> torch.Tensor:
+        count = frames.shape[0] - behind - ahead
+        return make_windows(frames, segment_window_indices(frames.shape[0], behind, count))
 
     def outputs_per_request(self, frames: int) -> int:
         return output_frame_count(frames, self.factor)

@@ -27,6 +27,17 @@ def window_indices(T: int) -> list[tuple[int, int, int, int]]:
     return [tuple(min(max(j, 0), last) for j in (i - 1, i, i + 1, i + 2)) for i in range(T - 1)]
 
 
+def segment_window_indices(total: int, behind: int, count: int) -> list[tuple[int, int, int, int]]:
+    """Indices (into `total` frames of a stream held around a segment) of the windows a segment
+    yields: one per gap that starts at one of its `count` frames, the first being frame `behind`.
+    Window of gap g is frames [g-1, g, g+1, g+2] clamped into the frames held, so a stream's start
+    (behind 0) and end (fewer than 2 frames after) repeat the boundary frame exactly as
+    `window_indices` does for a whole clip; the stream's last frame starts no gap."""
+    last = total - 1
+    return [tuple(min(max(j, 0), last) for j in (g - 1, g, g + 1, g + 2))
+            for g in range(behind, behind + count) if g < last]
+
+
 def output_frame_count(T: int, factor: int) -> int:
     """Frames in the interpolated sequence: every input frame plus factor-1 in each gap."""
     if T < 1 or factor < 1:
@@ -34,12 +45,15 @@ def output_frame_count(T: int, factor: int) -> int:
     return (T - 1) * factor + 1
 
 
-def make_windows(frames: torch.Tensor) -> torch.Tensor:
-    """(T,3,H,W) -> (T-1, 3, 4, H, W), FLAVR's input layout; one gather on the frames' device."""
+def make_windows(frames: torch.Tensor, indices=None) -> torch.Tensor:
+    """(T,3,H,W) -> (T-1, 3, 4, H, W), FLAVR's input layout; one gather on the frames' device.
+    `indices` (default: window_indices(T)) picks other windows, e.g. a stream segment's."""
     if frames.dim() != 4:
         raise ValueError(f"expected (T,3,H,W) frames, got {tuple(frames.shape)}")
-    idx = torch.tensor(window_indices(frames.shape[0]), device=frames.device)  # (T-1, 4)
-    return frames[idx].permute(0, 2, 1, 3, 4)  # (T-1,4,3,H,W) -> (T-1,3,4,H,W)
+    if indices is None:
+        indices = window_indices(frames.shape[0])
+    idx = torch.tensor(indices, dtype=torch.long, device=frames.device).reshape(-1, WINDOW)
+    return frames[idx].permute(0, 2, 1, 3, 4)  # (rows,4,3,H,W) -> (rows,3,4,H,W)
 
 
 def interleave(frames: Sequence, new_frames: Sequence) -> list:

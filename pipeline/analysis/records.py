@@ -18,7 +18,9 @@ machine) and are stored relative to the run's t0 (the start of the measured sche
 Columns of requests.csv (one row per request, in request-id order):
 
     request_id         int    0..n-1; warm-ups first
-    video              str    path of the clip
+    video              str    path of the clip (of a stream: the file it plays)
+    stream             int    the stream a segment request belongs to; empty for a clip request
+    segment            int    the segment's number in its stream (0, 1, ...); empty for a clip
     frames             int    input frames used (asked for, where the request failed early)
     output_frames      int    the model's outputs for the request, in its output unit: FLAVR
                               the frames of the interpolated sequence, (frames-1)*factor+1;
@@ -88,7 +90,7 @@ PATH_TIMES = ("queue_wait_s", "handoff_exposed_s", "slot_wait_s", "stream_wait_s
               "publish_s")
 STEP_FIELDS = ("device", "replica", "batch") + PATH_TIMES + ("handoff_s",)
 BASE_COLUMNS = (
-    "request_id", "video", "frames", "output_frames", "warmup", "status", "error",
+    "request_id", "video", "stream", "segment", "frames", "output_frames", "warmup", "status", "error",
     "scheduled_s", "issued_s", "done_s", "latency_s",
 )
 FINAL = ("ok", "error", "dropped")
@@ -188,6 +190,8 @@ class RequestRow:
     lag_s: float | None = None  # client.lag_s
     put_s: float | None = None  # client.put_s
     steps: dict[str, StepTimes] = field(default_factory=dict)
+    stream: int | None = None  # a stream's segment: which stream, and which segment of it
+    segment: int | None = None
 
     def accounted_s(self) -> float | None:
         """The sum of the columns that add up to the latency; None where one is missing."""
@@ -214,7 +218,8 @@ class RequestRow:
                   warmup=bool(get("warmup") or 0), status=get("status") or "unfinished",
                   error=get("error") or "", scheduled_s=get("scheduled_s"),
                   issued_s=get("issued_s"), done_s=get("done_s"), latency_s=get("latency_s"),
-                  lag_s=get(f"{CLIENT}.lag_s"), put_s=get(f"{CLIENT}.put_s"))
+                  lag_s=get(f"{CLIENT}.lag_s"), put_s=get(f"{CLIENT}.put_s"),
+                  stream=get("stream"), segment=get("segment"))
         if row.latency_s is None and row.done_s is not None and row.scheduled_s is not None:
             row.latency_s = round(row.done_s - row.scheduled_s, 6)
         for name in step_names:
@@ -222,7 +227,7 @@ class RequestRow:
         return row
 
 
-_INT_FIELDS = {"request_id", "frames", "output_frames", "warmup", "replica", "batch"}
+_INT_FIELDS = {"request_id", "stream", "segment", "frames", "output_frames", "warmup", "replica", "batch"}
 
 
 def _value(key: str, value):
@@ -258,6 +263,8 @@ class RequestState:
     video: str
     frames: int
     warmup: bool
+    stream: int | None = None
+    segment: int | None = None
     admission: Admission | None = None
     steps: dict[str, StepStamps] = field(default_factory=dict)
     outcome: Outcome | None = None
@@ -287,15 +294,15 @@ class RequestState:
 @dataclass
 class RecordTable:
     """Merges the reports of a run into one state per request. `requests`: (request_id, video,
-    frames, warmup) of every request the run plans."""
+    frames, warmup[, stream, segment]) of every request the run plans."""
 
     step_names: list[str]
     requests: list[tuple] = field(default_factory=list)
     rows: dict[int, RequestState] = field(default_factory=dict)
 
     def __post_init__(self):
-        for rid, video, frames, warmup in self.requests:
-            self.rows[rid] = RequestState(rid, video, frames, bool(warmup))
+        for rid, video, frames, warmup, *stream in self.requests:
+            self.rows[rid] = RequestState(rid, video, frames, bool(warmup), *stream)
 
     def update(self, request_id: int, record) -> None:
         self.rows[request_id].apply(record)

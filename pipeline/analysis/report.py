@@ -154,7 +154,27 @@ def _steps(summary: dict) -> list[str]:
                      f"GPU-to-GPU hand-off {pct(sh['handoff_share'])} "
                      f"(exposed {pct(sh.get('handoff_exposed_share'))}), "
                      f"writing slots {pct(sh['publish_share'])}")
+    lines += _decode_lines(summary)
     return lines + [""]
+
+
+def _decode_lines(summary: dict) -> list[str]:
+    """Decode's place next to the model (analysis/placement.py), and per-stream figures."""
+    lines = []
+    d = summary.get("decode")
+    if d:
+        model = ", ".join(f"{m['step']} {100 * m['busy']:.0f}% ({m['replicas']})"
+                          for m in d["model"])
+        lines.append(f"busy over the window: decode {100 * d['decode_busy']:.0f}% "
+                     f"({d['decode_workers']} worker(s), {1e3 * d['decode_s_per_request']:.2f} ms "
+                     f"per request), model {model}")
+    st = summary.get("streams")
+    if st:
+        lines.append(f"streams: {st['streams']}, requests per stream {st['requests_min']}.."
+                     f"{st['requests_max']} (median {st['requests_median']}), latency p50 per "
+                     f"stream {1e3 * st['latency_p50_min_s']:.1f}..{1e3 * st['latency_p50_max_s']:.1f}"
+                     f" ms (slowest: stream {st['worst_stream']})")
+    return lines
 
 
 def _breakdown(summary: dict) -> list[str]:

@@ -21,7 +21,7 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.analysis import validity
+from pipeline.analysis import placement, validity
 from pipeline.analysis.records import (
     CLIENT,
     CLIENT_TIMES,
@@ -161,6 +161,8 @@ def summarize(rows, step_names, run_info: dict, nvml_samples=None) -> dict:
         "breakdown": _breakdown(ok, steps),
         "gpus": _gpu_table(samples, window, run_info.get("nvml_baseline")),
         "shares": _shares(ok, steps),
+        "decode": placement.decode_placement(ok, steps, window["duration_s"]),
+        "streams": placement.per_stream(ok),
     }
     summary["validity"] = validity.judge(summary)
     summary["warnings"] = validity.warnings(summary)

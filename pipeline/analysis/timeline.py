@@ -68,7 +68,9 @@ def to_row(state: RequestState, step_names, t0: float) -> RequestRow:
     last = step_names[-1]
     out = state.outcome
     row = RequestRow(state.request_id, state.video, state.frames, None, state.warmup,
-                     state.status(last), out.error if out is not None else "")
+                     state.status(last), out.error if out is not None else "",
+                     stream=state.stream, segment=state.segment if state.stream is not None
+                     else None)
     if out is not None:
         row.frames = out.frames if out.frames is not None else row.frames
         row.output_frames = out.output_frames

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 
+from pipeline.analysis import placement
 from pipeline.analysis.formatting import fmt
 from pipeline.analysis.statistics import MIN_FOR_P90, MIN_FOR_P99
 
@@ -123,6 +124,11 @@ def warnings(summary: dict) -> list[str]:
         warm = sum(f["count"] for f in summary["failures"] if f["warmup"])
         out.append(f"{not_ok} request(s) did not finish ok ({parts}"
                    + (f"; {warm} of them warm-up" if warm else "") + "): see failures")
+
+    decode = summary.get("decode")
+    saturated = summary["validity"]["kept_up"] is False or summary["load"].get("bulk")
+    if decode and decode.get("starved") and saturated:
+        out.append(placement.limited_text(decode))
 
     shared = _shared_without_mps(run)
     if shared:

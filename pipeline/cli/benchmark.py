@@ -2,6 +2,7 @@
 
     python benchmark.py -c configs/flavr-split.yaml -mi 50
     python benchmark.py --model-only [--sizes 720x1280 --batch 1,4 ...]   (the model alone)
+    python benchmark.py --decode-only [--codecs h264,vp9 --workers 1,2 ...] (decode alone)
 
 Sends Poisson-timed requests (video clips) through decode workers and FLAVR runner processes placed
 on GPUs as the config says, then prints throughput, latency percentiles (from each request's
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark a model alone on one GPU instead (no config; --model "
                         "flavr|r2plus1d and its other flags: python benchmark.py --model-only "
                         "--help; see pipeline/bench/)")
+    p.add_argument("--decode-only", action="store_true",
+                   help="benchmark decode alone: each backend, codec, frame size and number of "
+                        "workers per GPU on the same clips (python benchmark.py --decode-only "
+                        "--help; pipeline/bench/decode_only.py)")
     add_setting_flags(p)
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of a torch.save checkpoint that holds more than "
@@ -45,6 +50,10 @@ def run_record(args: argparse.Namespace, settings) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--decode-only" in argv:  # decode alone: backends x codecs x sizes x workers
+        from pipeline.bench.decode_only import main as decode_only_main
+
+        return decode_only_main([a for a in argv if a != "--decode-only"])
     if "--model-only" in argv:  # a different benchmark with flags of its own
         from pipeline.bench.model_bench import main as model_bench_main
 

@@ -48,6 +48,7 @@ from pipeline.config.schema import (
     ModelConfig,
     RunSettings,
     StepConfig,
+    StreamsSpec,
     SweepSettings,
     SyntheticSpec,
     VideoSetConfig,
@@ -58,7 +59,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "DECODE_BACKENDS", "DEVICES", "FACTORS", "MODEL_NAMES", "PRECISIONS", "QUEUES", "STEP_KINDS",
     "SYNTHETIC_CODECS", "CapacitySettings", "Config", "ConfigError", "ConfigFileError",
-    "ModelConfig", "OptionError", "RunSettings", "StepConfig", "SweepSettings", "SyntheticSpec",
+    "ModelConfig", "OptionError", "RunSettings", "StepConfig", "StreamsSpec", "SweepSettings", "SyntheticSpec",
     "VideoSetConfig", "add_override_flag", "add_setting_flags", "apply_overrides", "check_flag_value", "check_settings",
     "config_from_dict", "config_to_dict", "describe_placement", "load_config",
     "resolve_checkpoint", "resolve_videos", "settings_from_args", "validate",

@@ -29,7 +29,13 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     m = cfg.model
     served, n = served_model(m), cfg.frames_per_request
     rows, outs, unit = served.rows_per_request(n), served.outputs_per_request(n), served.output_unit
-    lines.append(f"requests  {n} input frames each -> {rows} {served.row_name}{'s' * (rows != 1)} "
+    what = f"{n} input frames each"
+    if v.streams is not None:  # a running stream's segment (models/base.py, streams)
+        rows = served.rows_per_segment(n)
+        outs = served.outputs_per_segment(rows)
+        what = (f"the next {n} frames of one of {v.streams.count} streams (looping the clips, "
+                f"decoder kept open; Poisson per stream)")
+    lines.append(f"requests  {what} -> {rows} {served.row_name}{'s' * (rows != 1)} "
                  f"-> {outs} output {unit.removesuffix('s') if outs == 1 else unit}")
     if m.resolution is not None:
         res = f"{m.resolution[0]}x{m.resolution[1]} (HxW)"

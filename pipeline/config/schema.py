@@ -32,7 +32,7 @@ QUEUES = ("global", "per_gpu")
 SYNTHETIC_CODECS = ("vp8", "vp9", "h264", "hevc")
 # pipeline.media.decode.BACKENDS plus "auto" (kept here so that building a parser does not import
 # torch and DALI; a unit test keeps the two lists equal).
-DECODE_BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav")
+DECODE_BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pyav", "pynvvideocodec")
 ON_FULL = ("stop", "block")
 
 SEED_MAX = 2**32 - 1  # numpy's generators take seeds below 2**32
@@ -61,6 +61,17 @@ class SyntheticSpec:
 
 
 @dataclass(kw_only=True)
+class StreamsSpec:
+    """Requests as streams: long videos whose consecutive segments arrive as requests."""
+
+    count: int = setting(4, doc="streams; stream s plays clip s mod (clips in the set) from its "
+                                "first frame, looping, and each of its requests is its next "
+                                "frames_per_request frames; a stream stays on one decode worker "
+                                "(s mod workers) with its decoder open (at most 10,000: each "
+                                "open stream holds a decoder)", ge=1, le=10_000)
+
+
+@dataclass(kw_only=True)
 class VideoSetConfig:
     """Where request clips come from: files/globs, or a synthetic set. Exactly one of the two."""
 
@@ -68,6 +79,9 @@ class VideoSetConfig:
                                    "config file, then in the working directory",
                                factory=list, max_items=10_000, min_len=1)
     synthetic: SyntheticSpec | None = setting(None, doc="a generated set instead of paths")
+    streams: StreamsSpec | None = setting(
+        None, doc="play the clips as streams (segments as requests, arrivals Poisson per stream "
+                  "and in all) instead of one clip per request")
     max_pixels: int = setting(
         MAX_PIXELS_DEFAULT,
         doc="largest frame (width x height) a clip may have: a larger clip fails its own request "
@@ -178,7 +192,8 @@ class RunSettings:
                                    choices=LAUNCHERS, flags=("--launcher",))
     decode_backend: str = setting(
         "auto", doc="force a decoder instead of choosing by device and codec (auto: DALI on "
-                    "NVDEC for GPUs; DALI or PyAV on the CPU); env FLAVR_DECODE_BACKEND",
+                    "NVDEC for GPUs; DALI or PyAV on the CPU; pynvvideocodec: NVDEC through "
+                    "PyNvVideoCodec, one decoder reconfigured per clip); env FLAVR_DECODE_BACKEND",
         choices=DECODE_BACKENDS, env="FLAVR_DECODE_BACKEND", flags=("--decode-backend",))
     mps: str = setting(
         "auto", doc="CUDA MPS control daemon for the run: without it, processes sharing a GPU "

@@ -31,7 +31,8 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) ->
             step.queue = "per_gpu"
     from_dict(Config, to_dict(cfg))  # every single field, as if it had been loaded from a file
     served = served_model(cfg.model)  # imports torch: not needed to load or describe configs
-    reason = served.check_request(cfg.frames_per_request)
+    check = served.check_segment if cfg.videos.streams is not None else served.check_request
+    reason = check(cfg.frames_per_request)
     if reason:
         raise ConfigError("frames_per_request", reason)
     _validate_videos(cfg)

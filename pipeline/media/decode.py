@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from pipeline.errors import VideoError
 from pipeline.media.backends import BACKENDS, backend_class
-from pipeline.media.backends.base import DecodeBackend
+from pipeline.media.backends.base import DecodeBackend, FrameSource
 from pipeline.media.probe import SUPPORTED_CODECS, VideoInfo, probe
 
 __all__ = ["BACKENDS", "FrameDecoder", "choose_backend", "iter_frame_chunks", "parse_device",
@@ -139,6 +139,12 @@ class FrameDecoder:
                                         f"{max(count, 0)}); interpolation needs at least 2")
         return resize(self._open(info).decode(info, start, count), self.resolution)
 
+    def open(self, path, chunk: int) -> "ResizedSource":
+        """The clip's own decoder, open and positioned (backends.base.FrameSource), reading it
+        `chunk` frames at a time inside; frames come resized like decode's."""
+        info = probe(path)
+        return ResizedSource(self._open(info).open(info, chunk), self.resolution)
+
     def iter_chunks(self, path, chunk: int) -> Iterator[torch.Tensor]:
         """Consecutive (t<=chunk, 3, H, W) pieces of the whole clip; memory bounded by one chunk
         of decoded frames (the DALI backends also hold the compressed file in memory)."""
@@ -147,6 +153,17 @@ class FrameDecoder:
         info = probe(path)
         for frames in self._open(info).chunks(info, chunk):
             yield resize(frames, self.resolution)
+
+
+class ResizedSource(FrameSource):
+    def __init__(self, source: FrameSource, resolution: tuple[int, int] | None):
+        self.source, self.resolution = source, resolution
+
+    def read(self, n: int) -> torch.Tensor:
+        return resize(self.source.read(n), self.resolution)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def iter_frame_chunks(path, device: str, chunk: int, resolution: tuple[int, int] | None = None,

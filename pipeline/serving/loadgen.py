@@ -20,6 +20,7 @@ _STOP_POLL_S = 0.05
 # Warm-ups draw their gaps from a stream of their own, so the measured schedule depends only on
 # (count, mean interval, seed), whatever the warm-up.
 MEASURED_STREAM, WARMUP_STREAM = 0, 1
+_MARKS = 2  # the stream marks' generator is seeded apart from the arrival times'
 
 
 def poisson_offsets(n: int, mean_interval_ms: float, seed: int,
@@ -38,6 +39,21 @@ def poisson_offsets(n: int, mean_interval_ms: float, seed: int,
     rng = np.random.default_rng(seed if stream == MEASURED_STREAM else [seed, stream])
     gaps = rng.exponential(mean_interval_ms / 1000.0, size=n)
     return np.cumsum(gaps)
+
+
+def stream_marks(n: int, n_streams: int, seed: int, stream: int = MEASURED_STREAM) -> np.ndarray:
+    """Which of `n_streams` streams each of n arrivals of a poisson_offsets schedule belongs to.
+
+    Each arrival goes to a stream drawn uniformly and independently (a generator of its own, so
+    the arrival times are those of poisson_offsets whatever the streams). By the marking theorem
+    each stream's arrivals are then a Poisson process of its own at 1/n_streams of the rate, the
+    streams are independent, and together they are the whole schedule: Poisson per stream and
+    across streams at once.
+    """
+    if n_streams < 1:
+        raise ValueError(f"n_streams must be >= 1, got {n_streams}")
+    rng = np.random.default_rng([seed, stream, _MARKS])
+    return rng.integers(0, n_streams, size=n)
 
 
 def run_schedule(offsets, t0: float, send: Callable[[int, float], object],

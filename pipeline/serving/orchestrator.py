@@ -26,7 +26,6 @@ from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import GpuMonitor, cpu_affinity_for_gpu
 from pipeline.serving.heartbeat import HeartbeatBoard
 from pipeline.serving.launch import launcher_class
-from pipeline.serving.loadgen import WARMUP_STREAM, poisson_offsets
 from pipeline.serving.plan import RunOptions, plan_run, survey_clips
 from pipeline.serving.runlog import (
     RequestsCsv,
@@ -42,6 +41,7 @@ from pipeline.serving.workers.client import ClientSpec, client_main
 from pipeline.serving.workers.decode import DecodeSpec, decode_main
 from pipeline.serving.workers.runner import RunnerSpec, runner_main
 from pipeline.serving.workers.sink import SinkSpec, sink_main
+from pipeline.serving.workload import build_workload, stream_owner
 
 __all__ = ["RunOptions", "RunResult", "run"]
 
@@ -101,9 +101,10 @@ class _Run:
         self.warmup_video = clips.warmup_video
         self.launcher = launcher
         self.n_requests = opts.warmup + opts.videos
-        # Warm-ups first: (request id, clip, frames, warm-up)
-        self.requests = [(i, self.videos[i % len(self.videos)], cfg.frames_per_request,
-                          i < opts.warmup) for i in range(self.n_requests)]
+        # Warm-ups first: (request id, clip, frames, warm-up, stream, segment)
+        self.workload = build_workload(cfg, served, self.videos, opts.warmup, opts.videos,
+                                       opts.mean_interval_ms, opts.seed)
+        self.requests = self.workload.requests
         self.state = RunState(RecordTable(topo.step_names, self.requests),
                               admit_closed=None, on_final=self._final)
         self.channel: ControlChannel | None = None  # made with the run's queues (execute)
@@ -123,6 +124,8 @@ class _Run:
         L, topo, qs = self.launcher, self.topo, self.opts.queue_size
         self.in_queues = [{k: L.queue(qs) for k in topo.input_keys(i)}
                           for i in range(topo.n_steps + 1)]
+        if self.workload.streams:  # one input queue per decode worker: stream affinity
+            self.in_queues[0] = {r.index: L.queue(qs) for r in topo.replicas[0]}
         self.free = {r.name: L.queue() for step in topo.replicas for r in step}
 
     def _ctx(self, name: str, gpu: int | None, threads: int = 1) -> ChildContext:
@@ -139,7 +142,7 @@ class _Run:
 
     def _start_processes(self) -> None:
         cfg, opts, topo, L = self.cfg, self.opts, self.topo, self.launcher
-        rows = self.served.rows_per_request(cfg.frames_per_request)
+        rows = self.workload.rows_per_request
         n_model = sum(len(s) for s in topo.replicas[1:]) or 1
         # CPU runs share the cores among model replicas; on a GPU a runner's host threads only
         # launch kernels.
@@ -158,7 +161,8 @@ class _Run:
             out = Output(self.in_queues[i + 1], topo.queue_names(i + 1),
                          topo.input_per_gpu[i + 1], opts.queue_size, opts.on_full)
             for r in replicas:
-                in_q = self.in_queues[i][topo.input_key(i, r.gpu)]
+                streams = i == 0 and self.workload.streams
+                in_q = self.in_queues[i][r.index if streams else topo.input_key(i, r.gpu)]
                 role = f"step '{r.step}' replica {r.index} on GPU {r.gpu}"
                 if r.kind == "decode":
                     ctx = self._ctx(r.name, r.gpu, 1)
@@ -166,7 +170,8 @@ class _Run:
                     spec = DecodeSpec(r.step, r.index, self.served, resolution, self.sizes,
                                       cfg.frames_per_request, opts.decode_backend,
                                       self.warmup_video, step_cfg.pool_slots,
-                                      in_q, out, self.free[r.name], FrameLimits.of(cfg))
+                                      in_q, out, self.free[r.name], FrameLimits.of(cfg),
+                                      self._owned_streams(r.index))
                     L.start(r.name, role, decode_main, ctx, spec)
                 else:
                     ctx = self._ctx(r.name, r.gpu, threads)
@@ -174,13 +179,19 @@ class _Run:
                                       rows, opts.batch, step_cfg.pool_slots, in_q, out,
                                       self.free[r.name], self._upstream_free(i, r.gpu))
                     L.start(r.name, role, runner_main, ctx, spec)
-        warm = poisson_offsets(opts.warmup, opts.mean_interval_ms, opts.seed, WARMUP_STREAM)
-        measured = poisson_offsets(opts.videos, opts.mean_interval_ms, opts.seed)
         client_ctx = self._ctx("client", None)
         first = topo.step_names[0]
+        names = ({k: f"{first}.in[{k}]" for k in self.in_queues[0]} if self.workload.streams
+                 else {None: f"{first}.in"})
         L.start("client", "the client", client_main, client_ctx, ClientSpec(
-            self.requests, list(warm), list(measured), self.in_queues[0][None], f"{first}.in",
-            opts.queue_size, opts.on_full, self.state.admit_closed))
+            self.requests, self.workload.warmup_offsets, self.workload.offsets,
+            self.in_queues[0], names, opts.queue_size, opts.on_full, self.state.admit_closed))
+
+    def _owned_streams(self, replica: int) -> dict[int, str]:
+        """The streams a decode worker owns (stream id -> the file it plays), opened at start."""
+        n = len(self.topo.replicas[0])
+        return {s: self.videos[s % len(self.videos)] for s in range(self.workload.streams)
+                if stream_owner(s, n) == replica}
 
     def _upstream_free(self, step_index: int, gpu) -> dict:
         """Free-slot queues of the producers a consumer of `step_index` (n_steps: the sink) reads."""
@@ -339,6 +350,7 @@ class _Run:
             **self.served.run_info(), "precision": self.cfg.model.precision,
             "mean_interval_ms": self.opts.mean_interval_ms, "batch": self.opts.batch,
             "warmup": self.opts.warmup, "requests": self.n_requests,
+            "workload": self.workload.kind, "streams": self.workload.streams,
             "error": state.error, "stop_reason": state.stop_reason, "notices": state.notices,
             "nvml_baseline": self.baseline,
             "mps": self.mps,

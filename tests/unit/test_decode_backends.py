@@ -12,7 +12,7 @@ from pipeline.media.probe import SUPPORTED_CODECS
 
 
 def test_every_registered_backend_is_a_decode_backend_under_its_own_name():
-    assert BACKENDS == ("dali-gpu", "dali-cpu", "pyav")
+    assert BACKENDS == ("dali-gpu", "dali-cpu", "pyav", "pynvvideocodec")
     for name in BACKENDS:
         cls = backend_class(name)
         assert issubclass(cls, DecodeBackend) and cls.name == name
@@ -39,3 +39,17 @@ def test_pyav_takes_every_supported_codec_onto_either_device():
     for codec in SUPPORTED_CODECS:
         for device in ("cpu", "cuda:0"):
             check_backend("pyav", torch.device(device), codec)
+
+
+@pytest.mark.skipif(backend_class("pynvvideocodec").unavailable() is None,
+                    reason="PyNvVideoCodec imports here")
+def test_pynvvideocodec_says_why_it_cannot_run_where_it_does_not_import():
+    with pytest.raises(RuntimeError, match="backend pynvvideocodec cannot run here: "):
+        check_backend("pynvvideocodec", torch.device("cuda:0"), "h264")
+
+
+def test_pynvvideocodec_decodes_nvdec_codecs_onto_gpus_only():
+    cls = backend_class("pynvvideocodec")
+    assert cls.devices == ("cuda",) and cls.codecs == ("h264", "hevc", "vp9", "av1")
+    with pytest.raises(ValueError, match="pynvvideocodec decodes .* not h264 onto cpu"):
+        check_backend("pynvvideocodec", torch.device("cpu"), "h264")

@@ -9,6 +9,7 @@ REGISTRY = {
     "dali-gpu": "pipeline.media.backends.dali:DaliGpuBackend",
     "dali-cpu": "pipeline.media.backends.dali:DaliCpuBackend",
     "pyav": "pipeline.media.backends.pyav:PyAvBackend",
+    "pynvvideocodec": "pipeline.media.backends.pynvc:PyNvVideoCodecBackend",
 }
 BACKENDS = tuple(REGISTRY)
 

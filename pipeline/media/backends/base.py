@@ -33,3 +33,53 @@ class DecodeBackend(ABC):
     @abstractmethod
     def chunks(self, info: VideoInfo, chunk: int) -> Iterator[torch.Tensor]:
         """The whole clip in consecutive pieces of at most `chunk` frames, memory bounded by one."""
+
+    def open(self, info: VideoInfo, chunk: int) -> "FrameSource":
+        """The clip's decoder of its own, kept open and positioned between reads (a stream): one
+        per clip, so that several can be read in turns. By default a reader over `chunks`; a
+        backend whose `chunks` shares state across clips overrides it."""
+        return ChunkedSource(self.chunks(info, chunk))
+
+
+class FrameSource(ABC):
+    """A clip being read front to back: `read(n)` returns its next n frames (T,3,H,W), fewer
+    only at its end, and raises EOFError once nothing is left."""
+
+    @abstractmethod
+    def read(self, n: int) -> torch.Tensor:
+        ...
+
+    def close(self) -> None:
+        """Let the decoder go (also when the clip was not read to its end)."""
+
+
+class ChunkedSource(FrameSource):
+    """A FrameSource over an iterator of frame chunks, keeping what a read did not take."""
+
+    def __init__(self, chunks: Iterator[torch.Tensor]):
+        self._chunks = chunks
+        self._held: list[torch.Tensor] = []
+        self._count = 0  # frames in _held
+        self._ended = False
+
+    def read(self, n: int) -> torch.Tensor:
+        while self._count < n and not self._ended:
+            try:
+                piece = next(self._chunks)
+            except StopIteration:
+                self._ended = True
+                break
+            self._held.append(piece)
+            self._count += piece.shape[0]
+        if not self._held:
+            raise EOFError("the clip has no more frames")
+        frames = self._held[0] if len(self._held) == 1 else torch.cat(self._held)
+        out, rest = frames[:n], frames[n:]
+        self._held = [rest] if rest.shape[0] else []
+        self._count = rest.shape[0]
+        return out
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()

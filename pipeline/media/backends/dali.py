@@ -4,7 +4,8 @@ GPU) or on the CPU (`dali-cpu`: VP8 and VP9 only; DALI 2.x has no CPU H.264/HEVC
 One built pipeline per (kind, backend, device, chunk) is kept and reused across files; a file's
 bytes are fed to it. DALI opens one decoder per clip: with short clips that, not NVDEC's decode
 rate, is what limits (on four H200s eight to twelve workers together decoded ~69 720p clips/s,
-whatever their number: docs/results.md). A DALI error invalidates its pipeline, which is dropped
+whatever their number: docs/results.md). A stream (`open`) gets a pipeline of its own, whose decoder stays open
+across its reads. A DALI error invalidates its pipeline, which is dropped
 and rebuilt for the next file. DALI's RGB is BT.601 whatever the stream says; colour.py maps it
 to the stream's own matrix.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import VideoError
-from pipeline.media.backends.base import DecodeBackend
+from pipeline.media.backends.base import ChunkedSource, DecodeBackend
 from pipeline.media.colour import DALI_GPU_CHROMA_OFFSET, dali_rgb_to_stream_rgb
 from pipeline.media.probe import VideoInfo
 
@@ -69,7 +70,16 @@ class DaliBackend(DecodeBackend):
         return raw
 
     def chunks(self, info: VideoInfo, chunk: int) -> Iterator[torch.Tensor]:
-        pipe = _pipeline("stream", self.op_device, self._device_id, chunk)
+        yield from self._chunks(info, chunk, _pipeline("stream", self.op_device,
+                                                       self._device_id, chunk), shared=True)
+
+    def open(self, info: VideoInfo, chunk: int) -> ChunkedSource:
+        # A stream keeps its position between reads while others are read: a pipeline of its
+        # own (one fn.experimental.inputs.video, whose decoder stays open for the whole file).
+        pipe = _build("stream", self.op_device, self._device_id, chunk)
+        return ChunkedSource(self._chunks(info, chunk, pipe, shared=False))
+
+    def _chunks(self, info: VideoInfo, chunk: int, pipe, shared: bool) -> Iterator[torch.Tensor]:
         done = 0
         try:
             try:
@@ -87,7 +97,7 @@ class DaliBackend(DecodeBackend):
                 done += want
                 yield dali_rgb(raw, info, self.chroma_offset)
         finally:
-            if done < info.frames:
+            if shared and done < info.frames:
                 # an error, or a consumer that stopped early: the operator still holds this
                 # file's remaining frames, which must not leak into the next file
                 _drop_pipeline("stream", self.op_device, self._device_id, chunk)
@@ -139,27 +149,30 @@ def _pipeline(kind: str, op_device: str, device_id: int | None, chunk: int = 0):
     key = (kind, op_device, device_id, chunk)
     with _pipelines_lock:
         pipe = _pipelines.get(key)
-        if pipe is not None:
-            return pipe
-        from nvidia.dali import fn, pipeline_def, types
-
-        # DALI 2.x's default (dynamic) executor, one iteration in flight: each run() decodes
-        # exactly what was fed just before it.
-        @pipeline_def(batch_size=1, num_threads=2, device_id=device_id, prefetch_queue_depth=1)
-        def build():
-            if kind == "range":
-                encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-                start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
-                length = fn.external_source(name="length", dtype=types.INT32, ndim=0)
-                return _video_op()(encoded, device=op_device, start_frame=start,
-                                   sequence_length=length, pad_mode="none")
-            return fn.experimental.inputs.video(name="encoded", sequence_length=chunk,
-                                                device=op_device, last_sequence_policy="partial")
-
-        pipe = build()
-        pipe.build()
-        _pipelines[key] = pipe
+        if pipe is None:
+            pipe = _pipelines[key] = _build(kind, op_device, device_id, chunk)
         return pipe
+
+
+def _build(kind: str, op_device: str, device_id: int | None, chunk: int = 0):
+    from nvidia.dali import fn, pipeline_def, types
+
+    # DALI 2.x's default (dynamic) executor, one iteration in flight: each run() decodes
+    # exactly what was fed just before it.
+    @pipeline_def(batch_size=1, num_threads=2, device_id=device_id, prefetch_queue_depth=1)
+    def build():
+        if kind == "range":
+            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+            start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
+            length = fn.external_source(name="length", dtype=types.INT32, ndim=0)
+            return _video_op()(encoded, device=op_device, start_frame=start,
+                               sequence_length=length, pad_mode="none")
+        return fn.experimental.inputs.video(name="encoded", sequence_length=chunk,
+                                            device=op_device, last_sequence_policy="partial")
+
+    pipe = build()
+    pipe.build()
+    return pipe
 
 
 def _drop_pipeline(kind: str, op_device: str, device_id: int | None, chunk: int = 0) -> None:

@@ -15,6 +15,9 @@ class Request:
     scheduled: float  # clock.now() time the client was due to issue it
     issued: float = 0.0
     t_put: float = 0.0  # when it entered the decode queue
+    # A stream's request is its next segment: None for a clip request (segment 0).
+    stream_id: int | None = None
+    segment: int = 0
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Part:
     rows: int
     video: str
     frames: int
+    stream_id: int | None = None  # carried from the Request: rows of one stream, in order
+    segment: int = 0
 
 
 @dataclass
@@ -39,3 +44,8 @@ class Item:
     size: tuple[int, int]  # (H, W) of the unpadded frames
     layout: dict = field(default_factory=dict)  # name -> (shape, stride) of the slot's tensors
     t_put: float = 0.0
+
+    @property
+    def stream_ids(self) -> list[int | None]:
+        """The stream of each part (None for a clip request), in the slot's row order."""
+        return [p.stream_id for p in self.parts]

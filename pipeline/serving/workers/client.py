@@ -4,6 +4,10 @@ Two phases. Warm-up requests go first, on a schedule of their own; the main proc
 every one of them has finished, then sends the start of the measured schedule, so measured
 requests never queue behind warm-up work (at -mi 0 they would all be due at once with it).
 
+A stream's segments go to the input queue of the decode worker that owns the stream (one queue
+per worker; workload.stream_owner), so one worker decodes all of them, in order; clip requests go
+to the decode step's one queue.
+
 Every request it handles is recorded (records.Admission: scheduled, sent and issued times); one
 refused by a full queue is recorded as dropped, and under the 'stop' policy nothing is issued after
 it.
@@ -16,17 +20,18 @@ from pipeline.analysis.records import Admission, Outcome
 from pipeline.clock import now
 from pipeline.serving.loadgen import run_schedule
 from pipeline.serving.transport.items import Request
-from pipeline.serving.transport.queues import QueueFull, Router
+from pipeline.serving.transport.queues import GLOBAL, QueueFull, Router
 from pipeline.serving.workers.child import run_child
+from pipeline.serving.workload import stream_owner
 
 
 @dataclass
 class ClientSpec:
-    requests: list  # (request_id, video, frames, warmup), warm-ups first
+    requests: list  # (request_id, video, frames, warmup, stream_id, segment), warm-ups first
     warmup_offsets: list  # seconds after the warm-up start, one per warm-up request
     offsets: list  # seconds after the measured start (t0), one per measured request
-    out_queue: object
-    queue_name: str
+    out_queues: dict  # GLOBAL -> the decode step's queue; or decode replica -> its own queue
+    queue_names: dict  # same keys -> queue name for messages
     bound: int
     on_full: str  # "stop" | "block"
     admit_closed: object  # shared flag (is_set): another queue overflowed, stop issuing
@@ -41,9 +46,14 @@ class _Issuer:
 
     def __init__(self, ctx, spec: ClientSpec):
         self.ctx, self.spec = ctx, spec
-        self.router = Router({None: spec.out_queue}, False, None, {None: spec.queue_name},
-                             spec.bound, spec.on_full)
+        self.routers = {key: Router(spec.out_queues, True, key, spec.queue_names, spec.bound,
+                                    spec.on_full) for key in spec.out_queues}
         self.reason = ""
+
+    def router(self, stream_id):
+        if stream_id is None:
+            return self.routers[GLOBAL]
+        return self.routers[stream_owner(stream_id, len(self.routers))]
 
     def stopped(self) -> bool:
         return self.ctx.should_stop() or self.spec.admit_closed.is_set()
@@ -58,11 +68,12 @@ class _Issuer:
             if self.spec.admit_closed.is_set():
                 self.reason = "admission closed after a queue overflowed"
                 return False
-            rid, video, frames, warmup = requests[i]
+            rid, video, frames, warmup, stream_id, segment = requests[i]
             handled[0] += 1
+            request = Request(rid, video, frames, warmup, scheduled, sent, stream_id=stream_id,
+                              segment=segment)
             try:
-                ok = self.router.put(Request(rid, video, frames, warmup, scheduled, sent),
-                                     self.ctx.should_stop)
+                ok = self.router(stream_id).put(request, self.ctx.should_stop)
             except QueueFull as exc:
                 self.ctx.record(rid, Admission(scheduled, sent, None))
                 self.ctx.record(rid, Outcome("dropped", str(exc)))

@@ -4,10 +4,16 @@
 One worker per GPU entry of the decode step. The decoder (DALI on NVDEC, DALI or PyAV on the CPU)
 is chosen per clip by `pipeline.media.decode`; the rows land in a slot of this worker's pool and the
 slot is handed to the first model step.
+
+A stream's segment (a request with a stream id) is read from the stream's own decoder, open and
+positioned since its previous segment (pipeline.media.streams); the worker keeps the frames
+around the segment that its rows read (ServedModel.stream_behind / stream_ahead), so the rows of
+a stream's segments are those of the whole video. The streams this worker owns are opened before
+it reports ready.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +43,8 @@ class DecodeSpec:
     output: Output
     free_queue: object
     limits: FrameLimits | None = None  # clips outside fail their request before decoding
+    # A stream workload: the streams this worker owns (stream id -> file), else None (clips).
+    streams: dict | None = field(default=None)
 
 
 def decode_main(ctx: ChildContext, spec: DecodeSpec) -> None:
@@ -45,16 +53,25 @@ def decode_main(ctx: ChildContext, spec: DecodeSpec) -> None:
 
 def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     from pipeline.media.decode import FrameDecoder
+    from pipeline.media.streams import StreamSet
 
     device = torch.device(ctx.torch_device)
     decoder = FrameDecoder(ctx.torch_device, resolution=spec.resolution, backend=spec.backend)
-    if spec.warmup_video:
+    model, n_frames = spec.model, spec.frames_per_request
+    streams = StreamSet(decoder, model.stream_behind, model.stream_ahead, n_frames)
+    for stream_id, path in (spec.streams or {}).items():
+        try:
+            streams.open(stream_id, path)
+        except VideoError:
+            pass  # its segments fail with the reason
+    if spec.warmup_video and spec.streams is None:
         # Builds the decoder pipelines and allocations on a real clip before the clock starts.
         try:
             spec.model.make_rows(decoder.decode(spec.warmup_video, spec.frames_per_request))
         except VideoError:
             pass
-    rows = spec.model.rows_per_request(spec.frames_per_request)
+    rows = (model.rows_per_request(n_frames) if spec.streams is None
+            else model.rows_per_segment(n_frames))
     pool = SlotPool(ctx.name, device, largest([decode_output_spec(spec.model, rows, h, w)
                                                for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
@@ -63,6 +80,13 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     if ctx.wait_start() is None:
         return
     ctx.attached()
+    try:
+        _loop(ctx, spec, decoder, streams, pool, router, device, model)
+    finally:
+        streams.close()
+
+
+def _loop(ctx, spec, decoder, streams, pool, router, device, model) -> None:
     while not ctx.should_stop():
         batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
         if not batch:
@@ -77,8 +101,15 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
         try:
             if spec.limits is not None:  # probing is cached: the decoder's own probe is free
                 spec.limits.check(req.video)
-            frames = decoder.decode(req.video, req.frames)
-            rows_in = spec.model.make_rows(frames)
+            if req.stream_id is None:
+                frames = decoder.decode(req.video, req.frames)
+                rows_in = model.make_rows(frames)
+                n_used = frames.shape[0]
+            else:
+                frames, behind, ahead = streams.segment(req.stream_id, req.video, req.segment,
+                                                        req.frames)
+                rows_in = model.make_segment_rows(frames, behind, ahead)
+                n_used = frames.shape[0] - behind - ahead
             if device.type == "cuda":
                 torch.cuda.current_stream(device).synchronize()
             decoded = now()
@@ -97,10 +128,10 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
                 detail = f"{req.video}: {type(exc).__name__}: {exc}"
             ctx.fail(req.request_id, f"decode: {detail}")
             continue
-        size, n_frames = tuple(rows_in.shape[-2:]), frames.shape[0]
+        size = tuple(rows_in.shape[-2:])
         del frames, rows_in
-        item = Item(pool.pool_id, slot, n, [Part(req.request_id, 0, n, req.video, n_frames)], size,
-                    layout)
+        part = Part(req.request_id, 0, n, req.video, n_used, req.stream_id, req.segment)
+        item = Item(pool.pool_id, slot, n, [part], size, layout)
         try:
             if not router.put(item, ctx.should_stop):
                 break

@@ -14,14 +14,14 @@ import contextlib
 import queue as queue_module
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from pipeline.analysis.records import StepStamps
 from pipeline.clock import now
 from pipeline.serving.steps import is_out_of_memory, make_step
-from pipeline.serving.transport.items import Item, Part
+from pipeline.serving.transport.items import Item
 from pipeline.serving.transport.queues import Output, QueueFull, get_batch
 from pipeline.serving.transport.slots import (
     InputGather,
@@ -240,7 +240,7 @@ class _Runner:
         parts, offset = [], 0
         for item in items:
             for p in item.parts:
-                parts.append(Part(p.request_id, offset + p.start, p.rows, p.video, p.frames))
+                parts.append(replace(p, start=offset + p.start))  # keeps the stream fields
             offset += item.rows
         flight = _InFlight(items, taken, _Timer(self.stream, blocking=True))
         slot = None

@@ -68,7 +68,9 @@ def _outcomes(ctx: ChildContext, spec: SinkSpec, reader, item) -> list[Outcome]:
                               for p in item.parts]).tolist()
     outcomes = []
     for p, ok in zip(item.parts, finite):
-        frames = dict(frames=p.frames, output_frames=spec.model.outputs_per_request(p.frames))
+        made = (spec.model.outputs_per_request(p.frames) if p.stream_id is None
+                else spec.model.outputs_per_segment(p.rows))  # a stream's segment: its rows'
+        frames = dict(frames=p.frames, output_frames=made)
         if not ok:
             outcomes.append(Outcome("error", "output holds NaN or Inf values", **frames))
             continue

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Decode on GPUs in one call (about 8 minutes on two H200s): the GPU decode correctness tests of
+# every GPU backend, the decode-only benchmark over every backend, codec (H.264, HEVC, VP9, AV1),
+# frame size (256x256, 1280x720) and 1, 2 and 4 workers per GPU on all GPUs, the model alone at
+# 720p, then 720p camera streams at saturation on one GPU (whole) and on two (replicated).
+#
+#   bash scripts/gpu_decode.sh [OUT_DIR]         (default: $OUT, else logs/gpu-decode-<time>)
+#
+# Wheels: nvidia-dali-cuda130, av (PyAV), pynvvideocodec 2.2.x (cp312 manylinux_2_28: it declares
+# no dependencies); put the .whl files in .wheels/ (carried with the repo) and they are installed
+# offline where missing. Stream footage: .cache/streams/*-720p.mp4 from scripts/stream_clips.sh
+# (carry them); without them synthetic 1280x720 H.264 streams stand in, said so in summary.txt.
+# Writes 8 files to OUT_DIR (env.txt, gpu-tests.log, decode.csv, decode.json, model-alone.txt,
+# streams-1gpu.txt, streams-2gpu.txt, summary.txt) and prints summary.txt last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-logs/gpu-decode-$(date +%y%m%d_%H%M%S)}}
+work=$(mktemp -d /tmp/gpu-decode.XXXXXX)
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+for pkg in nvidia.dali:nvidia-dali-cuda130 av:av PyNvVideoCodec:pynvvideocodec; do
+  mod=${pkg%%:*} whl=${pkg##*:}
+  if ! python3 -c "import $mod" 2>/dev/null && ls .wheels/${whl//-/_}-*.whl >/dev/null 2>&1; then
+    pip install -q --no-index --no-deps .wheels/${whl//-/_}-*.whl 2>&1 | tail -1
+  fi
+done
+ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+{ nvidia-smi -L
+  python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+  python3 -c 'import nvidia.dali as d, av; print("DALI", d.__version__, "PyAV", av.__version__)'
+  python3 -c 'import PyNvVideoCodec as n; print("PyNvVideoCodec", n.__version__)' 2>&1 | tail -1
+} > "$out/env.txt" 2>&1
+
+# 1. every GPU backend against PyAV, ranges, reconfiguring across clips, streams, bad clips
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_decoders_gpu.py \
+  tests/gpu/test_decode_gpu.py > "$out/gpu-tests.log" 2>&1
+echo "gpu tests: exit $?" >> "$out/gpu-tests.log"
+
+# 2. decode alone: backends x codecs x sizes x workers per GPU, on all GPUs
+timeout 260 python3 benchmark.py --decode-only --gpus all --workers 1,2,4 --clips 24 \
+  --codecs h264,hevc,vp9,av1 --sizes 256x256,720x1280 --cache "$work/clips" --out "$work/decode" \
+  > "$work/decode.txt" 2>&1
+echo "decode-only: exit $?" >> "$work/decode.txt"
+cp "$work/decode/decode.csv" "$work/decode/decode.json" "$out/" 2>/dev/null
+
+# 3. the model alone at 720p (the reference for the streams), then streams whole vs replicated
+timeout 100 python3 benchmark.py --model-only --device cuda:0 --sizes 720x1280 --factor 2 \
+  --batch 1 --modes fast --iters 20 > "$out/model-alone.txt" 2>&1
+streams=.cache/streams note="real footage (opencv-doc, scripts/stream_clips.sh)"
+if [[ ! -s $streams/vtest-720p.mp4 || ! -s $streams/megamind-720p.mp4 ]]; then
+  streams=$work/streams note="synthetic 1280x720 H.264 stand-ins (no .cache/streams carried)"
+  mkdir -p "$streams"
+  python3 -c "
+from pipeline.media.synthetic import write_clip
+for i, name in enumerate(('vtest-720p', 'megamind-720p')):
+    write_clip('$streams/' + name + '.mp4', 1280, 720, 120, 24, 'h264', 40 + i)"
+fi
+paths="[\"$streams/vtest-720p.mp4\",\"$streams/megamind-720p.mp4\"]"
+for c in streams-720p-1gpu streams-720p-2gpu; do
+  [[ $c == *2gpu && $ngpu -lt 2 ]] && continue
+  n=160; [[ $c == *2gpu ]] && n=320
+  timeout 150 python3 benchmark.py -c "configs/$c.yaml" --set "videos.paths=$paths" -mi 0 -v $n \
+    --warmup 16 -qs 1024 --logs "$work/runs" --no-progress > "$out/${c#streams-720p-}.txt" 2>&1
+  echo "$c: exit $?" >> "$out/${c#streams-720p-}.txt"
+  mv "$out/${c#streams-720p-}.txt" "$out/streams-${c#streams-720p-}.txt"
+done
+
+# 4. the table
+python3 - "$out" "$note" > "$out/summary.txt" <<'PY'
+import csv, json, re, sys
+from pathlib import Path
+out, note = Path(sys.argv[1]), sys.argv[2]
+tests = (out / "gpu-tests.log").read_text().strip().splitlines()
+print("gpu decode tests:", next((l for l in reversed(tests) if "passed" in l or "failed" in l
+                                 or "error" in l), tests[-1] if tests else "no output"))
+try:
+    rows = list(csv.DictReader(open(out / "decode.csv")))
+except OSError:
+    rows = []
+print(f"\ndecode alone (clips of 8 frames; per GPU at the best worker count; stream fr/s: one "
+      f"open decoder per worker)")
+print(f"{'backend':>15} {'codec':>5} {'size':>9} {'w/GPU':>5} {'clips/s/GPU':>11} "
+      f"{'stream fr/s':>11} {'setup ms':>8}")
+best = {}
+for r in rows:
+    if r["error"]:
+        print(f"{r['backend']:>15} {r['codec']:>5} {r['size']:>9} {r['workers_per_device']:>5} "
+              f"error: {r['error'][:60]}")
+        continue
+    key = (r["backend"], r["codec"], r["size"])
+    if key not in best or float(r["clips_per_s"]) > float(best[key]["clips_per_s"]):
+        best[key] = r
+for r in best.values():
+    print(f"{r['backend']:>15} {r['codec']:>5} {r['size']:>9} {r['workers_per_device']:>5} "
+          f"{float(r['clips_per_s_per_device']):11.1f} {float(r['stream_frames_per_s']):11.1f} "
+          f"{float(r['setup_ms_per_clip']):8.2f}")
+text = (out / "model-alone.txt").read_text() if (out / "model-alone.txt").exists() else ""
+print("\nmodel alone at 720p:", next((l.strip() for l in text.splitlines()
+                                     if "fast" in l and "720" in l), "see model-alone.txt"))
+print(f"\nstreams at 720p, -mi 0 ({note})")
+for name in ("streams-1gpu", "streams-2gpu"):
+    p = out / f"{name}.txt"
+    if not p.exists():
+        continue
+    t = p.read_text()
+    lines = t.splitlines()
+    keep = [l.strip() for l in lines if re.match(r"\s*(load |throughput|busy over|streams:|"
+            r"next to|- decode, not)", l)]
+    at = next((i for i, l in enumerate(lines) if l.startswith("GPUs")), None)
+    if at is not None:  # the per-GPU utilisation table, up to its blank line
+        for l in lines[at + 1:]:
+            if not l.strip():
+                break
+            keep.append(l.rstrip())
+    print(f"  {name}: " + ("\n    ".join(keep) if keep else t.strip().splitlines()[-1]))
+PY
+rm -rf "$work"
+cat "$out/summary.txt"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Real footage for stream workloads (configs/streams-*.yaml): the long videos of Debian's
+# opencv-doc package, which the pipeline's decoders cannot read as shipped (vtest.avi is MS-MPEG-4
+# v2, Megamind.avi MPEG-4 part 2, tree.avi Cinepak), re-encoded to H.264 (crf 12) with PyAV:
+#
+#   .cache/streams/vtest.mp4          768x576, 795 frames, 10 fps: a street from a fixed camera
+#   .cache/streams/vtest-720p.mp4     the same scaled to 1280x720 (720p-class)
+#   .cache/streams/megamind.mp4       720x528, 270 frames: animation with shot cuts
+#   .cache/streams/megamind-720p.mp4  the same scaled to 1280x720
+#
+#   bash scripts/stream_clips.sh [CACHE_DIR]      (default: .cache)
+#
+# Downloads the package with scripts/fetch_opencv_videos.sh (apt-get download + dpkg-deb -x into
+# CACHE_DIR/opencv-doc; nothing installed, no video committed: .cache/ is git-ignored). Run it
+# where the package mirror is reachable and carry CACHE_DIR/streams to machines that cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${1:-.cache}"
+bash scripts/fetch_opencv_videos.sh "$cache/opencv-doc" > /dev/null
+mkdir -p "$cache/streams"
+make() {  # SRC DST [SIZE]
+    if [[ -s "$2" ]]; then echo "$2"; return; fi
+    python -m pipeline.media.transcode "$1" "$2.part.mp4" ${3:+--size "$3"} > /dev/null
+    mv "$2.part.mp4" "$2"
+    echo "$2"
+}
+make "$cache/opencv-doc/vtest.avi" "$cache/streams/vtest.mp4"
+make "$cache/opencv-doc/vtest.avi" "$cache/streams/vtest-720p.mp4" 720x1280
+make "$cache/opencv-doc/Megamind.avi" "$cache/streams/megamind.mp4"
+make "$cache/opencv-doc/Megamind.avi" "$cache/streams/megamind-720p.mp4" 720x1280
