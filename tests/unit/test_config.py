@@ -55,8 +55,19 @@ def test_all_shipped_configs_are_present():
             "flavr-replicated.json", "cpu-smoke.yaml"} <= names
 
 
+# Footage that a script makes (scripts/stream_clips.sh writes .cache/streams/), absent on a clone.
+MADE_BY_SCRIPT = ".cache/"
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_config_loads_and_validates_in_cpu_mode(path):
+def test_shipped_config_loads_and_validates_in_cpu_mode(path, tmp_path, monkeypatch):
+    made = [p for p in load_config(path).videos.paths
+            if p.startswith(MADE_BY_SCRIPT) and not (CONFIGS.parent / p).is_file()]
+    if made:  # the rest of the config is still checked, with empty files standing in
+        monkeypatch.chdir(tmp_path)
+        for p in made:
+            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / p).touch()
     cfg = validate(load_config(path), gpu_count=None)
     assert cfg.name == path.stem
     assert cfg.source == str(path)

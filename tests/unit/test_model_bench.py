@@ -81,11 +81,13 @@ def cpu_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_bench") / "bench.json"
     md = out.with_suffix(".md")
     cmd = [sys.executable, "benchmark.py", "--model-only", "--device", "cpu", "--sizes", "32x32",
-           "--iters", "2", "--modes", "original,fast", "--out", str(out), "--markdown", str(md)]
+           "--iters", "2", "--warmup", "1", "--stage-iters", "1", "--batch", "1",
+           "--modes", "original,fast", "--out", str(out), "--markdown", str(md)]
     # One thread: on a busy shared CPU, OpenMP threads waiting for each other at every op make
-    # wall times swing by several times; a single thread slows down evenly instead.
+    # wall times swing by several times; a single thread slows down evenly instead. Few calls:
+    # a CPU without bf16 instructions runs the bf16 "fast" mode ~40x slower than fp32.
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout, md.read_text()
 
@@ -106,7 +108,7 @@ def test_cpu_run_measures_every_mode(cpu_run):
     (size,) = result["sizes"]
     assert size["size"] == "32x32" and size["macs_per_window"] == flavr_macs(32, 32)
     rows = {(r["mode"], r["batch"]): r for r in size["rows"]}
-    assert set(rows) == {("original", 1), ("fast", 1), ("fast", 4)}
+    assert set(rows) == {("original", 1), ("fast", 1)}
     for (mode, batch), r in rows.items():
         assert "error" not in r
         assert r["frames_per_s"] > 0 and r["tflops"] > 0
@@ -114,7 +116,10 @@ def test_cpu_run_measures_every_mode(cpu_run):
         assert r["frames_per_s"] == pytest.approx(batch * 1 / (r["ms_median"] / 1e3))
         assert len(r["ms_all"]) == 2
     assert rows[("original", 1)]["speedup"] == pytest.approx(1.0)
-    assert size["best"]["mode"] == "fast"
+    # The best is the fastest row but the reference, however slow (a CPU without bf16 runs
+    # "fast" far slower than "original"); its speed-up is against the reference.
+    assert (size["best"]["mode"], size["best"]["batch"]) == ("fast", 1)
+    assert size["best"]["speedup"] == pytest.approx(rows[("fast", 1)]["speedup"])
 
 
 def test_cpu_run_stage_times_add_up_to_the_call(cpu_run):
@@ -148,4 +153,4 @@ def test_cpu_run_prints_and_writes_the_summary_table(cpu_run):
                    "speed-up"):
         assert column in header
     assert "| size | mode | batch | frames/s |" in markdown
-    assert "### 32x32 fast batch 4" in markdown
+    assert "### 32x32 fast batch 1" in markdown
