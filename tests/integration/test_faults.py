@@ -308,14 +308,14 @@ def test_asking_for_cuda_without_a_gpu_names_the_device_field(tmp_path):
 @pytest.mark.parametrize("on_full,where", [("stop", "decode.in"), ("stop", "sleep.in"),
                                            ("block", "decode.in")])
 def test_overload_ends_with_every_request_accounted_for(tmp_path, on_full, where):
-    # The sleep step takes 200 ms a request (1 s for sleep.in); every queue holds 2. decode.in:
+    # The sleep step takes 200 ms a request (2.6 s for sleep.in); every queue holds 2. decode.in:
     # all requests at once, and the decoder owns one slot, so it waits for the sleep step and the
-    # client's queue fills. sleep.in: requests about every 150 ms (seed 9: no two of the first
-    # six within 74 ms), which the decoder keeps up with even when a loaded machine holds it up
-    # for a while (its queue overflows only if it stalls for over 200 ms); it runs ahead into its
-    # 4 slots and overflows the sleep step's queue itself while the sleep step is on its first
-    # request (1 s).
-    decode_slots, interval, sleep_ms = (1, 0, 200) if where == "decode.in" else (4, 150, 1000)
+    # client's queue fills. sleep.in: requests about every 400 ms (seed 9: no two of the first
+    # six within 195 ms), which the decoder keeps up with even when a loaded machine holds it up
+    # for a while (its queue overflows only if it stalls for most of a second); it runs ahead
+    # into its 4 slots and overflows the sleep step's queue itself while the sleep step is on its
+    # first request (2.6 s).
+    decode_slots, interval, sleep_ms = (1, 0, 200) if where == "decode.in" else (4, 400, 2600)
     cfg = make_config(synthetic(), sleep_steps(sleep_ms=sleep_ms, pool_slots=1,
                                                decode_slots=decode_slots))
     n = 10
