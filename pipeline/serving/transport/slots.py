@@ -200,13 +200,16 @@ class SlotPool:
                 if should_stop():
                     return None
 
-    def write(self, slot: int, values: dict[str, torch.Tensor]) -> tuple[int, Layout]:
-        """Copy `values` into the slot on the current stream; returns (rows, layout)."""
-        rows, layout = None, {}
+    def write(self, slot: int, values: dict[str, torch.Tensor],
+              rows: int | None = None) -> tuple[int, Layout]:
+        """Copy `values` into the slot on the current stream; returns (rows, layout). Given
+        `rows`, the tensors may have any row counts (a change-based state: whole windows, tiles),
+        and the item counts `rows` (its windows)."""
+        ragged, layout = rows is not None, {}
         for name, value in values.items():
             n = value.shape[0]
             rows = n if rows is None else rows
-            if n != rows:
+            if n != rows and not ragged:
                 raise ValueError(f"pool {self.pool_id}: '{name}' has {n} rows, expected {rows}")
             buf = self.slots[slot][name]
             if value.numel() > buf.numel():
