@@ -58,6 +58,10 @@ class SyntheticSpec:
     fps: float = setting(24.0, doc="frame rate written into the clips", gt=0, le=1000)
     codec: str = setting("vp9", doc="codec of the clips", choices=SYNTHETIC_CODECS)
     seed: int = setting(0, doc="seed of the clips' content", ge=0, le=SEED_MAX)
+    moving_fraction: float | None = setting(
+        None, doc="static-camera clips instead: this fraction of the frame moves (a seeded "
+                  "rectangle) and the rest is still (pipeline/media/moving_fraction.py); 0: "
+                  "nothing moves; none: the usual clips, which move everywhere", ge=0, le=1)
 
 
 @dataclass(kw_only=True)
