@@ -251,12 +251,19 @@ class ChangeBasedFLAVR:
         """Per gate, the attention (N, C) of each tile's reference window."""
         plan, per_row = state.plan, []
         for row, reference in zip(plan.tiled_rows, plan.references):
+            if not plan.stats[row].tiles:
+                # No tile of this window runs (a still window of a stream that has not run one
+                # whole yet may have no reference at all): a place holder, never indexed.
+                per_row.append(None)
+                continue
             stream = state.streams[row]
             kept = self._attention.get(stream, {})
             if reference not in kept:
                 raise KeyError(f"no gate attention of whole window {reference} of stream "
                                f"{stream!r} here: a stream's windows must all pass this step")
             per_row.append(kept[reference])
+        filler = next(a for a in per_row if a is not None)
+        per_row = [filler if a is None else a for a in per_row]
         names = per_row[0].keys()
         return {name: torch.stack([a[name] for a in per_row])[plan.sample] for name in names}
 
