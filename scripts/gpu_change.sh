@@ -94,7 +94,9 @@ def summary(label):
 
 
 def fmt(x, spec):
-    return format(x, spec) if isinstance(x, (int, float)) else "-"
+    if isinstance(x, (int, float)):
+        return format(x, spec)
+    return "-".rjust(int(spec.split(".")[0].rstrip("dfs") or 0))
 
 
 print("\none H200, -mi 0 -b 2, 8 streams of 8-frame segments at 1280x720, bf16, trained weights;"
