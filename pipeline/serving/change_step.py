@@ -11,9 +11,13 @@ tensor of the whole windows' state as `whole.<name>`, of the tile batch's as `ti
 the tiled windows' centre frames as `centre`, each with its own row count (0 when empty), sized
 once for the worst case (every window whole, and every window at ChangeConfig.max_tiles). The
 plan itself is small host data and rides on the queue item (`Item.change`, a PlanMeta); a batch
-of several items merges their plans. Getting the plan onto the host costs one wait for the change
-test (the tile counts decide the tile batch's shape); that wait is `begin`'s, and a split's
-planner pays a second, tiny one to list the tile indices for the item.
+of several items merges their plans. Getting the plan onto the host costs one wait, for the
+change test (the tile list decides the tile batch's shape). On a GPU the test runs on a stream of
+the planner's own that waits only for each item's inputs, so the host waits for the test alone
+(a few element-wise passes over the input), not for earlier batches still queued on the step's
+stream, which keep the GPU busy meanwhile; the test's GPU time is outside compute_s, the host's
+wait inside it only where the GPU had nothing else to do. Everything after it (the tile list,
+row indices, the plan on the item) is built on the host and copied without waiting.
 
 A fidelity run (`model.change_based.check`) also hands the input windows on (`check.frames`);
 after the timed work of each batch the composing step runs the full model on them and reports
@@ -106,10 +110,13 @@ class ChangeModelStep(ModelStep):
         self.composes = self.last == stages[-1]
         self.plan = [(self.last, self._state_names(self.last) if not self.composes else ("out",))]
         self.cb = None
+        self.side = None  # CUDA: the stream of the change test (see _detect)
 
     def setup(self) -> None:
         super().setup()
         self.cb = self.served.change_runner(self.model, self.change)
+        if self.device.type == "cuda" and self.plans:
+            self.side = torch.cuda.Stream(self.device, priority=-1)
 
     # ---- what crosses a boundary --------------------------------------------------------------
 
@@ -142,7 +149,7 @@ class ChangeModelStep(ModelStep):
 
     # ---- one batch ----------------------------------------------------------------------------
 
-    def run(self, tensors: dict, size, n_requests: int, publish, items=None):
+    def run(self, tensors: dict, size, n_requests: int, publish, items=None, gathered=None):
         from models.flavr.change_based import ChangeState, Plan, WindowStats
         from models.flavr.tiles import TileGrid
 
@@ -157,7 +164,7 @@ class ChangeModelStep(ModelStep):
             streams = [("warm-up", r) for r in range(rows)]
         if self.plans:
             windows = tensors["frames"]
-            state = self.cb.begin(windows, streams)
+            state = self.cb.begin(windows, streams, self._detect(gathered))
             check_frames = windows if self.check else None
         else:
             meta = (merge_metas([it.change for it in items], [it.rows for it in items])
@@ -198,6 +205,25 @@ class ChangeModelStep(ModelStep):
                 self.cb.end_stream(key)  # a clip request's windows were all in this batch
         return result
 
+    def _detect(self, gathered):
+        """On a GPU, the change test of each item on a stream of its own that waits only for
+        that item's inputs, then its result read back: the host's wait for the plan is then
+        for the test alone, not for the earlier batches still queued on the step's stream
+        (which keep the GPU busy meanwhile). None: `begin` tests on the current stream."""
+        from models.flavr.change_based import Detection
+
+        if self.side is None or gathered is None or not gathered.parts:
+            return None
+        found = []
+        for part, ready in zip(gathered.parts, gathered.ready):
+            self.side.wait_event(ready)
+            with torch.cuda.stream(self.side):
+                detection = self.cb.detect(part["frames"])
+            if detection is None:  # tiles do not fit these frames: begin runs them whole
+                return None
+            found.append(detection)
+        return Detection.merge(found, [p["frames"].shape[0] for p in gathered.parts])
+
     def _state_tensors(self, state, size, rows: int, check_frames) -> dict:
         """The change state as the slot's named tensors; an empty part as 0 rows of its shape."""
         grid = state.plan.grid
@@ -219,9 +245,9 @@ class ChangeModelStep(ModelStep):
     @staticmethod
     def _meta(state) -> PlanMeta:
         plan = state.plan
-        # One small device-to-host read: the tile list (its length is known since begin).
-        indices = torch.stack([plan.sample, plan.ty, plan.tx]).tolist() if len(plan.sample) \
-            else [[], [], []]
+        indices = plan.host  # made on the host by begin: no read back
+        if indices is None:
+            indices = torch.stack([plan.sample, plan.ty, plan.tx]).tolist()
         return PlanMeta(plan.whole_rows, plan.tiled_rows, plan.references, *indices,
                         plan.stats, state.streams)
 

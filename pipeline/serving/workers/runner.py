@@ -271,7 +271,7 @@ class _Runner:
                     shape, started = (items[0].size, len(parts)), now()
                     with self.ctx.allow_silence(self._silence_allowed(shape)):
                         flight.result = self.step.run(flight.inputs.tensors, items[0].size,
-                                                      len(parts), publish, items)
+                                                      len(parts), publish, items, flight.inputs)
                     self.call_s[shape] = now() - started
                     flight.total.finish()
                     if flight.result is not None and flight.result.untimed is not None:
