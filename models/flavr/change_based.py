@@ -24,6 +24,7 @@ stream.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 from typing import Hashable, Sequence
 
@@ -285,10 +286,9 @@ class ChangeBasedFLAVR:
                 kept = self._attention.setdefault(state.streams[row], {})
                 kept.setdefault(stats.window, {}).update({k: v[i] for k, v in recorded.items()})
         if state.tiles is not None:
-            if self.config.gates == "cached":
-                with imposed_attention(self.model, self._tile_attention(state)):
-                    state.tiles = self.model.run_stages(state.tiles, first, last)
-            else:
+            gates = (imposed_attention(self.model, self._tile_attention(state))
+                     if self.config.gates == "cached" else contextlib.nullcontext())
+            with gates, _untuned():
                 state.tiles = self.model.run_stages(state.tiles, first, last)
         self._forget_old(state)
         return state
@@ -340,6 +340,19 @@ class ChangeBasedFLAVR:
                                self.config.feather)
             parts.update(zip(plan.tiled_rows, fill[..., :grid.height, :grid.width]))
         return torch.stack([parts[row] for row in range(len(plan.stats))])
+
+
+@contextlib.contextmanager
+def _untuned():
+    """cuDNN's heuristics instead of its autotuning (cudnn.benchmark) for the tile batch: its
+    size changes from call to call, and autotuning every new size (every convolution, each time
+    a size is first seen) would cost more than the tuned algorithms save."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _index(rows: list[int], device) -> torch.Tensor:
