@@ -255,14 +255,19 @@ class ChangeModelStep(ModelStep):
         """The reference run and its per-request PSNR (run after the timed work)."""
         held = {}
 
-        def untimed():
+        def untimed():  # on the step's stream, after the batch's end event
             ref = self.model.run_stages({"frames": frames, "size": size})["out"]
             err = (out.clamp(0, 1) - ref.clamp(0, 1)).square().flatten(1).mean(1)
             held["mse"] = torch.stack([err[p.start:p.start + p.rows].mean() for p in parts])
+            if held["mse"].is_cuda:
+                held["done"] = torch.cuda.Event()
+                held["done"].record()
 
-        def later():
+        def later():  # at retirement, on whatever stream is current: wait for the work first
             if "mse" not in held:
                 return []
+            if "done" in held:
+                held["done"].synchronize()
             return [(p.request_id, Fidelity(_psnr(m))) for p, m in
                     zip(parts, held["mse"].tolist())]
 
