@@ -16,7 +16,7 @@ def config(clip, steps, name):
         "name": name, "device": "cuda", "videos": {"paths": [str(clip)]},
         "frames_per_request": 6,
         "model": {"factor": 2, "precision": "fp32", "checkpoint": "random",
-                  "change_based": {"tile": 32, "halo": 16, "fallback": 1.5}},
+                  "change_based": {"tile": 32, "halo": 16, "fallback": 4.0}},
         "pipeline": steps})
 
 
