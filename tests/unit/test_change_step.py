@@ -2,8 +2,9 @@
 step, their change state written as the slot's named tensors and their plans carried as item
 metadata; two items batched into one decoder call give what each gives alone."""
 import torch
-from change_helpers import SIZE, still_window, with_moving_patch
+from change_helpers import SIZE, active_model, still_window, with_moving_patch
 
+from models.flavr.change_based import ChangeBasedFLAVR, Detection
 from pipeline.config import ModelConfig, StepConfig
 from pipeline.config.schema import ChangeBasedSpec
 from pipeline.serving.change_step import ChangeModelStep, merge_metas
@@ -75,3 +76,17 @@ def test_merged_plans_count_rows_and_tiles_from_each_items_start():
     assert merged.tiled_rows == a.change.tiled_rows + [r + 3 for r in b.change.tiled_rows]
     offset = len(a.change.tiled_rows)
     assert merged.sample == a.change.sample + [s + offset for s in b.change.sample]
+
+
+def test_change_tests_made_per_item_and_merged_plan_the_batch_as_one_test_does():
+    # What the planner does on a GPU (each item's test on a stream of its own): the same plan.
+    a, b = windows(3), windows(4)
+    config = step("enc", ("stem", "layer2")).change
+    plans = []
+    for detection in (None, Detection.merge([ChangeBasedFLAVR(active_model(), config).detect(x)
+                                             for x in (a, b)], [3, 3])):
+        cb = ChangeBasedFLAVR(active_model(), config)
+        plans.append(cb.begin(torch.cat([a, b]), ["one"] * 3 + ["two"] * 3, detection).plan)
+    one, merged = plans
+    assert merged.host == one.host and merged.stats == one.stats
+    assert merged.whole_rows == one.whole_rows and merged.tiled_rows == one.tiled_rows
