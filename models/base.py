@@ -198,6 +198,9 @@ class ServedModel(ABC):
     input_size: ClassVar[tuple[int, int] | None] = None  # (H, W) when the config sets none; None: each clip's own
     min_size: ClassVar[int] = 1  # smallest height and width the network accepts
     flop_convention: ClassVar[str] = ""
+    # Change-based inference (compute only what changed): models that have it say so and make
+    # the wrapper that runs it (change_runner).
+    change_based: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -322,6 +325,10 @@ class ServedModel(ABC):
         """The network ready for inference: loaded (once), then cast and laid out."""
         model = self.load(device, checkpoint, seed, trust_checkpoint)
         return model.for_inference(precision, channels_last=channels_last)
+
+    def change_runner(self, network: StagedModel, config):
+        """The change-based wrapper of `network` (models whose `change_based` is True)."""
+        raise NotImplementedError(f"{self.title} has no change-based inference")
 
     # ---- outputs ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ stream.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 from typing import Hashable, Sequence
 
@@ -113,6 +114,25 @@ class WindowStats:
 
 
 @dataclass
+class Detection:
+    """The change test's result on the host: per window, how many tiles changed, and every
+    changed tile as (window, tile row, tile column), in row-major order."""
+
+    counts: list[int]
+    tiles: list[tuple[int, int, int]]
+
+    @staticmethod
+    def merge(parts: list["Detection"], rows: list[int]) -> "Detection":
+        """The detections of consecutive groups of windows as one (rows: windows per group)."""
+        out, offset = Detection([], []), 0
+        for part, n in zip(parts, rows):
+            out.counts += part.counts
+            out.tiles += [(b + offset, y, x) for b, y, x in part.tiles]
+            offset += n
+        return out
+
+
+@dataclass
 class Plan:
     grid: TileGrid
     whole_rows: list[int]  # rows of the batch that run whole
@@ -122,6 +142,8 @@ class Plan:
     ty: torch.Tensor  # (N,) tile row
     tx: torch.Tensor  # (N,) tile column
     stats: list[WindowStats]
+    # The tile list on the host (sample, ty, tx as lists), when the plan was made from one.
+    host: tuple[list, list, list] | None = None
 
 
 @dataclass
@@ -171,7 +193,23 @@ class ChangeBasedFLAVR:
 
     # ---- planning (the step that runs "stem") ---------------------------------------------------
 
-    def begin(self, windows: torch.Tensor, streams: Sequence[Hashable] | None = None) -> ChangeState:
+    def detect(self, windows: torch.Tensor) -> Detection | None:
+        """The change test of windows (B, 3, 4, H, W), read back to the host (one wait, for this
+        work alone: a caller may run it on a stream of its own, so that it does not queue behind
+        earlier work). None when tiles do not fit the frame."""
+        grid = TileGrid(*windows.shape[-2:], self.config.tile, self.config.halo)
+        if not grid.fits:
+            return None
+        todo = tiles_to_compute(block_change(pad_frames(windows)), grid, self.config.threshold)
+        tiles = [tuple(t) for t in todo.nonzero().tolist()]  # the host's one wait
+        counts = [0] * windows.shape[0]
+        for b, _, _ in tiles:
+            counts[b] += 1
+        return Detection(counts, tiles)
+
+    def begin(self, windows: torch.Tensor, streams: Sequence[Hashable] | None = None,
+              detection: Detection | None = None) -> ChangeState:
+        """Plan a batch. detection: `detect(windows)` made beforehand (by default, made here)."""
         if windows.dim() != 5 or windows.shape[1:3] != (3, 4):
             raise ValueError(f"windows must be (B, 3, 4, H, W), got {tuple(windows.shape)}")
         b, _, _, h, w = windows.shape
@@ -183,10 +221,10 @@ class ChangeBasedFLAVR:
         padded = pad_frames(windows)
         n_tiles = grid.shape[0] * grid.shape[1]
         if grid.fits:
-            todo = tiles_to_compute(block_change(padded), grid, cfg.threshold)
-            counts = todo.flatten(1).sum(1).tolist()  # host sync: the tile batch's shape
+            detection = detection or self.detect(windows)
+            counts = detection.counts
         else:
-            todo, counts = None, [n_tiles] * b
+            counts = [n_tiles] * b
         hp, wp = grid.padded
         whole_rows, tiled_rows, references, stats = [], [], [], []
         for row, (stream, count) in enumerate(zip(streams, counts)):
@@ -208,21 +246,30 @@ class ChangeBasedFLAVR:
                 tiled_rows.append(row)
                 references.append(last)
                 stats.append(WindowStats(stream, number, False, "", count, n_tiles, cost))
-        if tiled_rows:
-            sample, ty, tx = todo[tiled_rows].nonzero(as_tuple=True)
-        else:
-            sample = ty = tx = torch.zeros(0, dtype=torch.long, device=windows.device)
-        plan = Plan(grid, whole_rows, tiled_rows, references, sample, ty, tx, stats)
+        # The tile list of the tiled windows, built on the host (no further wait for the device).
+        position = {row: i for i, row in enumerate(tiled_rows)}
+        host = ([], [], [])
+        for row, y, x in (detection.tiles if grid.fits else ()):
+            if row in position:
+                host[0].append(position[row])
+                host[1].append(y)
+                host[2].append(x)
+        sample, ty, tx = (_index(part, windows.device) for part in host)
+        plan = Plan(grid, whole_rows, tiled_rows, references, sample, ty, tx, stats, host)
 
         whole = tiles = centre = None
         if whole_rows:
-            whole = {"frames": windows[whole_rows], "size": (h, w)}
+            frames = (windows if len(whole_rows) == b else
+                      windows.index_select(0, _index(whole_rows, windows.device)))
+            whole = {"frames": frames, "size": (h, w)}
         if tiled_rows:
-            centre = padded[tiled_rows][:, :, 1:3]
+            tiled = _index(tiled_rows, windows.device)
+            tiled_padded = padded.index_select(0, tiled)
+            centre = tiled_padded[:, :, 1:3]
             if len(sample):
                 # The exact colour mean of each tile's whole window, as the full model uses it.
-                mean = windows[tiled_rows].float().mean(dim=(2, 3, 4))
-                crops = gather_tiles(padded[tiled_rows], grid, sample, ty, tx)
+                mean = windows.index_select(0, tiled).float().mean(dim=(2, 3, 4))
+                crops = gather_tiles(tiled_padded, grid, sample, ty, tx)
                 tiles = {"frames": crops, "mean": mean[sample], "size": (grid.crop, grid.crop)}
         return ChangeState(plan, whole, tiles, centre, streams)
 
@@ -239,10 +286,9 @@ class ChangeBasedFLAVR:
                 kept = self._attention.setdefault(state.streams[row], {})
                 kept.setdefault(stats.window, {}).update({k: v[i] for k, v in recorded.items()})
         if state.tiles is not None:
-            if self.config.gates == "cached":
-                with imposed_attention(self.model, self._tile_attention(state)):
-                    state.tiles = self.model.run_stages(state.tiles, first, last)
-            else:
+            gates = (imposed_attention(self.model, self._tile_attention(state))
+                     if self.config.gates == "cached" else contextlib.nullcontext())
+            with gates, _untuned():
                 state.tiles = self.model.run_stages(state.tiles, first, last)
         self._forget_old(state)
         return state
@@ -251,12 +297,19 @@ class ChangeBasedFLAVR:
         """Per gate, the attention (N, C) of each tile's reference window."""
         plan, per_row = state.plan, []
         for row, reference in zip(plan.tiled_rows, plan.references):
+            if not plan.stats[row].tiles:
+                # No tile of this window runs (a still window of a stream that has not run one
+                # whole yet may have no reference at all): a place holder, never indexed.
+                per_row.append(None)
+                continue
             stream = state.streams[row]
             kept = self._attention.get(stream, {})
             if reference not in kept:
                 raise KeyError(f"no gate attention of whole window {reference} of stream "
                                f"{stream!r} here: a stream's windows must all pass this step")
             per_row.append(kept[reference])
+        filler = next(a for a in per_row if a is not None)
+        per_row = [filler if a is None else a for a in per_row]
         names = per_row[0].keys()
         return {name: torch.stack([a[name] for a in per_row])[plan.sample] for name in names}
 
@@ -287,6 +340,25 @@ class ChangeBasedFLAVR:
                                self.config.feather)
             parts.update(zip(plan.tiled_rows, fill[..., :grid.height, :grid.width]))
         return torch.stack([parts[row] for row in range(len(plan.stats))])
+
+
+@contextlib.contextmanager
+def _untuned():
+    """cuDNN's heuristics instead of its autotuning (cudnn.benchmark) for the tile batch: its
+    size changes from call to call, and autotuning every new size (every convolution, each time
+    a size is first seen) would cost more than the tuned algorithms save."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _index(rows: list[int], device) -> torch.Tensor:
+    """Host row numbers as an index on `device`, copied without waiting for the device (indexing
+    a GPU tensor with a Python list would copy the list with a wait)."""
+    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
 
 
 def computed_pixels(plan: Plan) -> torch.Tensor:

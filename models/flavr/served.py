@@ -39,6 +39,7 @@ class FLAVRServed(ServedModel):
     # are read too (the gap after a segment's last frame needs frames of the next segment).
     stream_behind = 1
     stream_ahead = 2
+    change_based = True
 
     def __post_init__(self):
         FLAVRConfig(self.factor)  # refuses a factor other than 2, 4 or 8
@@ -123,6 +124,11 @@ class FLAVRServed(ServedModel):
 
     def save_checkpoint(self, model: FLAVR, path) -> Path:
         return ckpt.save_checkpoint(model, path)
+
+    def change_runner(self, network: FLAVR, config):
+        from models.flavr.change_based import ChangeBasedFLAVR
+
+        return ChangeBasedFLAVR(network, config)
 
     # ---- outputs ------------------------------------------------------------------------------
 

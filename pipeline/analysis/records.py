@@ -34,6 +34,14 @@ Columns of requests.csv (one row per request, in request-id order):
                               it, observed complete by that step's runner (per GPU, in the order
                               its stream completes work; the host clock on the CPU)
     latency_s          float  done_s - scheduled_s
+    computed_fraction  float  change-based inference (model.change_based): of the tiles of the
+                              request's windows, the share the model computed (a window run whole
+                              counts all its tiles); empty when it is off
+    windows_whole      int    change-based: the request's windows that ran whole (a stream's
+                              first or refresh window, or too much motion for tiles)
+    psnr_vs_full_db    float  change-based fidelity run (model.change_based.check): PSNR of the
+                              request's new frames against the full model's on the same windows,
+                              outputs clamped to [0, 1]; identical outputs read 100
     client.lag_s       float  scheduled -> the client began to issue it (the client behind schedule)
     client.put_s       float  -> it was in the first queue (a full queue under --on-full block)
     <step>.device      str    e.g. cuda:1 or cpu:0 (logical GPU id on CPU runs)
@@ -92,6 +100,7 @@ STEP_FIELDS = ("device", "replica", "batch") + PATH_TIMES + ("handoff_s",)
 BASE_COLUMNS = (
     "request_id", "video", "stream", "segment", "frames", "output_frames", "warmup", "status", "error",
     "scheduled_s", "issued_s", "done_s", "latency_s",
+    "computed_fraction", "windows_whole", "psnr_vs_full_db",
 )
 FINAL = ("ok", "error", "dropped")
 
@@ -135,6 +144,24 @@ class StepStamps(_Report):
     handed_on: float | None = None  # the output item was in the next queue
     handoff_s: float = 0.0  # peer copies' own time
     handoff_exposed_s: float = 0.0  # of a peer copy, the part past when the step could start
+
+
+@dataclass
+class ChangeCounts(_Report):
+    """Change-based inference: what the step that plans the tiles decided for the request's
+    windows."""
+
+    tiles: int  # tiles computed, all of a window's when it ran whole
+    tiles_total: int
+    windows: int
+    windows_whole: int
+
+
+@dataclass
+class Fidelity(_Report):
+    """Change-based fidelity run: the request's output against the full model's."""
+
+    psnr_db: float
 
 
 @dataclass
@@ -192,6 +219,9 @@ class RequestRow:
     steps: dict[str, StepTimes] = field(default_factory=dict)
     stream: int | None = None  # a stream's segment: which stream, and which segment of it
     segment: int | None = None
+    computed_fraction: float | None = None  # change-based inference (see the module docstring)
+    windows_whole: int | None = None
+    psnr_vs_full_db: float | None = None
 
     def accounted_s(self) -> float | None:
         """The sum of the columns that add up to the latency; None where one is missing."""
@@ -219,7 +249,9 @@ class RequestRow:
                   error=get("error") or "", scheduled_s=get("scheduled_s"),
                   issued_s=get("issued_s"), done_s=get("done_s"), latency_s=get("latency_s"),
                   lag_s=get(f"{CLIENT}.lag_s"), put_s=get(f"{CLIENT}.put_s"),
-                  stream=get("stream"), segment=get("segment"))
+                  stream=get("stream"), segment=get("segment"),
+                  computed_fraction=get("computed_fraction"), windows_whole=get("windows_whole"),
+                  psnr_vs_full_db=get("psnr_vs_full_db"))
         if row.latency_s is None and row.done_s is not None and row.scheduled_s is not None:
             row.latency_s = round(row.done_s - row.scheduled_s, 6)
         for name in step_names:
@@ -227,7 +259,9 @@ class RequestRow:
         return row
 
 
-_INT_FIELDS = {"request_id", "stream", "segment", "frames", "output_frames", "warmup", "replica", "batch"}
+_INT_FIELDS = {"request_id", "stream", "segment", "frames", "output_frames", "warmup", "replica",
+               "batch", "windows_whole"}
+_FLOAT_FIELDS = {"computed_fraction", "psnr_vs_full_db"}
 
 
 def _value(key: str, value):
@@ -237,7 +271,7 @@ def _value(key: str, value):
     short = key.rsplit(".", 1)[-1]
     if short in _INT_FIELDS:
         return int(float(value))
-    if short.endswith("_s"):
+    if short.endswith("_s") or short in _FLOAT_FIELDS:
         value = float(value)
         return None if math.isnan(value) else round(value, 6)
     return value
@@ -268,12 +302,18 @@ class RequestState:
     admission: Admission | None = None
     steps: dict[str, StepStamps] = field(default_factory=dict)
     outcome: Outcome | None = None
+    change: ChangeCounts | None = None
+    fidelity: Fidelity | None = None
 
     def apply(self, record) -> None:
         if isinstance(record, Admission):
             self.admission = record
         elif isinstance(record, StepStamps):
             self.steps[record.step] = record
+        elif isinstance(record, ChangeCounts):
+            self.change = record
+        elif isinstance(record, Fidelity):
+            self.fidelity = record
         elif isinstance(record, Outcome):
             # A failure recorded earlier is the first cause; later reports must not overwrite it.
             if self.outcome is None or self.outcome.status not in ("error", "dropped"):

@@ -6,6 +6,7 @@ What each figure means is said once, in the report's closing notes (NOTES) and i
 from __future__ import annotations
 
 from pipeline.analysis import validity
+from pipeline.analysis.change import change_lines
 from pipeline.analysis.formatting import fmt, ms, pct, text_table
 from pipeline.analysis.statistics import (
     MIN_FOR_P90,
@@ -45,6 +46,7 @@ def format_report(summary: dict) -> str:
     lines += _latency(summary)
     lines += _steps(summary)
     lines += _breakdown(summary)
+    lines += change_lines(summary.get("change"))
     lines += _gpus(summary)
     if summary["failures"]:
         lines.append("failures (all requests, warm-up included)")

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 from pipeline.analysis import placement, validity
+from pipeline.analysis.change import change_summary
 from pipeline.analysis.records import (
     CLIENT,
     CLIENT_TIMES,
@@ -163,6 +164,7 @@ def summarize(rows, step_names, run_info: dict, nvml_samples=None) -> dict:
         "shares": _shares(ok, steps),
         "decode": placement.decode_placement(ok, steps, window["duration_s"]),
         "streams": placement.per_stream(ok),
+        "change": change_summary(ok, run_info),
     }
     summary["validity"] = validity.judge(summary)
     summary["warnings"] = validity.warnings(summary)

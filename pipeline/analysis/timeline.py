@@ -71,6 +71,12 @@ def to_row(state: RequestState, step_names, t0: float) -> RequestRow:
                      state.status(last), out.error if out is not None else "",
                      stream=state.stream, segment=state.segment if state.stream is not None
                      else None)
+    if state.change is not None:
+        c = state.change
+        row.computed_fraction = c.tiles / c.tiles_total if c.tiles_total else None
+        row.windows_whole = c.windows_whole
+    if state.fidelity is not None:
+        row.psnr_vs_full_db = state.fidelity.psnr_db
     if out is not None:
         row.frames = out.frames if out.frames is not None else row.frames
         row.output_frames = out.output_frames

@@ -21,7 +21,9 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     if v.synthetic is not None:
         s = v.synthetic
         lines.append(f"videos    synthetic: {s.count} clips {s.width}x{s.height}, {s.frames} frames at "
-                     f"{s.fps:g} fps, {s.codec}, seed {s.seed}")
+                     f"{s.fps:g} fps, {s.codec}, seed {s.seed}"
+                     + (f", {100 * s.moving_fraction:g}% of the frame moving (static camera)"
+                        if s.moving_fraction is not None else ""))
     else:
         lines.append(f"videos    {', '.join(v.paths)}")
     lines.append(f"          a clip over {v.max_pixels} pixels per frame (videos.max_pixels) "
@@ -48,6 +50,12 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     lines.append(f"model     {served.describe()}, {m.precision}, resolution {res}, "
                  f"checkpoint {m.checkpoint or 'none (random weights)'}"
                  + (f", {', '.join(flags)}" if flags else ""))
+    c = m.change_based
+    if c is not None:
+        lines.append(f"          change-based: tiles of {c.tile} px with a {c.halo} px halo where "
+                     f"an 8x8 block changed by more than {c.threshold}; whole above "
+                     f"{c.fallback:g} of the frame and every {c.refresh} windows of a stream; "
+                     f"gates {c.gates}" + ("; fidelity run (full model too)" if c.check else ""))
     if cpu_mode:
         lines.append("          (CPU mode: GPU ids below are logical device ids)")
     lines.append("")

@@ -44,7 +44,8 @@ def resolve_videos(cfg: Config, synthetic_root=None) -> list[Path]:
 
         s = cfg.videos.synthetic
         root = Path(synthetic_root) if synthetic_root is not None else _REPO_ROOT / "videos" / "synthetic"
-        made = ensure_synthetic_set(root, s.count, s.width, s.height, s.frames, s.fps, s.codec, s.seed)
+        made = ensure_synthetic_set(root, s.count, s.width, s.height, s.frames, s.fps, s.codec,
+                                    s.seed, s.moving_fraction)
         return [Path(p) for p in made]
     out: list[Path] = []
     for i, text in enumerate(cfg.videos.paths):

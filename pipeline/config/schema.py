@@ -58,6 +58,10 @@ class SyntheticSpec:
     fps: float = setting(24.0, doc="frame rate written into the clips", gt=0, le=1000)
     codec: str = setting("vp9", doc="codec of the clips", choices=SYNTHETIC_CODECS)
     seed: int = setting(0, doc="seed of the clips' content", ge=0, le=SEED_MAX)
+    moving_fraction: float | None = setting(
+        None, doc="static-camera clips instead: this fraction of the frame moves (a seeded "
+                  "rectangle) and the rest is still (pipeline/media/moving_fraction.py); 0: "
+                  "nothing moves; none: the usual clips, which move everywhere", ge=0, le=1)
 
 
 @dataclass(kw_only=True)
@@ -91,6 +95,32 @@ class VideoSetConfig:
 
 
 @dataclass(kw_only=True)
+class ChangeBasedSpec:
+    """Change-based inference (models/flavr/change_based.py): run FLAVR only on the tiles whose
+    neighbourhood changed, copy the centre frames elsewhere. Defaults and bounds are ChangeConfig's;
+    pipeline/config/change.py turns this into one."""
+
+    threshold: float = setting(0.04, doc="an 8x8 block changed if its mean pixel change (0..1) "
+                                         "exceeds this", ge=0, le=0.999)
+    tile: int = setting(64, doc="side of a tile's own output square in pixels, a multiple of 8",
+                        ge=8, le=SIDE_MAX)
+    halo: int = setting(16, doc="context around a tile and how far a change spreads, pixels, a "
+                                "multiple of 8", ge=0, le=SIDE_MAX)
+    feather: int | None = setting(None, doc="blend band into copied neighbours in pixels, at most "
+                                            "halo; none: halo / 2", ge=0, le=SIDE_MAX)
+    fallback: float = setting(0.5, doc="run a window whole when its tiles, halos included, would "
+                                       "cover more than this fraction of the frame", ge=0, le=100)
+    refresh: int = setting(16, doc="run a stream's window whole at least every this many windows "
+                                   "(renews the gate attention its tiles use)", ge=1, le=1_000_000)
+    gates: str = setting("cached", doc="the gate attention tiles use: cached (the stream's last "
+                                       "whole window) or own (each tile's own average)",
+                         choices=("cached", "own"))
+    check: bool = setting(False, doc="fidelity run: the full model also runs every window, after "
+                                     "the timed work, and requests.csv gets the PSNR of the "
+                                     "change-based output against it (later batches wait for it)")
+
+
+@dataclass(kw_only=True)
 class ModelConfig:
     name: str = setting("flavr", doc="which model the steps run (a name of models/registry.py)",
                         choices=MODEL_NAMES)
@@ -116,6 +146,8 @@ class ModelConfig:
     # A step hands each output on as soon as the stage that finishes it has run (a split's early
     # U-Net skips cross to the next GPU while the encoder still computes); false: all at the end.
     early_handoff: bool = setting(True, doc="hand each output on as soon as it is final")
+    change_based: ChangeBasedSpec | None = setting(
+        None, doc="compute only the tiles that changed (FLAVR only); none: the full model")
 
 
 @dataclass(kw_only=True)

@@ -8,6 +8,7 @@ import re
 
 from models.registry import served_model
 from pipeline.analysis.records import SINK
+from pipeline.config.change import validate_change_based
 from pipeline.config.convert import from_dict, to_dict
 from pipeline.config.files import resolve_checkpoint, resolve_videos
 from pipeline.config.schema import Config, StepConfig
@@ -39,6 +40,7 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) ->
     _validate_model(cfg)
     _validate_checkpoint(cfg, served)
     _validate_steps(cfg, served.stages, gpu_count, force_per_gpu)
+    validate_change_based(cfg, served)
     return cfg
 
 

@@ -132,16 +132,34 @@ def write_clip(out, width: int = 128, height: int = 128, frames: int = 16, fps: 
     return out
 
 
+def write_moving_fraction_clip(out, width: int, height: int, frames: int, fps: float, codec: str,
+                               seed: int, fraction: float) -> Path:
+    """A static-camera clip: `fraction` of the frame moves, the rest is still (0: all still)."""
+    from pipeline.media.moving_fraction import render_clip, write_lossy
+
+    still = fraction == 0
+    images, _ = render_clip(height, width, 1 if still else frames, 1.0 if still else fraction, seed)
+    if still:  # the moving scene's first frame, held: not a pixel changes
+        images = np.repeat(images, frames, axis=0)
+    write_lossy(out, images, fps, codec=codec)
+    return Path(out)
+
+
 def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int, fps: float,
-                         codec: str, seed: int) -> list[Path]:
+                         codec: str, seed: int, moving_fraction: float | None = None) -> list[Path]:
     """`count` clips under root/<name derived from the parameters>/, written once and reused:
-    a later call with the same parameters returns the cached files."""
+    a later call with the same parameters returns the cached files. moving_fraction: static-camera
+    clips where that fraction of the frame moves (write_moving_fraction_clip)."""
     ext = CONTAINER[codec]
     name = f"{codec}_{width}x{height}_{frames}f_{fps:g}fps_seed{seed}"
+    if moving_fraction is not None:
+        name += f"_moving{moving_fraction:g}"
     folder = Path(root) / name
     paths = [folder / f"clip{i:04d}{ext}" for i in range(count)]
     stamp = folder / "params.json"
     params = dict(width=width, height=height, frames=frames, fps=fps, codec=codec, seed=seed)
+    if moving_fraction is not None:
+        params["moving_fraction"] = moving_fraction
     if stamp.exists() and json.loads(stamp.read_text()) == params and all(
             p.exists() and p.stat().st_size > 0 for p in paths):
         return paths
@@ -149,7 +167,11 @@ def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int,
     for i, p in enumerate(paths):
         if not (p.exists() and p.stat().st_size > 0 and stamp.exists()):
             tmp = p.with_name(p.stem + ".tmp" + ext)  # write-then-rename: no half clips cached
-            write_clip(tmp, width, height, frames, fps, codec, seed * 100003 + i)
+            if moving_fraction is None:
+                write_clip(tmp, width, height, frames, fps, codec, seed * 100003 + i)
+            else:
+                write_moving_fraction_clip(tmp, width, height, frames, fps, codec,
+                                           seed * 100003 + i, moving_fraction)
             tmp.replace(p)
     stamp.write_text(json.dumps(params))
     return paths

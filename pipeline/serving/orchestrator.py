@@ -351,6 +351,8 @@ class _Run:
             "mean_interval_ms": self.opts.mean_interval_ms, "batch": self.opts.batch,
             "warmup": self.opts.warmup, "requests": self.n_requests,
             "workload": self.workload.kind, "streams": self.workload.streams,
+            "change_based": (config_to_dict(self.cfg)["model"]["change_based"]
+                             if self.cfg.model.change_based is not None else None),
             "error": state.error, "stop_reason": state.stop_reason, "notices": state.notices,
             "nvml_baseline": self.baseline,
             "mps": self.mps,

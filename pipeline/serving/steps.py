@@ -79,8 +79,10 @@ class ModelStep:
     def output_groups(self) -> list[tuple[str, ...]]:
         return [names for _, names in self.plan]
 
-    def run(self, tensors: dict, size, n_requests: int, publish) -> None:
-        """Run the step's stages, one sub-range per output group, publishing each group."""
+    def run(self, tensors: dict, size, n_requests: int, publish, items=None, gathered=None):
+        """Run the step's stages, one sub-range per output group, publishing each group.
+        items: the queue items of the batch, gathered: how their inputs came (slots.Gathered);
+        both None while warming up. Returns None, or a change_step.BatchResult."""
         stages = self.network.STAGES
         state = dict(tensors)
         state["size"] = tuple(size)
@@ -147,7 +149,7 @@ class SleepStep:
     def output_groups(self) -> list[tuple[str, ...]]:
         return [tuple(decode_output_spec(self.served, 1, 1, 1))]
 
-    def run(self, tensors: dict, size, n_requests: int, publish) -> None:
+    def run(self, tensors: dict, size, n_requests: int, publish, items=None, gathered=None):
         # Service time per request, like a model whose cost grows with the batch.
         time.sleep(self.sleep_s * n_requests)
         publish(0, dict(tensors))
@@ -157,4 +159,8 @@ STEP_KINDS = {"model": ModelStep, "sleep": SleepStep}
 
 
 def make_step(step_cfg, model_cfg, device: torch.device):
+    if step_cfg.kind == "model" and getattr(model_cfg, "change_based", None) is not None:
+        from pipeline.serving.change_step import ChangeModelStep
+
+        return ChangeModelStep(step_cfg, model_cfg, device)
     return STEP_KINDS[step_cfg.kind](step_cfg, model_cfg, device)

@@ -168,3 +168,16 @@ def test_an_unknown_parameter_in_a_config_mapping_is_refused_by_name():
     assert ChangeConfig.from_dict({"threshold": 0.1}).threshold == 0.1
     with pytest.raises(ValueError, match=r"^change_based\.thresold: unknown parameter"):
         ChangeConfig.from_dict({"thresold": 0.1})
+
+
+def test_a_still_window_before_the_streams_first_whole_one_needs_no_gates_in_its_batch():
+    # One batch of a stream: still (no tile, no whole window yet), moving (runs whole: first),
+    # moving (tiles, gated by the second); the still window has no reference and needs none.
+    still = still_window()
+    batch = torch.cat([still, with_moving_patch(still, 8, 8, 12, 12),
+                       with_moving_patch(still, 40, 60, 12, 12)])
+    cb = ChangeBasedFLAVR(active_model(), ChangeConfig(tile=TILE, halo=8, fallback=4.0))
+    out, stats = cb(batch, ["camera"] * 3)
+    assert [s.whole for s in stats] == [False, True, False]
+    assert stats[0].tiles == 0 and stats[2].tiles > 0
+    assert torch.equal(out[0, 0], still[0, :, 1])

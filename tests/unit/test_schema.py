@@ -45,6 +45,8 @@ def base(path: str = "") -> Config:
     """A config holding the field at `path` (an optional section only some configs have)."""
     if path.startswith("videos.streams"):
         return load_config(CONFIGS / "streams-cpu.yaml")
+    if path.startswith("model.change_based") or path == "videos.synthetic.moving_fraction":
+        return load_config(CONFIGS / "change-cpu.yaml")
     return load_config(CONFIGS / "cpu-smoke.yaml")
 
 

@@ -44,6 +44,9 @@ class Item:
     size: tuple[int, int]  # (H, W) of the unpadded frames
     layout: dict = field(default_factory=dict)  # name -> (shape, stride) of the slot's tensors
     t_put: float = 0.0
+    # Change-based inference between split steps: the tile plan of the slot's windows
+    # (pipeline/serving/change_step.py: PlanMeta); None otherwise.
+    change: object = None
 
     @property
     def stream_ids(self) -> list[int | None]:

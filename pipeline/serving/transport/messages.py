@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.analysis.records import Admission, Outcome, StepStamps
+from pipeline.analysis.records import Admission, ChangeCounts, Fidelity, Outcome, StepStamps
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class Record:
     pipeline.analysis.records); the main process merges them into the request's row."""
 
     request_id: int
-    record: Admission | StepStamps | Outcome
+    record: Admission | StepStamps | Outcome | ChangeCounts | Fidelity
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,13 +200,16 @@ class SlotPool:
                 if should_stop():
                     return None
 
-    def write(self, slot: int, values: dict[str, torch.Tensor]) -> tuple[int, Layout]:
-        """Copy `values` into the slot on the current stream; returns (rows, layout)."""
-        rows, layout = None, {}
+    def write(self, slot: int, values: dict[str, torch.Tensor],
+              rows: int | None = None) -> tuple[int, Layout]:
+        """Copy `values` into the slot on the current stream; returns (rows, layout). Given
+        `rows`, the tensors may have any row counts (a change-based state: whole windows, tiles),
+        and the item counts `rows` (its windows)."""
+        ragged, layout = rows is not None, {}
         for name, value in values.items():
             n = value.shape[0]
             rows = n if rows is None else rows
-            if n != rows:
+            if n != rows and not ragged:
                 raise ValueError(f"pool {self.pool_id}: '{name}' has {n} rows, expected {rows}")
             buf = self.slots[slot][name]
             if value.numel() > buf.numel():
@@ -281,6 +284,11 @@ class Gathered:
     copy_timers: list  # (start, end) CUDA event pairs of peer copies, one per group and item
     copied: bool
     exposed_timers: list = field(default_factory=list)  # (could start, landed), one per item
+    # Per item: its tensors on this device before any merge, and the CUDA event after which
+    # they can be read (None on the CPU), for work that must not queue behind this consumer's
+    # stream (change-based inference's change test).
+    parts: list = field(default_factory=list)
+    ready: list = field(default_factory=list)
 
     def copy_seconds(self) -> float:
         """Time the peer copies kept the link busy (call once their events completed)."""
@@ -314,7 +322,7 @@ class InputGather:
     def gather(self, items) -> Gathered:
         """Call with this consumer's stream current."""
         cuda = self.device.type == "cuda"
-        parts, timers, exposed = [], [], []
+        parts, timers, exposed, ready = [], [], [], []
         free = None  # where this consumer's stream stands: it could start this batch from there
         for item in items:
             reader = self.readers[item.pool_id]
@@ -323,6 +331,7 @@ class InputGather:
                 if cuda:
                     self.stream.wait_event(reader.done_event(item.slot))
                 parts.append(src)
+                ready.append(reader.done_event(item.slot) if cuda else None)
                 continue
             if free is None:
                 free = torch.cuda.Event()
@@ -332,21 +341,22 @@ class InputGather:
             ms = reader.mark_stream
             ms.wait_event(reader.done_event(item.slot))
             ms.wait_event(free)
-            ready = torch.cuda.Event(enable_timing=True)
-            ready.record(ms)
+            could_start = torch.cuda.Event(enable_timing=True)
+            could_start.record(ms)
             last = copies[-1][1]
             self.stream.wait_event(last)
             for t in dst.values():  # allocated on the receive stream, read on the compute stream
                 t.record_stream(self.stream)
             timers += copies
-            exposed.append((ready, last))
+            exposed.append((could_start, last))
             parts.append(dst)
+            ready.append(last)
         if len(parts) == 1:
-            return Gathered(parts[0], timers, bool(timers), exposed)
+            return Gathered(parts[0], timers, bool(timers), exposed, parts, ready)
         # On the consumer stream, which has waited for every slot and every peer copy.
         with torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
             merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return Gathered(merged, timers, True, exposed)
+        return Gathered(merged, timers, True, exposed, parts, ready)
 
     def _peer_copy(self, reader: PoolReader, slot: int, src: dict):
         """One copy per group onto this device, on a stream of the producer's GPU that waits for

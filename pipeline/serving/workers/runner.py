@@ -92,6 +92,7 @@ class _InFlight:
     finished: float | None = None  # host: the device work was seen complete
     failed: bool = False
     observed: threading.Event = field(default_factory=threading.Event)
+    result: object = None  # what the step's call left besides its outputs (steps.ModelStep.run)
 
 
 class _Completions:
@@ -201,7 +202,7 @@ class _Runner:
                     for k, s in in_spec.items()}
             t0 = now()
             with torch.inference_mode(), _on(self.stream):
-                self.step.run(fake, size, n, lambda group, tensors: None)
+                self.step.run(fake, size, n, lambda group, tensors, n_rows=None: None)
             if self.cuda:
                 torch.cuda.synchronize(self.device)
             self.call_s[(size, n)] = now() - t0
@@ -256,10 +257,10 @@ class _Runner:
                 else:
                     layout, rows = {}, set()
 
-                    def publish(group: int, tensors: dict) -> None:
+                    def publish(group: int, tensors: dict, n_rows: int | None = None) -> None:
                         timer = _Timer(self.stream)
                         timer.begin()
-                        n, written = self.pool.write(slot, tensors)
+                        n, written = self.pool.write(slot, tensors, n_rows)
                         timer.finish()
                         self.pool.publish(slot, self.stream, group)
                         flight.writes.append(timer)
@@ -269,14 +270,21 @@ class _Runner:
                     flight.total.begin()
                     shape, started = (items[0].size, len(parts)), now()
                     with self.ctx.allow_silence(self._silence_allowed(shape)):
-                        self.step.run(flight.inputs.tensors, items[0].size, len(parts), publish)
+                        flight.result = self.step.run(flight.inputs.tensors, items[0].size,
+                                                      len(parts), publish, items, flight.inputs)
                     self.call_s[shape] = now() - started
                     flight.total.finish()
+                    if flight.result is not None and flight.result.untimed is not None:
+                        # Outside the timed work (a change-based fidelity reference).
+                        with self.ctx.allow_silence(self._silence_allowed(shape)):
+                            flight.result.untimed()
                     if len(rows) != 1:
                         raise RuntimeError(f"step '{self.spec.step_name}' wrote groups with "
                                            f"different row counts {sorted(rows)}")
             if not flight.failed:
-                out_item = Item(self.pool_id, slot, rows.pop(), parts, items[0].size, layout)
+                meta = flight.result.meta if flight.result is not None else None
+                out_item = Item(self.pool_id, slot, rows.pop(), parts, items[0].size, layout,
+                                change=meta)
                 # Watched from now: a put that waits on a full queue must not delay the stamp.
                 self.completions.watch(flight)
                 if self.router.put(out_item, self.ctx.should_stop):
@@ -319,6 +327,11 @@ class _Runner:
         """The batch's device work is complete (or waited for): give back its inputs, report."""
         if wait:
             flight.observed.wait()
+        # Reports the step left (change-based counts, fidelity) go before the step's stamps,
+        # which can make the request final; reading them may wait on the untimed work that still
+        # reads the inputs, so before the inputs are given back.
+        reports = (flight.result.all_reports()
+                   if flight.result is not None and not flight.failed else [])
         for item in flight.items:
             self.gather.readers[item.pool_id].release(item.slot)
         if flight.failed:
@@ -333,6 +346,8 @@ class _Runner:
             publish_s=publish_s, handed_on=flight.handed_on,
             handoff_s=flight.inputs.copy_seconds(),
             handoff_exposed_s=flight.inputs.exposed_seconds())
+        for rid, record in reports:
+            self.ctx.record(rid, record)
         for item in flight.items:
             for p in item.parts:
                 self.ctx.record(p.request_id, stamps)
