@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.analysis.records import SINK
+from pipeline.config.schema import split_gpu
 from pipeline.serving.transport.queues import GLOBAL, queue_name
 
 
@@ -16,11 +17,13 @@ class Replica:
     step: str
     kind: str
     index: int  # replica number within its step
-    gpu: int  # GPU id (a logical device id in CPU mode)
+    gpu: int  # GPU id (a logical device id in CPU mode), on its node
+    node: str | None = None  # the node the config names (Ray launcher); None: the launcher's
 
     @property
     def name(self) -> str:
-        return f"{self.step}[{self.index}]@gpu{self.gpu}"
+        where = f"{self.node}.gpu{self.gpu}" if self.node else f"gpu{self.gpu}"
+        return f"{self.step}[{self.index}]@{where}"
 
 
 @dataclass
@@ -35,8 +38,8 @@ class Topology:
         """The config's processes and queues; `-p` is applied to cfg by config.validate."""
         names = [s.name for s in cfg.steps]
         kinds = [s.kind for s in cfg.steps]
-        replicas = [[Replica(s.name, s.kind, r, g) for r, g in enumerate(s.gpus)]
-                    for s in cfg.steps]
+        replicas = [[Replica(s.name, s.kind, r, *reversed(split_gpu(g)))
+                     for r, g in enumerate(s.gpus)] for s in cfg.steps]
         per_gpu = [False]
         for s in cfg.steps[:-1]:
             per_gpu.append(s.queue == "per_gpu")
@@ -74,3 +77,8 @@ class Topology:
 
     def gpus(self) -> list[int]:
         return sorted({r.gpu for step in self.replicas for r in step})
+
+    @property
+    def named_nodes(self) -> bool:
+        """Some replica runs on a node the config names (not on this machine's GPU ids)."""
+        return any(r.node for step in self.replicas for r in step)

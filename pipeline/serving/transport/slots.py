@@ -19,6 +19,12 @@ consumer that reads the pool (the replicas behind a global queue), which torch's
 CPU tensors (a descriptor handed over once) cannot do. The files have no name: nothing is left in
 /dev/shm or the temporary folder, whatever way the processes end.
 
+A consumer on another node (a Ray actor elsewhere) can open neither CUDA IPC handles nor another
+machine's /proc: its reader is transport/remote.py's, which pulls each item's tensors over
+torch.distributed (gloo on the CPU, NCCL between GPUs). A pool handle therefore says where its
+pool lives (node, rank) and keeps the same-node part (IPC handles, memory files) as a blob that
+only a consumer on the producer's node unpickles.
+
 Two costs are measured per peer hand-off: the copy time (the link's busy time, all groups) and the
 exposed time, from the moment the consumer could have started (the producer done *and* the
 consumer's stream free) to the moment the last byte landed: what the hand-off adds to the request.
@@ -124,13 +130,23 @@ def _close_all(fds: list[int]) -> None:
 
 @dataclass
 class PoolHandle:
-    """What a consumer needs to read a producer's pool (pickled with torch's IPC reductions)."""
+    """What a consumer needs to read a producer's pool. Plain data outside `local`, so it opens on
+    any node; `local` (slots and event handles, pickled with torch's IPC reductions) only on the
+    producer's node."""
 
     pool_id: str
     device: str
-    slots: list[dict[str, torch.Tensor]]
+    node: str  # transport/remote.py current_node() of the producer
+    rank: int | None  # the producer's rank in the run's process group (None: one node only)
+    serve_key: int | None  # the pool's key in its producer's pull server
+    specs: dict[str, tuple[int, torch.dtype]]  # name -> (elements, dtype) of each slot buffer
+    n_slots: int
     groups: list[tuple[str, ...]]  # tensor names per event, in the order the producer writes them
-    event_handles: list[list[bytes]] | None  # per slot, one per group
+    local: bytes  # (slots, event handles per slot), for a consumer on the same node
+
+    def open_local(self):
+        """(slots, event_handles) from the same node: maps the buffers, opens the IPC handles."""
+        return pickle.loads(self.local)
 
 
 class SlotTooSmall(ValueError):
@@ -179,17 +195,22 @@ class SlotPool:
 
     def handle_bytes(self) -> bytes:
         """The pool serialised once, for the main process to forward unopened to consumers."""
+        from pipeline.serving.transport import remote  # torch.distributed only when used
+
         slots = self.slots
         if self._files:  # CPU: where each buffer's file is, instead of the tensors themselves
             pid = os.getpid()
             slots = [{k: _MappedBuffer(pid, files[k], self.spec[k].numel, self.spec[k].dtype)
                       for k in files} for files in self._files]
-        handle = PoolHandle(self.pool_id, str(self.device), slots, self.groups,
-                            [[e.ipc_handle() for e in per_slot] for per_slot in self.events]
-                            if self.is_cuda else None)
+        events = ([[e.ipc_handle() for e in per_slot] for per_slot in self.events]
+                  if self.is_cuda else None)
         buf = io.BytesIO()
-        ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(handle)
-        return buf.getvalue()
+        ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump((slots, events))
+        rank, key = remote.serve(self)  # (None, None) unless the run spans nodes
+        handle = PoolHandle(self.pool_id, str(self.device), remote.current_node(), rank, key,
+                            {k: (s.numel, s.dtype) for k, s in self.spec.items()},
+                            len(self.slots), self.groups, buf.getvalue())
+        return pickle.dumps(handle, pickle.HIGHEST_PROTOCOL)
 
     def acquire(self, should_stop, poll_s: float = 0.1) -> int | None:
         """A free slot id; waits (backpressure) until one is returned, or None when stopping."""
@@ -234,22 +255,35 @@ def load_handle(data: bytes) -> PoolHandle:
     return pickle.loads(data)
 
 
+def open_reader(handle: PoolHandle, free_queue, device: torch.device | None = None):
+    """The reader of `handle`'s pool for this process: in place / peer copies on the producer's
+    node, pulls over the run's process group from anywhere else. `device`: where the consumer
+    wants the tensors (None: where they are, or the CPU for a pull)."""
+    from pipeline.serving.transport import remote
+
+    if handle.node == remote.current_node():
+        return PoolReader(handle, free_queue, device or torch.device(handle.device))
+    return remote.RemotePoolReader(handle, free_queue, device or torch.device("cpu"))
+
+
 class PoolReader:
-    """Consumer side of one producer's pool."""
+    """Consumer side of one producer's pool, on the producer's node."""
+
+    remote = False
 
     def __init__(self, handle: PoolHandle, free_queue, device: torch.device):
         self.pool_id = handle.pool_id
         self.src_device = torch.device(handle.device)
-        self.slots = handle.slots
+        self.slots, event_handles = handle.open_local()
         self.free_queue = free_queue
         self.device = device
         self.same_device = self.src_device == device
         self.groups = handle.groups
         self.events = None
         self.copy_stream = self.mark_stream = None
-        if handle.event_handles is not None:
+        if event_handles is not None:
             self.events = [[torch.cuda.Event.from_ipc_handle(self.src_device, h) for h in per_slot]
-                           for per_slot in handle.event_handles]
+                           for per_slot in event_handles]
             if not self.same_device:
                 self.copy_stream = torch.cuda.Stream(device=self.src_device)
                 # Only marks when a hand-off could have started (for the exposed time).
@@ -318,6 +352,12 @@ class InputGather:
         free = None  # where this consumer's stream stands: it could start this batch from there
         for item in items:
             reader = self.readers[item.pool_id]
+            if reader.remote:  # from another node: pulled into this consumer's own buffers
+                dst, copy, exposure = reader.receive(item, self.stream, self.recv_stream)
+                timers.append(copy)
+                exposed.append(exposure)
+                parts.append(dst)
+                continue
             src = reader.tensors(item)
             if not cuda or reader.same_device:
                 if cuda:
@@ -373,5 +413,7 @@ class InputGather:
 
 
 def timer_seconds(timer) -> float:
-    """Seconds of a copy timer (a completed CUDA event pair)."""
+    """Seconds of a copy timer: a completed CUDA event pair, or a measured span (remote.py)."""
+    if hasattr(timer, "seconds"):
+        return timer.seconds()
     return timer[0].elapsed_time(timer[1]) / 1000.0

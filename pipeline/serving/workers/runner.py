@@ -25,10 +25,10 @@ from pipeline.serving.transport.items import Item
 from pipeline.serving.transport.queues import Output, QueueFull, get_batch
 from pipeline.serving.transport.slots import (
     InputGather,
-    PoolReader,
     SlotPool,
     largest,
     load_handle,
+    open_reader,
 )
 from pipeline.serving.workers.child import ChildContext, run_child
 
@@ -188,7 +188,7 @@ class _Runner:
             return
         for data in handles.values():
             handle = load_handle(data)
-            self.gather.attach(PoolReader(handle, spec.upstream_free[handle.pool_id], self.device))
+            self.gather.attach(open_reader(handle, spec.upstream_free[handle.pool_id], self.device))
         self.ctx.attached()
         self._loop()
 

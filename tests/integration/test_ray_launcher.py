@@ -1,0 +1,134 @@
+"""The Ray launcher on a real Ray cluster of two nodes on this machine (Ray's own cluster
+utilities; the nodes offer the custom resources n1 and n2): the split placement with its
+decoder on the other node runs through the real pipeline, its tensors crossing by the pull
+transport (torch.distributed, gloo), and gives the local launcher's outputs exactly; a killed
+actor ends the run naming it, and nothing stays behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray", reason="the Ray launcher needs ray (pip install -e '.[ray]')")
+
+from pipeline.analysis.records import read_rows  # noqa: E402
+from pipeline.config import config_from_dict  # noqa: E402
+from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
+from tests.run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402
+
+SIZE = 32
+SPLIT_ACROSS = [{"name": "decode", "kind": "decode", "gpus": ["n1:0"], "queue": "per_gpu"},
+                {"name": "encoder", "kind": "model", "stages": ["stem", "layer4"],
+                 "gpus": ["n1:0"]},
+                {"name": "decoder", "kind": "model", "stages": ["dec0", "head"],
+                 "gpus": ["n2:1"]}]
+SPLIT_LOCAL = [{"name": "decode", "kind": "decode", "gpus": [0], "queue": "per_gpu"},
+               {"name": "encoder", "kind": "model", "stages": ["stem", "layer4"], "gpus": [0]},
+               {"name": "decoder", "kind": "model", "stages": ["dec0", "head"], "gpus": [1]}]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine, their session files in a folder of their own."""
+    from ray.cluster_utils import Cluster
+
+    # Ray notes the cluster's address in <temporary folder>/ray for other drivers to find.
+    from ray._private.utils import get_ray_address_file
+
+    address_dir = os.path.dirname(get_ray_address_file(None))
+    had_address_dir = os.path.exists(address_dir)
+    os.makedirs(address_dir, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix="flavr-rayc-", dir="/tmp")  # socket paths must be short
+    c = Cluster(shutdown_at_exit=False)
+    try:
+        c.add_node(num_cpus=4, resources={"n1": 10}, temp_dir=temp, include_dashboard=False)
+        c.add_node(num_cpus=4, resources={"n2": 10}, temp_dir=temp)
+        yield c
+    finally:
+        c.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        if not had_address_dir:
+            shutil.rmtree(address_dir, ignore_errors=True)
+
+
+def make_config(steps, name: str, launcher: str = "ray", address: str | None = None):
+    return config_from_dict({
+        "name": name, "device": "cpu", "launcher": launcher, "ray": {"address": address},
+        "videos": {"synthetic": {"count": 2, "width": SIZE, "height": SIZE, "frames": 6,
+                                 "fps": 24, "codec": "vp9", "seed": 1}},
+        "frames_per_request": 4,
+        "model": {"factor": 2, "precision": "fp32", "resolution": [SIZE, SIZE]},
+        "pipeline": steps})
+
+
+def options(tmp_path, **over) -> RunOptions:
+    base = dict(mean_interval_ms=50, videos=4, warmup=1, queue_size=16,
+                logs_root=str(tmp_path / "logs"), progress=False, cpu_threads=1,
+                start_timeout_s=240, stall_timeout_s=120, video_cache=str(tmp_path / "videos"),
+                save_outputs=True, save_tensors=True)
+    base.update(over)
+    return RunOptions(**base)
+
+
+def _outputs(result) -> dict:
+    return {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
+
+
+def test_a_split_across_two_nodes_gives_the_local_launchers_outputs(tmp_path, cluster):
+    across = run(make_config(SPLIT_ACROSS, "across", address=cluster.address), options(tmp_path))
+    assert across.error is None, across.error
+    rows = read_rows(across.run_dir / "requests.csv")
+    ok = [r for r in rows if r.status == "ok"]
+    assert len(ok) == 5
+    measured = [r for r in ok if not r.warmup]
+    mean = sum(r.latency_s for r in measured) / len(measured)
+    for r in measured:  # the columns add up: every stamp is on the one clock
+        assert abs(r.latency_s - r.accounted_s()) < 0.01 * mean, r
+    # The decoder is on the other node: its inputs were pulled, and the pull was timed.
+    assert all(row["decoder.handoff_s"] > 0 for row in across.rows)
+    assert "clock: every process on the main process's machine" in across.report
+    local = run(make_config(SPLIT_LOCAL, "local", launcher="local"), options(tmp_path))
+    assert local.error is None, local.error
+    a, b = _outputs(across), _outputs(local)
+    assert a.keys() == b.keys() and len(a) == 5
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_killed_actor_ends_the_run_naming_it(tmp_path, cluster):
+    opts = options(tmp_path, videos=400, mean_interval_ms=100, save_outputs=False,
+                   save_tensors=False)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=run(
+        make_config(SPLIT_ACROSS, "killed", address=cluster.address), opts)), daemon=True)
+    thread.start()
+    run_dir = wait_for(lambda: run_dir_of(tmp_path / "logs"), 240, "the run's process table")
+    table = process_table(run_dir)
+    victim = next(n for n in table if n.startswith("decoder"))
+    pid = table[victim]["pid"]
+    wait_for(lambda: (run_dir / "requests.csv").exists()
+             and len((run_dir / "requests.csv").read_text().splitlines()) > 2, 240,
+             "requests to finish")
+    os.kill(pid, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive(), "the run did not end after its actor was killed"
+    result = box["result"]
+    assert result.error and f"'{victim}'" in result.error, result.error
+    assert (result.run_dir / "report.txt").exists()
+    # Every actor of the run was killed, and the placement group removed.
+    for name, p in table.items():
+        if name != "main":
+            wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")
+    from ray.util import placement_group_table
+
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    try:
+        states = {g["state"] for g in placement_group_table().values()}
+    finally:
+        ray.shutdown()
+    assert states <= {"REMOVED"}, states
