@@ -229,7 +229,6 @@ def _validate_per_gpu_queues(steps: list[StepConfig], force_per_gpu: bool) -> No
     for i, (producer, consumer) in enumerate(zip(steps, steps[1:])):
         if producer.queue != "per_gpu":
             continue
-        _per_gpu_keys_unique(i, producer, consumer)
         for gpu in sorted(set(producer.gpus), key=str):
             if gpu not in consumer.gpus:
                 forced = " (-p forces per-GPU queues everywhere)" if force_per_gpu else ""
@@ -239,17 +238,3 @@ def _validate_per_gpu_queues(steps: list[StepConfig], force_per_gpu: bool) -> No
                     f"step '{consumer.name}' has none there, so its output could never be taken; "
                     f"add {gpu} to pipeline[{i + 1}].gpus or use queue: global")
 
-
-def _per_gpu_keys_unique(i: int, producer: StepConfig, consumer: StepConfig) -> None:
-    """Per-GPU queues are keyed by GPU id: the same id on two nodes would share one queue."""
-    nodes: dict[int, set] = {}
-    for entry in list(producer.gpus) + list(consumer.gpus):
-        node, gpu = split_gpu(entry)
-        nodes.setdefault(gpu, set()).add(node)
-    for gpu, on in sorted(nodes.items()):
-        if len(on) > 1:
-            shown = ", ".join(f"'{n}:{gpu}'" if n else str(gpu) for n in sorted(on, key=str))
-            raise ConfigError(f"pipeline[{i}].queue",
-                              f"per_gpu queues are keyed by GPU id, and GPU {gpu} is named on "
-                              f"several nodes ({shown}): use queue: global between "
-                              f"'{producer.name}' and '{consumer.name}'")

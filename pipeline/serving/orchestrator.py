@@ -137,7 +137,7 @@ class _Run:
             self.in_queues[0] = {r.index: L.queue(qs) for r in topo.replicas[0]}
         self.free = {r.name: L.queue() for step in topo.replicas for r in step}
 
-    def _ctx(self, name: str, gpu: int | None, threads: int = 1) -> ChildContext:
+    def _ctx(self, name: str, gpu: int | None, threads: int = 1, key=None) -> ChildContext:
         affinity = None
         # NVML here knows this machine's GPUs only: no affinity for a node the config names.
         if self.device_kind == "cuda" and gpu is not None and not self.topo.named_nodes:
@@ -145,7 +145,7 @@ class _Run:
                 self.affinity[gpu] = cpu_affinity_for_gpu(gpu)
             affinity = self.affinity[gpu]
         ctx = ChildContext(name, self.control, self.launcher.queue(), self.stop, self.device_kind,
-                           gpu, threads, affinity, self.heartbeats.heart(name))
+                           gpu, threads, affinity, self.heartbeats.heart(name), queue_key=key)
         self.children[name] = ctx
         self.state.gpus[name] = gpu
         return ctx
@@ -172,12 +172,12 @@ class _Run:
                          topo.input_per_gpu[i + 1], opts.queue_size, opts.on_full)
             for r in replicas:
                 streams = i == 0 and self.workload.streams
-                in_q = self.in_queues[i][r.index if streams else topo.input_key(i, r.gpu)]
+                in_q = self.in_queues[i][r.index if streams else topo.input_key(i, r.key)]
                 on = f"GPU {r.gpu} of node {r.node}" if r.node else f"GPU {r.gpu}"
                 role = f"step '{r.step}' replica {r.index} on {on}"
                 where = Where(r.node, r.gpu, self.device_kind == "cuda")
                 if r.kind == "decode":
-                    ctx = self._ctx(r.name, r.gpu, 1)
+                    ctx = self._ctx(r.name, r.gpu, 1, r.key)
                     resolution = tuple(cfg.model.resolution) if cfg.model.resolution else None
                     spec = DecodeSpec(r.step, r.index, self.served, resolution, self.sizes,
                                       cfg.frames_per_request, opts.decode_backend,
@@ -186,10 +186,10 @@ class _Run:
                                       self._owned_streams(r.index))
                     L.start(r.name, role, decode_main, ctx, spec, where=where)
                 else:
-                    ctx = self._ctx(r.name, r.gpu, threads)
+                    ctx = self._ctx(r.name, r.gpu, threads, r.key)
                     spec = RunnerSpec(r.step, step_cfg, cfg.model, r.index, self.sizes,
                                       rows, opts.batch, step_cfg.pool_slots, in_q, out,
-                                      self.free[r.name], self._upstream_free(i, r.gpu))
+                                      self.free[r.name], self._upstream_free(i, r.key))
                     L.start(r.name, role, runner_main, ctx, spec, where=where)
         client_ctx = self._ctx("client", None)
         first = topo.step_names[0]
@@ -271,7 +271,7 @@ class _Run:
         expected = set()
         for i, replicas in enumerate(topo.replicas):
             for r in replicas:
-                ups = topo.producers_for(i, r.gpu)
+                ups = topo.producers_for(i, r.key)
                 self.children[r.name].setup.put(Start({u.name: pools[u.name] for u in ups}))
                 expected.add(r.name)
         sink_ups = topo.producers_for(topo.n_steps, None)

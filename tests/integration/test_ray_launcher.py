@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray", reason="the Ray launcher needs ray (pip install
 from pipeline.analysis.records import read_rows  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
-from tests.run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402
+from run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402
 
 SIZE = 32
 SPLIT_ACROSS = [{"name": "decode", "kind": "decode", "gpus": ["n1:0"], "queue": "per_gpu"},

@@ -181,7 +181,7 @@ class _Runner:
         self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue,
                              self.step.output_groups())
         self.gather = InputGather(self.device, self.stream)
-        self.router = spec.output.router(self.ctx.gpu)
+        self.router = spec.output.router(self.ctx.output_key)
         self.ctx.ready(self.pool.handle_bytes())
         handles = self.ctx.wait_start()
         if handles is None:
