@@ -65,9 +65,10 @@ bench() {  # label, config, mean interval, extra flags...
 }
 {
   for mi in 0 50; do
-    bench "split-local-mi$mi" configs/study/split.yaml "$mi" --launcher local
+    # MPS off for both: Ray's actors run without it, so the local runs do too (like with like).
+    bench "split-local-mi$mi" configs/study/split.yaml "$mi" --launcher local --mps off
     bench "split-ray-mi$mi" configs/ray/split-2nodes.yaml "$mi" --ray-address "127.0.0.1:$port"
-    bench "replicated-local-mi$mi" configs/study/replicated.yaml "$mi" --launcher local
+    bench "replicated-local-mi$mi" configs/study/replicated.yaml "$mi" --launcher local --mps off
     bench "replicated-ray-mi$mi" configs/ray/replicated-2nodes.yaml "$mi" --ray-address "127.0.0.1:$port"
   done
 } | tee "$out/runs.txt"

@@ -5,6 +5,7 @@ transport (torch.distributed, gloo), and gives the local launcher's outputs exac
 actor ends the run naming it, and nothing stays behind."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -92,6 +93,17 @@ def test_a_split_across_two_nodes_gives_the_local_launchers_outputs(tmp_path, cl
     # The decoder is on the other node: its inputs were pulled, and the pull was timed.
     assert all(row["decoder.handoff_s"] > 0 for row in across.rows)
     assert "clock: every process on the main process's machine" in across.report
+    assert across.summary["run"]["clock_error_s"] == 0.0
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    try:  # the run's placement group is gone from the cluster it joined...
+        from ray.util import placement_group_table
+
+        assert {g["state"] for g in placement_group_table().values()} <= {"REMOVED"}
+    finally:
+        ray.shutdown()
+    for name, p in process_table(across.run_dir).items():  # ...and so are its actors
+        if name != "main":
+            wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")
     local = run(make_config(SPLIT_LOCAL, "local", launcher="local"), options(tmp_path))
     assert local.error is None, local.error
     a, b = _outputs(across), _outputs(local)
@@ -100,35 +112,28 @@ def test_a_split_across_two_nodes_gives_the_local_launchers_outputs(tmp_path, cl
         assert torch.equal(a[key], b[key]), key
 
 
-def test_a_killed_actor_ends_the_run_naming_it(tmp_path, cluster):
+def test_a_killed_actor_ends_the_run_naming_it_and_nothing_stays(tmp_path):
+    """Without an address: the launcher's own Ray instance, the local placement as actors."""
+    before = set(glob.glob(f"/tmp/flavr-ray-{os.getpid()}-*"))
     opts = options(tmp_path, videos=400, mean_interval_ms=100, save_outputs=False,
                    save_tensors=False)
     box = {}
     thread = threading.Thread(target=lambda: box.update(result=run(
-        make_config(SPLIT_ACROSS, "killed", address=cluster.address), opts)), daemon=True)
+        make_config(SPLIT_LOCAL, "killed"), opts)), daemon=True)
     thread.start()
     run_dir = wait_for(lambda: run_dir_of(tmp_path / "logs"), 240, "the run's process table")
     table = process_table(run_dir)
     victim = next(n for n in table if n.startswith("decoder"))
-    pid = table[victim]["pid"]
     wait_for(lambda: (run_dir / "requests.csv").exists()
              and len((run_dir / "requests.csv").read_text().splitlines()) > 2, 240,
              "requests to finish")
-    os.kill(pid, signal.SIGKILL)
+    os.kill(table[victim]["pid"], signal.SIGKILL)
     thread.join(120)
     assert not thread.is_alive(), "the run did not end after its actor was killed"
     result = box["result"]
-    assert result.error and f"'{victim}'" in result.error, result.error
+    assert result.error and f"process '{victim}'" in result.error, result.error
     assert (result.run_dir / "report.txt").exists()
-    # Every actor of the run was killed, and the placement group removed.
-    for name, p in table.items():
+    for name, p in table.items():  # every actor killed, Ray's own processes with the instance
         if name != "main":
             wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")
-    from ray.util import placement_group_table
-
-    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
-    try:
-        states = {g["state"] for g in placement_group_table().values()}
-    finally:
-        ray.shutdown()
-    assert states <= {"REMOVED"}, states
+    assert set(glob.glob(f"/tmp/flavr-ray-{os.getpid()}-*")) == before  # its session folder

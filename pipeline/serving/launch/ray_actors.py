@@ -107,7 +107,8 @@ class RayLauncher(Launcher):
             else:
                 # Unix socket paths are short (108 bytes): under /tmp, not a long TMPDIR.
                 self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir="/tmp")
-                ray.init(_temp_dir=self.temp_dir, include_dashboard=False,
+                # address="local": a new instance, never one found running on this machine.
+                ray.init(address="local", _temp_dir=self.temp_dir, include_dashboard=False,
                          configure_logging=False, log_to_driver=True,
                          num_cpus=max(4, os.cpu_count() or 1))
             self.started_ray = True
