@@ -137,3 +137,19 @@ def test_a_killed_actor_ends_the_run_naming_it_and_nothing_stays(tmp_path):
         if name != "main":
             wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")
     assert set(glob.glob(f"/tmp/flavr-ray-{os.getpid()}-*")) == before  # its session folder
+
+
+def test_a_measured_clock_offset_is_within_its_bound(cluster):
+    """On one machine the true offset is 0: the measurement must find it within its bound."""
+    from pipeline.serving.launch.clock_sync import measure_offset
+    from pipeline.serving.launch.ray_hub import Hub
+
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    try:
+        hub = ray.remote(Hub).options(num_cpus=0).remote()
+        offset, bound = measure_offset(hub, same_host_is_exact=False)
+        assert 0 < bound < 1.0 and abs(offset) <= bound, (offset, bound)
+        assert measure_offset(hub) == (0.0, 0.0)  # same boot id: the same CLOCK_MONOTONIC
+        ray.kill(hub)
+    finally:
+        ray.shutdown()
