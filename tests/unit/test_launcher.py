@@ -45,8 +45,8 @@ def launcher():
 
 def test_local_is_the_launcher_called_local():
     assert "local" in LAUNCHERS and launcher_class("local") is LocalLauncher
-    with pytest.raises(ValueError, match="unknown launcher 'ray'"):
-        launcher_class("ray")
+    with pytest.raises(ValueError, match="unknown launcher 'slurm'; known: local, ray"):
+        launcher_class("slurm")
 
 
 def test_dead_reports_each_exited_process_with_its_role_and_exit_code(launcher):
