@@ -76,7 +76,9 @@ def main() -> None:
         from ray._private.utils import get_ray_address_file
         from ray.cluster_utils import Cluster
 
-        os.makedirs(os.path.dirname(get_ray_address_file(None)), exist_ok=True)
+        address_dir = os.path.dirname(get_ray_address_file(None))  # Ray notes the cluster there
+        made_address_dir = not os.path.exists(address_dir)
+        os.makedirs(address_dir, exist_ok=True)
         temp = tempfile.mkdtemp(prefix="flavr-rayb-", dir="/tmp")
         cluster = Cluster(shutdown_at_exit=False)
         cluster.add_node(num_cpus=2, resources={"n1": 10}, temp_dir=temp, include_dashboard=False)
@@ -111,6 +113,8 @@ def main() -> None:
         if cluster is not None:
             cluster.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
+            if made_address_dir:
+                shutil.rmtree(address_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
