@@ -83,7 +83,7 @@ out = Path(sys.argv[1])
 
 
 def summary(label):
-    found = sorted((out / "runs" / label).glob("*/summary.json"))
+    found = sorted((out / "runs" / label).glob("*/report.json"))
     return json.loads(found[-1].read_text()) if found else None
 
 
@@ -102,10 +102,10 @@ for placement in ("split", "replicated"):
             if s is None:
                 print(f"{placement:<12} {mi:>4} {launcher:<6} (no summary: see {placement}-{launcher}-mi{mi}.txt)")
                 continue
-            rps = s["throughput"]["requests_per_s"]
+            rps = s["throughput"]["requests_per_s"] or 0.0
             base = local["throughput"]["requests_per_s"] if local else None
             ratio = f"{rps / base:.3f}" if rps and base else "-"
-            lat = s.get("latency", {}).get("p50_s") if isinstance(s.get("latency"), dict) else None
+            lat = (s.get("latency_s") or {}).get("p50")
             sh = s["shares"]
             clock = s["run"].get("clock_error_s")
             print(f"{placement:<12} {mi:>4} {launcher:<6} {rps or 0:>8.2f} {ratio:>7} "
