@@ -19,6 +19,7 @@ from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos
+from pipeline.errors import ConfigError
 from pipeline.serving import mps, signals
 from pipeline.serving.control import ControlChannel, RunState, RunStopped
 from pipeline.serving.finish import RunResult, close_records, write_results
@@ -26,7 +27,7 @@ from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import GpuMonitor, cpu_affinity_for_gpu
 from pipeline.serving.heartbeat import HeartbeatBoard
 from pipeline.serving.launch import make_launcher
-from pipeline.serving.launch.base import Where
+from pipeline.serving.launch.base import LaunchError, Where
 from pipeline.serving.plan import RunOptions, plan_run, survey_clips
 from pipeline.serving.runlog import (
     RequestsCsv,
@@ -77,7 +78,13 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     if p.launcher != "local" and device_kind == "cuda" and topo.named_nodes:
         notices.append("GPU utilisation is sampled only on this machine's GPUs: not for a "
                        "placement that names nodes")
-    launcher = make_launcher(p.launcher, opts.ray_address or cfg.ray.address)
+    try:
+        launcher = make_launcher(p.launcher, opts.ray_address or cfg.ray.address)
+    except (LaunchError, RuntimeError) as exc:  # Ray missing, or its cluster out of reach
+        field = ("--ray-address" if opts.ray_address else "ray.address") \
+            if isinstance(exc, LaunchError) and (opts.ray_address or cfg.ray.address) \
+            else "launcher"
+        raise ConfigError(field, str(exc)) from None
     run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served)
     run.launcher_name = p.launcher
     run.state.notices = notices
@@ -198,7 +205,10 @@ class _Run:
         L.start("client", "the client", client_main, client_ctx, ClientSpec(
             self.requests, self.workload.warmup_offsets, self.workload.offsets,
             self.in_queues[0], names, opts.queue_size, opts.on_full, self.state.admit_closed))
-        L.all_started()
+        try:
+            L.all_started()
+        except LaunchError as exc:
+            raise RunStopped(str(exc)) from None
 
     def _owned_streams(self, replica: int) -> dict[int, str]:
         """The streams a decode worker owns (stream id -> the file it plays), opened at start."""

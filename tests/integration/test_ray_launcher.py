@@ -153,3 +153,12 @@ def test_a_measured_clock_offset_is_within_its_bound(cluster):
         ray.kill(hub)
     finally:
         ray.shutdown()
+
+
+def test_a_node_no_cluster_node_offers_ends_the_run_naming_it(tmp_path, cluster):
+    steps = [dict(s) for s in SPLIT_ACROSS]
+    steps[2]["gpus"] = ["n3:0"]
+    result = run(make_config(steps, "nowhere", address=cluster.address), options(tmp_path))
+    assert result.error and "resource n3" in result.error and "n1, n2" in result.error, \
+        result.error
+    assert (result.run_dir / "report.txt").exists()

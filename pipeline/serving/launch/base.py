@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+class LaunchError(RuntimeError):
+    """The launcher could not start the run's processes (e.g. no node offers a named resource);
+    the run ends with this message, its logs written."""
+
+
 @dataclass(frozen=True)
 class Where:
     """Where a step process runs: a node the config names (None: the launcher's choice) and a

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 import ray
 
-from pipeline.serving.launch.base import Launcher, Where
+from pipeline.serving.launch.base import LaunchError, Launcher, Where
 
 NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource, per process: a label, not a limit
 CPU_SHARE = 0.01  # Ray's CPU accounting per process: the config decides what runs where
-READY_TIMEOUT_S = 300.0  # for the placement group (a node that never comes: say so)
+READY_TIMEOUT_S = 120.0  # for the placement group (too few GPUs where asked: say so)
 TEMP_PREFIX = "flavr-ray-"
 
 
@@ -101,16 +101,23 @@ class RayLauncher(Launcher):
         self.temp_dir: str | None = None
         self.started_ray = False
         if not ray.is_initialized():
-            if address:
-                ray.init(address=address, include_dashboard=False, configure_logging=False,
-                         log_to_driver=True)
-            else:
-                # Unix socket paths are short (108 bytes): under /tmp, not a long TMPDIR.
-                self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir="/tmp")
-                # address="local": a new instance, never one found running on this machine.
-                ray.init(address="local", _temp_dir=self.temp_dir, include_dashboard=False,
-                         configure_logging=False, log_to_driver=True,
-                         num_cpus=max(4, os.cpu_count() or 1))
+            try:
+                if address:
+                    ray.init(address=address, include_dashboard=False, configure_logging=False,
+                             log_to_driver=True)
+                else:
+                    # Unix socket paths are short (108 bytes): under /tmp, not a long TMPDIR.
+                    self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-",
+                                                     dir="/tmp")
+                    # address="local": a new instance, never one found running on this machine.
+                    ray.init(address="local", _temp_dir=self.temp_dir, include_dashboard=False,
+                             configure_logging=False, log_to_driver=True,
+                             num_cpus=max(4, os.cpu_count() or 1))
+            except Exception as exc:
+                if self.temp_dir is not None:
+                    shutil.rmtree(self.temp_dir, ignore_errors=True)
+                where = f"join the Ray cluster at '{address}'" if address else "start Ray here"
+                raise LaunchError(f"could not {where}: {type(exc).__name__}: {exc}") from None
             self.started_ray = True
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -174,13 +181,23 @@ class RayLauncher(Launcher):
             bundles.append(bundle)
             p.extra = {"num_cpus": CPU_SHARE, "num_gpus": bundle.get("GPU", 0),
                        "resources": {p.where.node: NODE_RESOURCE_SHARE} if p.where.node else {}}
+        offered = ray.cluster_resources()
+        missing = sorted({p.where.node for p in steps if p.where.node} - set(offered))
+        if missing:
+            raise LaunchError(
+                f"no node of the Ray cluster offers the resource {', '.join(missing)} that the "
+                f"config's gpus name (start the node with ray start --resources "
+                f"'{{\"{missing[0]}\": 100}}'); the cluster offers: "
+                + ", ".join(sorted(k for k in offered if not k.startswith("node:")
+                                   and k not in ("CPU", "GPU", "memory",
+                                                 "object_store_memory"))))
         if bundles:
             named = any(p.where.node for p in steps)
             self.pg = placement_group(bundles, strategy="PACK" if named else "STRICT_PACK",
                                       name=f"flavr-run-{os.getpid()}-{id(self):x}")
             ready, _ = ray.wait([self.pg.ready()], timeout=READY_TIMEOUT_S)
             if not ready:
-                raise RuntimeError(
+                raise LaunchError(
                     f"Ray could not place the run's {len(bundles)} processes within "
                     f"{READY_TIMEOUT_S:.0f} s (bundles {bundles}; cluster resources "
                     f"{ray.cluster_resources()}): a named node missing, or too few GPUs")

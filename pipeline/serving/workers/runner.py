@@ -21,10 +21,10 @@ import torch
 from pipeline.analysis.records import StepStamps
 from pipeline.clock import now
 from pipeline.serving.steps import is_out_of_memory, make_step
+from pipeline.serving.transport.gather import InputGather
 from pipeline.serving.transport.items import Item
 from pipeline.serving.transport.queues import Output, QueueFull, get_batch
 from pipeline.serving.transport.slots import (
-    InputGather,
     SlotPool,
     largest,
     load_handle,
@@ -85,7 +85,7 @@ class _InFlight:
     taken: float  # host: the batch's turn began
     total: _Timer  # the whole step: its stages and its slot writes
     writes: list = field(default_factory=list)  # one _Timer per group written into the slot
-    inputs: object = None  # the gathered inputs (slots.Gathered)
+    inputs: object = None  # the gathered inputs (gather.Gathered)
     gathered: float | None = None  # host: inputs gathered (copies issued)
     slot_held: float | None = None  # host: output slot in hand, work launched
     handed_on: float | None = None  # host: the output item was in the next queue
