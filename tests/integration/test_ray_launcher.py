@@ -112,6 +112,33 @@ def test_a_split_across_two_nodes_gives_the_local_launchers_outputs(tmp_path, cl
         assert torch.equal(a[key], b[key]), key
 
 
+def test_a_measured_clock_offset_is_within_its_bound(cluster):
+    """On one machine the true offset is 0: the measurement must find it within its bound."""
+    from pipeline.serving.launch.clock_sync import measure_offset
+    from pipeline.serving.launch.ray_hub import Hub
+
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    try:
+        hub = ray.remote(Hub).options(num_cpus=0).remote()
+        offset, bound = measure_offset(hub, same_host_is_exact=False)
+        assert 0 < bound < 1.0 and abs(offset) <= bound, (offset, bound)
+        assert measure_offset(hub) == (0.0, 0.0)  # same boot id: the same CLOCK_MONOTONIC
+        ray.kill(hub)
+    finally:
+        ray.shutdown()
+
+
+def test_a_node_no_cluster_node_offers_ends_the_run_naming_it(tmp_path, cluster):
+    steps = [dict(s) for s in SPLIT_ACROSS]
+    steps[2]["gpus"] = ["n3:0"]
+    result = run(make_config(steps, "nowhere", address=cluster.address), options(tmp_path))
+    assert result.error and "resource n3" in result.error and "n1, n2" in result.error, \
+        result.error
+    assert (result.run_dir / "report.txt").exists()
+
+
+# Last in the module: after a Ray instance of its own has been started and shut down in this
+# process, joining the module's cluster again was seen to fail to create actors (Ray 2.60).
 def test_a_killed_actor_ends_the_run_naming_it_and_nothing_stays(tmp_path):
     """Without an address: the launcher's own Ray instance, the local placement as actors."""
     before = set(glob.glob(f"/tmp/flavr-ray-{os.getpid()}-*"))
@@ -137,28 +164,3 @@ def test_a_killed_actor_ends_the_run_naming_it_and_nothing_stays(tmp_path):
         if name != "main":
             wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")
     assert set(glob.glob(f"/tmp/flavr-ray-{os.getpid()}-*")) == before  # its session folder
-
-
-def test_a_measured_clock_offset_is_within_its_bound(cluster):
-    """On one machine the true offset is 0: the measurement must find it within its bound."""
-    from pipeline.serving.launch.clock_sync import measure_offset
-    from pipeline.serving.launch.ray_hub import Hub
-
-    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
-    try:
-        hub = ray.remote(Hub).options(num_cpus=0).remote()
-        offset, bound = measure_offset(hub, same_host_is_exact=False)
-        assert 0 < bound < 1.0 and abs(offset) <= bound, (offset, bound)
-        assert measure_offset(hub) == (0.0, 0.0)  # same boot id: the same CLOCK_MONOTONIC
-        ray.kill(hub)
-    finally:
-        ray.shutdown()
-
-
-def test_a_node_no_cluster_node_offers_ends_the_run_naming_it(tmp_path, cluster):
-    steps = [dict(s) for s in SPLIT_ACROSS]
-    steps[2]["gpus"] = ["n3:0"]
-    result = run(make_config(steps, "nowhere", address=cluster.address), options(tmp_path))
-    assert result.error and "resource n3" in result.error and "n1, n2" in result.error, \
-        result.error
-    assert (result.run_dir / "report.txt").exists()

@@ -46,8 +46,11 @@ def _actor_class():
         def __init__(self, name: str):
             self.name = name
 
-        def pid(self) -> int:
-            return os.getpid()
+        def pid(self) -> tuple[int, str]:
+            """Its process id, and its machine's boot id (whose pids these are)."""
+            from pipeline.serving.launch.ray_hub import _boot_id
+
+            return os.getpid(), _boot_id()
 
         def main(self, hub, store: tuple | None, rank: int, target, args) -> int:
             import ray as ray_inner
@@ -257,7 +260,7 @@ class RayLauncher(Launcher):
         if actor is None:
             return None
         try:
-            return int(self.ray.get(actor.pid, timeout=120))
+            return int(self.ray.get(actor.pid, timeout=120)[0])
         except Exception:
             return None
 
@@ -290,6 +293,7 @@ class RayLauncher(Launcher):
                 ray.kill(actor.handle, no_restart=True)
             except Exception:
                 pass
+        self._remove_ipc_leftovers()
         if self.pg is not None:
             from ray.util.placement_group import remove_placement_group
 
@@ -304,6 +308,27 @@ class RayLauncher(Launcher):
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         return forced
+
+
+    def _remove_ipc_leftovers(self) -> None:
+        """The CUDA IPC files killed actors on this machine left in /dev/shm (ipc_leftovers.py),
+        once they are gone. Actors on other machines: their pids name other processes here."""
+        from pipeline.serving.launch.ipc_leftovers import remove_ipc_leftovers
+        from pipeline.serving.launch.local import _alive
+        from pipeline.serving.launch.ray_hub import _boot_id
+
+        here, pids = _boot_id(), []
+        for actor in self.actors.values():
+            try:
+                pid, boot = self.ray.get(actor.pid, timeout=1)
+            except Exception:
+                continue
+            if boot == here:
+                pids.append(pid)
+        deadline = time.monotonic() + 3.0
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remove_ipc_leftovers(p for p in pids if not _alive(p))
 
 
 def _first_line(exc: Exception) -> str:
