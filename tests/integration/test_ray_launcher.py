@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 
 import pytest
 import torch
@@ -136,6 +137,31 @@ def test_a_node_no_cluster_node_offers_ends_the_run_naming_it(tmp_path, cluster)
         result.error
     assert (result.run_dir / "report.txt").exists()
 
+
+
+def test_a_lost_node_ends_the_run_naming_the_process_on_it(tmp_path, cluster):
+    opts = options(tmp_path, videos=400, mean_interval_ms=100, save_outputs=False,
+                   save_tensors=False)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=run(
+        make_config(SPLIT_ACROSS, "lost", address=cluster.address), opts)), daemon=True)
+    thread.start()
+    run_dir = wait_for(lambda: run_dir_of(tmp_path / "logs"), 240, "the run's process table")
+    wait_for(lambda: (run_dir / "requests.csv").exists()
+             and len((run_dir / "requests.csv").read_text().splitlines()) > 2, 240,
+             "requests to finish")
+    (n2,) = cluster.worker_nodes  # the node the decoder runs on
+    lost_at = time.monotonic()
+    cluster.remove_node(n2, allow_graceful=False)
+    thread.join(120)
+    assert not thread.is_alive(), "the run did not end after its node was lost"
+    result = box["result"]
+    victim = next(n for n in process_table(run_dir) if n.startswith("decoder"))
+    assert result.error and f"process '{victim}'" in result.error, result.error
+    assert (result.run_dir / "report.txt").exists()
+    print(f"run ended {time.monotonic() - lost_at:.1f} s after the node was lost: {result.error}")
+    cluster.add_node(num_cpus=4, resources={"n2": 10},
+                     temp_dir=cluster.head_node.get_temp_dir_path())
 
 # Last in the module: after a Ray instance of its own has been started and shut down in this
 # process, joining the module's cluster again was seen to fail to create actors (Ray 2.60).
