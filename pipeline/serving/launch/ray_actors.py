@@ -40,39 +40,37 @@ READY_TIMEOUT_S = 120.0  # for the placement group (too few GPUs where asked: sa
 TEMP_PREFIX = "flavr-ray-"
 
 
-def _actor_class():
-    """The actor every process of the run is."""
-    class Process:
-        def __init__(self, name: str):
-            self.name = name
+class _Process:
+    """The actor every process of the run is (made with ray.remote in all_started)."""
 
-        def pid(self) -> tuple[int, str]:
-            """Its process id, and its machine's boot id (whose pids these are)."""
-            from pipeline.serving.launch.ray_hub import _boot_id
+    def __init__(self, name: str):
+        self.name = name
 
-            return os.getpid(), _boot_id()
+    def pid(self) -> tuple[int, str]:
+        """Its process id, and its machine's boot id (whose pids these are)."""
+        from pipeline.serving.launch.ray_hub import _boot_id
 
-        def main(self, hub, store: tuple | None, rank: int, target, args) -> int:
-            import ray as ray_inner
+        return os.getpid(), _boot_id()
 
-            from pipeline import clock
-            from pipeline.serving.launch.clock_sync import measure_offset
-            from pipeline.serving.transport import remote
+    def main(self, hub, store: tuple | None, rank: int, target, args) -> int:
+        """Align the clock, join the run's process group, then run the worker's main function
+        as a local child would; returns its exit code."""
+        from pipeline import clock
+        from pipeline.serving.launch.clock_sync import measure_offset
+        from pipeline.serving.transport import remote
 
-            os.environ[remote.NODE_ENV] = ray_inner.get_runtime_context().get_node_id()
-            offset, bound = measure_offset(hub)
-            clock.set_offset(offset)
-            hub.clock_report.remote(self.name, offset, bound)
-            if store is not None:
-                host, port, world = store
-                remote.join(host, port, rank, world)
-            try:
-                target(*args)
-            except SystemExit as exc:  # run_child's way to end with a code outside a child
-                return exc.code if isinstance(exc.code, int) else 1
-            return 0
-
-    return ray.remote(Process)
+        os.environ[remote.NODE_ENV] = ray.get_runtime_context().get_node_id()
+        offset, bound = measure_offset(hub)
+        clock.set_offset(offset)
+        hub.clock_report.remote(self.name, offset, bound)
+        if store is not None:
+            host, port, world = store
+            remote.join(host, port, rank, world)
+        try:
+            target(*args)
+        except SystemExit as exc:  # run_child's way to end with a code outside a child
+            return exc.code if isinstance(exc.code, int) else 1
+        return 0
 
 
 @dataclass
@@ -205,7 +203,7 @@ class RayLauncher(Launcher):
                     f"{READY_TIMEOUT_S:.0f} s (bundles {bundles}; cluster resources "
                     f"{ray.cluster_resources()}): a named node missing, or too few GPUs")
         self.store = self._store(len(self._pending))
-        cls = _actor_class()
+        cls = ray.remote(_Process)
         env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
         bundle_index = 0
         for rank, p in enumerate(self._pending):
