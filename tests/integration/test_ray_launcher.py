@@ -24,6 +24,7 @@ from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
 from run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402
 
 SIZE = 32
+STORE = 100 * 2**20  # each node's object store: small, for a CI container's /dev/shm
 SPLIT_ACROSS = [{"name": "decode", "kind": "decode", "gpus": ["n1:0"], "queue": "per_gpu"},
                 {"name": "encoder", "kind": "model", "stages": ["stem", "layer4"],
                  "gpus": ["n1:0"]},
@@ -48,8 +49,9 @@ def cluster():
     temp = tempfile.mkdtemp(prefix="flavr-rayc-", dir="/tmp")  # socket paths must be short
     c = Cluster(shutdown_at_exit=False)
     try:
-        c.add_node(num_cpus=4, resources={"n1": 10}, temp_dir=temp, include_dashboard=False)
-        c.add_node(num_cpus=4, resources={"n2": 10}, temp_dir=temp)
+        c.add_node(num_cpus=4, resources={"n1": 10}, temp_dir=temp, include_dashboard=False,
+                   object_store_memory=STORE)
+        c.add_node(num_cpus=4, resources={"n2": 10}, temp_dir=temp, object_store_memory=STORE)
         yield c
     finally:
         c.shutdown()
@@ -160,7 +162,7 @@ def test_a_lost_node_ends_the_run_naming_the_process_on_it(tmp_path, cluster):
     assert result.error and f"process '{victim}'" in result.error, result.error
     assert (result.run_dir / "report.txt").exists()
     print(f"run ended {time.monotonic() - lost_at:.1f} s after the node was lost: {result.error}")
-    cluster.add_node(num_cpus=4, resources={"n2": 10},
+    cluster.add_node(num_cpus=4, resources={"n2": 10}, object_store_memory=STORE,
                      temp_dir=cluster.head_node.get_temp_dir_path())
 
 # Last in the module: after a Ray instance of its own has been started and shut down in this

@@ -38,6 +38,10 @@ NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource, per process: a label
 CPU_SHARE = 0.01  # Ray's CPU accounting per process: the config decides what runs where
 READY_TIMEOUT_S = 120.0  # for the placement group (too few GPUs where asked: say so)
 TEMP_PREFIX = "flavr-ray-"
+# A local instance's object store: only small messages go through it (tensors cross by CUDA
+# IPC, memory files or torch.distributed), and Ray's default (30% of memory, in /dev/shm) is
+# more than a container's /dev/shm often holds.
+OBJECT_STORE_BYTES = 256 * 2**20
 
 
 class _Process:
@@ -113,7 +117,8 @@ class RayLauncher(Launcher):
                     # address="local": a new instance, never one found running on this machine.
                     ray.init(address="local", _temp_dir=self.temp_dir, include_dashboard=False,
                              configure_logging=False, log_to_driver=True,
-                             num_cpus=max(4, os.cpu_count() or 1))
+                             num_cpus=max(4, os.cpu_count() or 1),
+                             object_store_memory=OBJECT_STORE_BYTES)
             except Exception as exc:
                 if self.temp_dir is not None:
                     shutil.rmtree(self.temp_dir, ignore_errors=True)
