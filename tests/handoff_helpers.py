@@ -7,9 +7,9 @@ import multiprocessing as mp
 import torch
 
 from pipeline.serving.launch.ipc_leftovers import remove_ipc_leftovers
+from pipeline.serving.transport.gather import InputGather
 from pipeline.serving.transport.items import Item, Part
 from pipeline.serving.transport.slots import (
-    InputGather,
     PoolReader,
     TensorSpec,
     load_handle,

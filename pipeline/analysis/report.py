@@ -73,7 +73,8 @@ def _header(summary: dict) -> list[str]:
     if headline:
         lines.append(f"!! {headline}")
     extras = [f"{k}={v}" for k, v in run.items()
-              if k not in ("t0", "step_names", "nvml_baseline", "error", "mps", "model_title")
+              if k not in ("t0", "step_names", "nvml_baseline", "error", "mps", "model_title",
+                           "clock_error_s")
               and isinstance(v, (str, int, float, bool))]
     if extras:
         lines.append("run: " + ", ".join(extras))
@@ -81,6 +82,14 @@ def _header(summary: dict) -> list[str]:
         lines.append(f"mps: {run['mps']}")
     elif run.get("device_kind") == "cuda":  # logs of a run from before MPS was recorded
         lines.append("mps: unknown (not recorded in this run's logs)")
+    bounds = run.get("clock_bounds") or {}
+    if run.get("launcher", "local") != "local":
+        remote = {n: b for n, b in bounds.items() if b > 0}
+        lines.append("clock: every process on the main process's machine (one CLOCK_MONOTONIC)"
+                     if not remote else
+                     f"clock: {len(remote)} process(es) on other hosts, aligned to the main "
+                     f"process's clock within {1e3 * max(remote.values()):.3f} ms (half the "
+                     f"least round trip; largest: {max(remote, key=remote.get)})")
     lines.append("steps: " + " -> ".join(summary["steps"]))
     return lines + [""]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 
 from pipeline.config.fields import (
@@ -70,7 +71,31 @@ def _item(value, hint, spec: Spec, path: str):
     return scalar(value, hint, spec, path)
 
 
+_NODE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _gpu_entry(value, spec: Spec, path: str):
+    """A gpus entry: a GPU id, or "node:id" (a node's name and a GPU id on that node)."""
+    if isinstance(value, str):
+        node, sep, gpu = value.rpartition(":")
+        if not sep or not _NODE_NAME.match(node) or not gpu.isdigit():
+            raise ConfigError(path, f"must be a GPU id or 'node:id' (a Ray node's name, then a "
+                                    f"GPU id on it, e.g. 'node1:0'), got {value!r}")
+        problem = value_problem(int(gpu), spec)
+        if problem:
+            raise ConfigError(path, f"the GPU id of {value!r} {problem}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"must be a GPU id or 'node:id', got {kind_of(value)}")
+    problem = value_problem(value, spec)
+    if problem:
+        raise ConfigError(path, problem)
+    return value
+
+
 def scalar(value, hint, spec: Spec, path: str):
+    if hint == (int | str):
+        return _gpu_entry(value, spec, path)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(path, f"must be true or false, got {kind_of(value)}")

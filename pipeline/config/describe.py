@@ -76,7 +76,7 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
                                         if step.queue == "per_gpu" else " (the sink queue is always global)")
         elif step.queue == "per_gpu":
             queue = (f"per_gpu -> {nxt} (one queue per GPU: "
-                     + ", ".join(str(g) for g in sorted(set(step.gpus))) + ")")
+                     + ", ".join(str(g) for g in sorted(set(step.gpus), key=str)) + ")")
         else:
             queue = f"global -> {nxt}"
         rows.append((step.name, step.kind, work, _replicas_text(step.gpus), queue))
@@ -84,7 +84,7 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     for r in rows:
         lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
     lines.append("")
-    gpus = sorted({g for s in cfg.steps for g in s.gpus})
+    gpus = sorted({g for s in cfg.steps for g in s.gpus}, key=str)  # ids, or "node:id"
     for g in gpus:
         here = [f"{s.name} x{s.gpus.count(g)}" for s in cfg.steps if g in s.gpus]
         lines.append(f"GPU {g}: " + ", ".join(here))
@@ -93,5 +93,6 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
 
 def _replicas_text(gpus: list[int]) -> str:
     counts = collections.Counter(gpus)
-    parts = [f"GPU {g}" + (f" x{n}" if n > 1 else "") for g, n in sorted(counts.items())]
+    parts = [f"GPU {g}" + (f" x{n}" if n > 1 else "")
+             for g, n in sorted(counts.items(), key=lambda kv: str(kv[0]))]
     return f"{len(gpus)}: " + ", ".join(parts)

@@ -156,9 +156,11 @@ class StepConfig:
                         min_len=1, max_len=64)
     kind: str = setting(doc="decode (first step only), model, or sleep (a test step)",
                         choices=STEP_KINDS)
-    gpus: list[int] = setting(doc="one replica per entry (repeat an id for several on one GPU); "
-                                  "at most 64 replicas, ids up to 1023",
-                              ge=0, le=1023, max_items=64)
+    gpus: list[int | str] = setting(
+        doc="one replica per entry (repeat an id for several on one GPU); at most 64 replicas, "
+            "ids up to 1023; with launcher ray an entry may name a node: \"node1:0\" is GPU 0 of "
+            "the Ray node that offers the custom resource node1",
+        ge=0, le=1023, max_items=64)
     queue: str = setting("global", doc="placement of this step's OUTPUT queue", choices=QUEUES)
     stages: tuple[str, str] | None = setting(None, doc="first and last model stage (kind model)",
                                              form="[first, last] stage names")
@@ -171,6 +173,22 @@ class StepConfig:
 
 
 @dataclass(kw_only=True)
+class RayConfig:
+    address: str | None = setting(
+        None, doc="the Ray cluster to join (e.g. ray://head:10001 or head:6379); none: a Ray "
+                  "instance on this machine, started for the run", min_len=1, max_len=300)
+
+
+def split_gpu(entry: int | str) -> tuple[str | None, int]:
+    """(node, GPU id) of a gpus entry: 3 -> (None, 3); "node1:3" -> ("node1", 3). The entry is
+    one that validation accepted."""
+    if isinstance(entry, int):
+        return None, entry
+    node, _, gpu = entry.rpartition(":")
+    return node, int(gpu)
+
+
+@dataclass(kw_only=True)
 class Config:
     name: str = setting(doc="names the run folders; defaults to the config file's name",
                         min_len=1, max_len=100)
@@ -178,6 +196,7 @@ class Config:
                           choices=DEVICES)
     launcher: str = setting("local", doc="how the run's processes are started "
                                          "(pipeline/serving/launch/)", choices=LAUNCHERS)
+    ray: RayConfig = setting(doc="the Ray launcher's cluster", factory=RayConfig)
     videos: VideoSetConfig = setting(doc="the clips requests are made of")
     frames_per_request: int = setting(
         8, doc="input frames per request; every window of 4 is one model input (each slot holds "
@@ -222,6 +241,9 @@ class RunSettings:
                                  choices=DEVICES, flags=("--device",))
     launcher: str | None = setting(None, doc="override the config's launcher",
                                    choices=LAUNCHERS, flags=("--launcher",))
+    ray_address: str | None = setting(None, doc="override the config's ray.address: the Ray "
+                                                "cluster to join (launcher ray)",
+                                      min_len=1, max_len=300, flags=("--ray-address",))
     decode_backend: str = setting(
         "auto", doc="force a decoder instead of choosing by device and codec (auto: DALI on "
                     "NVDEC for GPUs; DALI or PyAV on the CPU; pynvvideocodec: NVDEC through "

@@ -11,7 +11,7 @@ from pipeline.analysis.records import SINK
 from pipeline.config.change import validate_change_based
 from pipeline.config.convert import from_dict, to_dict
 from pipeline.config.files import resolve_checkpoint, resolve_videos
-from pipeline.config.schema import Config, StepConfig
+from pipeline.config.schema import Config, StepConfig, split_gpu
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.serving.frame_limits import model_min_side
 
@@ -19,13 +19,15 @@ from pipeline.serving.frame_limits import model_min_side
 _STEP_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) -> Config:
+def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False,
+             launcher: str | None = None) -> Config:
     """Check everything a run needs from the config; raise ConfigError naming the first bad field.
 
     gpu_count: GPUs on this machine; None means CPU mode, where GPU ids are logical device ids and
     are not checked against hardware. force_per_gpu (the `-p` flag) sets every step's queue to
     per_gpu, in place, before the checks. Video paths must exist, and the checkpoint must hold
-    weights that fit the model (read once here, on the CPU). Returns cfg.
+    weights that fit the model (read once here, on the CPU). `launcher` overrides the config's
+    (--launcher): gpus entries that name nodes need the ray launcher. Returns cfg.
     """
     if force_per_gpu:
         for step in cfg.steps:
@@ -39,7 +41,7 @@ def validate(cfg: Config, gpu_count: int | None, force_per_gpu: bool = False) ->
     _validate_videos(cfg)
     _validate_model(cfg)
     _validate_checkpoint(cfg, served)
-    _validate_steps(cfg, served.stages, gpu_count, force_per_gpu)
+    _validate_steps(cfg, served.stages, gpu_count, force_per_gpu, launcher or cfg.launcher)
     validate_change_based(cfg, served)
     return cfg
 
@@ -95,7 +97,8 @@ def _validate_checkpoint(cfg: Config, served) -> None:
             raise ConfigError("model.checkpoint", str(exc)) from None
 
 
-def _validate_steps(cfg: Config, stages_all, gpu_count, force_per_gpu: bool) -> None:
+def _validate_steps(cfg: Config, stages_all, gpu_count, force_per_gpu: bool,
+                    launcher: str) -> None:
     steps = cfg.steps
     if not steps:
         raise ConfigError("pipeline", "must list at least one step (decode first, then the model)")
@@ -114,7 +117,7 @@ def _validate_steps(cfg: Config, stages_all, gpu_count, force_per_gpu: bool) -> 
             raise ConfigError(f"{sp}.kind", f"the first step must be kind decode, got '{step.kind}'")
         if i > 0 and step.kind == "decode":
             raise ConfigError(f"{sp}.kind", "only the first step may be kind decode")
-        _validate_gpus(step, sp, gpu_count)
+        _validate_gpus(step, sp, gpu_count, launcher)
         if step.kind == "model":
             _validate_stages(step, sp, stages_all)
         elif step.stages is not None:
@@ -143,10 +146,18 @@ def _validate_stages(step: StepConfig, sp: str, stages_all) -> None:
                                           f"'{step.stages[1]}' in the model")
 
 
-def _validate_gpus(step: StepConfig, sp: str, gpu_count) -> None:
+def _validate_gpus(step: StepConfig, sp: str, gpu_count, launcher: str) -> None:
     if not step.gpus:
         raise ConfigError(f"{sp}.gpus", "must list at least one GPU id (one replica per entry)")
-    for j, gpu in enumerate(step.gpus):
+    for j, entry in enumerate(step.gpus):
+        node, gpu = split_gpu(entry)
+        if node is not None:
+            if launcher != "ray":
+                raise ConfigError(f"{sp}.gpus[{j}]", f"'{entry}' names a node, which only the ray "
+                                                     f"launcher places (launcher: ray, or "
+                                                     f"--launcher ray); the {launcher} launcher "
+                                                     "runs every process on this machine")
+            continue  # another node's GPUs: Ray checks that they exist when it places the run
         if gpu_count is not None and gpu >= gpu_count:
             if gpu_count == 0:
                 have = "this machine has no GPUs"
@@ -220,7 +231,7 @@ def _validate_per_gpu_queues(steps: list[StepConfig], force_per_gpu: bool) -> No
     for i, (producer, consumer) in enumerate(zip(steps, steps[1:])):
         if producer.queue != "per_gpu":
             continue
-        for gpu in sorted(set(producer.gpus)):
+        for gpu in sorted(set(producer.gpus), key=str):
             if gpu not in consumer.gpus:
                 forced = " (-p forces per-GPU queues everywhere)" if force_per_gpu else ""
                 raise ConfigError(
@@ -228,3 +239,4 @@ def _validate_per_gpu_queues(steps: list[StepConfig], force_per_gpu: bool) -> No
                     f"per_gpu{forced}: step '{producer.name}' has a replica on GPU {gpu} but the next "
                     f"step '{consumer.name}' has none there, so its output could never be taken; "
                     f"add {gpu} to pipeline[{i + 1}].gpus or use queue: global")
+

@@ -70,6 +70,9 @@ class ControlChannel:
             self.drain(timeout_s=0.3)  # its last words, if any, name the cause
             name, role, code = dead[0]
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            cause = self.launcher.cause(name)  # e.g. Ray's word on an actor or node that died
+            if cause:
+                how = f"died: {cause}"
             raise RunStopped(state.error or f"process '{name}' ({role}) {how}")
         silent = self.heartbeats.overdue()
         if silent:

@@ -102,8 +102,8 @@ def gpu_processes(topo) -> dict[int, int]:
     counts: dict[int, int] = {}
     for step in topo.replicas:
         for r in step:
-            counts[r.gpu] = counts.get(r.gpu, 0) + 1
-    return dict(sorted(counts.items()))
+            counts[r.key] = counts.get(r.key, 0) + 1  # "node:id" where the config names nodes
+    return dict(sorted(counts.items(), key=lambda kv: str(kv[0])))
 
 
 def shared_gpus(topo) -> dict[int, int]:

@@ -19,13 +19,15 @@ from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos
+from pipeline.errors import ConfigError
 from pipeline.serving import mps, signals
 from pipeline.serving.control import ControlChannel, RunState, RunStopped
 from pipeline.serving.finish import RunResult, close_records, write_results
 from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import GpuMonitor, cpu_affinity_for_gpu
 from pipeline.serving.heartbeat import HeartbeatBoard
-from pipeline.serving.launch import launcher_class
+from pipeline.serving.launch import make_launcher
+from pipeline.serving.launch.base import LaunchError, Where
 from pipeline.serving.plan import RunOptions, plan_run, survey_clips
 from pipeline.serving.runlog import (
     RequestsCsv,
@@ -73,7 +75,18 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         notices.append("clips that will fail their requests: " + "; ".join(clips.refused))
     for n in notices:
         print(f"notice: {n}", file=sys.stderr)
-    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher_class(p.launcher)(), served)
+    if p.launcher != "local" and device_kind == "cuda" and topo.named_nodes:
+        notices.append("GPU utilisation is sampled only on this machine's GPUs: not for a "
+                       "placement that names nodes")
+    try:
+        launcher = make_launcher(p.launcher, opts.ray_address or cfg.ray.address)
+    except (LaunchError, RuntimeError) as exc:  # Ray missing, or its cluster out of reach
+        field = ("--ray-address" if opts.ray_address else "ray.address") \
+            if isinstance(exc, LaunchError) and (opts.ray_address or cfg.ray.address) \
+            else "launcher"
+        raise ConfigError(field, str(exc)) from None
+    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served)
+    run.launcher_name = p.launcher
     run.state.notices = notices
     try:
         # The daemon outlives every child: started before the first, stopped after the last.
@@ -82,6 +95,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
             try:
                 run.execute()
             finally:
+                run.clock_bounds = run.launcher.clock_bounds()
                 forced = run.launcher.stop(grace_s=STOP_GRACE_S, pump=run.pump)
                 if forced:
                     run.state.notices.append("had to terminate: " + ", ".join(forced))
@@ -118,6 +132,8 @@ class _Run:
         self.requests_csv: RequestsCsv | None = None  # streamed as requests end
         self.unwritten: list[int] = []  # ended before t0 was known (warm-ups): rows to stream
         self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
+        self.launcher_name = "local"
+        self.clock_bounds: dict[str, float] = {}  # process -> its clock's error bound (s)
 
     # -- wiring ---------------------------------------------------------------------------------
     def _queues(self):
@@ -128,14 +144,15 @@ class _Run:
             self.in_queues[0] = {r.index: L.queue(qs) for r in topo.replicas[0]}
         self.free = {r.name: L.queue() for step in topo.replicas for r in step}
 
-    def _ctx(self, name: str, gpu: int | None, threads: int = 1) -> ChildContext:
+    def _ctx(self, name: str, gpu: int | None, threads: int = 1, key=None) -> ChildContext:
         affinity = None
-        if self.device_kind == "cuda" and gpu is not None:
+        # NVML here knows this machine's GPUs only: no affinity for a node the config names.
+        if self.device_kind == "cuda" and gpu is not None and not self.topo.named_nodes:
             if gpu not in self.affinity:  # one NVML query per GPU, not per process on it
                 self.affinity[gpu] = cpu_affinity_for_gpu(gpu)
             affinity = self.affinity[gpu]
         ctx = ChildContext(name, self.control, self.launcher.queue(), self.stop, self.device_kind,
-                           gpu, threads, affinity, self.heartbeats.heart(name))
+                           gpu, threads, affinity, self.heartbeats.heart(name), queue_key=key)
         self.children[name] = ctx
         self.state.gpus[name] = gpu
         return ctx
@@ -162,23 +179,25 @@ class _Run:
                          topo.input_per_gpu[i + 1], opts.queue_size, opts.on_full)
             for r in replicas:
                 streams = i == 0 and self.workload.streams
-                in_q = self.in_queues[i][r.index if streams else topo.input_key(i, r.gpu)]
-                role = f"step '{r.step}' replica {r.index} on GPU {r.gpu}"
+                in_q = self.in_queues[i][r.index if streams else topo.input_key(i, r.key)]
+                on = f"GPU {r.gpu} of node {r.node}" if r.node else f"GPU {r.gpu}"
+                role = f"step '{r.step}' replica {r.index} on {on}"
+                where = Where(r.node, r.gpu, self.device_kind == "cuda")
                 if r.kind == "decode":
-                    ctx = self._ctx(r.name, r.gpu, 1)
+                    ctx = self._ctx(r.name, r.gpu, 1, r.key)
                     resolution = tuple(cfg.model.resolution) if cfg.model.resolution else None
                     spec = DecodeSpec(r.step, r.index, self.served, resolution, self.sizes,
                                       cfg.frames_per_request, opts.decode_backend,
                                       self.warmup_video, step_cfg.pool_slots,
                                       in_q, out, self.free[r.name], FrameLimits.of(cfg),
                                       self._owned_streams(r.index))
-                    L.start(r.name, role, decode_main, ctx, spec)
+                    L.start(r.name, role, decode_main, ctx, spec, where=where)
                 else:
-                    ctx = self._ctx(r.name, r.gpu, threads)
+                    ctx = self._ctx(r.name, r.gpu, threads, r.key)
                     spec = RunnerSpec(r.step, step_cfg, cfg.model, r.index, self.sizes,
                                       rows, opts.batch, step_cfg.pool_slots, in_q, out,
-                                      self.free[r.name], self._upstream_free(i, r.gpu))
-                    L.start(r.name, role, runner_main, ctx, spec)
+                                      self.free[r.name], self._upstream_free(i, r.key))
+                    L.start(r.name, role, runner_main, ctx, spec, where=where)
         client_ctx = self._ctx("client", None)
         first = topo.step_names[0]
         names = ({k: f"{first}.in[{k}]" for k in self.in_queues[0]} if self.workload.streams
@@ -186,6 +205,10 @@ class _Run:
         L.start("client", "the client", client_main, client_ctx, ClientSpec(
             self.requests, self.workload.warmup_offsets, self.workload.offsets,
             self.in_queues[0], names, opts.queue_size, opts.on_full, self.state.admit_closed))
+        try:
+            L.all_started()
+        except LaunchError as exc:
+            raise RunStopped(str(exc)) from None
 
     def _owned_streams(self, replica: int) -> dict[int, str]:
         """The streams a decode worker owns (stream id -> the file it plays), opened at start."""
@@ -213,7 +236,7 @@ class _Run:
         self._queues()
         self.signals = signals.install()
         try:
-            if self.device_kind == "cuda":
+            if self.device_kind == "cuda" and not self.topo.named_nodes:
                 # Before any child exists: what else is on these GPUs is someone else's work.
                 self.monitor = GpuMonitor(self.topo.gpus())
                 self.baseline = self.monitor.baseline()
@@ -258,7 +281,7 @@ class _Run:
         expected = set()
         for i, replicas in enumerate(topo.replicas):
             for r in replicas:
-                ups = topo.producers_for(i, r.gpu)
+                ups = topo.producers_for(i, r.key)
                 self.children[r.name].setup.put(Start({u.name: pools[u.name] for u in ups}))
                 expected.add(r.name)
         sink_ups = topo.producers_for(topo.n_steps, None)
@@ -356,6 +379,10 @@ class _Run:
             "error": state.error, "stop_reason": state.stop_reason, "notices": state.notices,
             "nvml_baseline": self.baseline,
             "mps": self.mps,
+            "launcher": self.launcher_name,
+            # Processes on other hosts: how far their stamps may be off the main clock.
+            "clock_error_s": max(self.clock_bounds.values(), default=0.0),
+            "clock_bounds": self.clock_bounds,
             "gpu_processes": ({str(g): n for g, n in mps.gpu_processes(self.topo).items()}
                               if self.device_kind == "cuda" else None),
         }

@@ -78,11 +78,16 @@ def plan_run(cfg, settings: RunSettings) -> Plan:
     the processes and decide about MPS; ConfigError names the first problem."""
     settings = check_settings(settings)
     kind, count, notices = resolve_device(cfg, settings.device)
-    validate(cfg, count, force_per_gpu=settings.per_gpu)
+    launcher = settings.launcher or cfg.launcher
+    validate(cfg, count, force_per_gpu=settings.per_gpu, launcher=launcher)
     topo = Topology.from_config(cfg)
     check_process_count(topo, kind)
     use_mps, mps_reason = mps.plan(settings.mps, kind, topo)
-    return Plan(kind, count, notices, topo, use_mps, mps_reason, settings.launcher or cfg.launcher)
+    if launcher != "local" and use_mps:
+        # MPS is a daemon per machine, started before the children; Ray actors on other nodes
+        # never see it, and on this one Ray's workers start outside the run's control.
+        use_mps, mps_reason = False, f"the {launcher} launcher's processes run without MPS"
+    return Plan(kind, count, notices, topo, use_mps, mps_reason, launcher)
 
 
 @dataclass

@@ -210,7 +210,7 @@ def test_name_is_required_without_a_file():
     (lambda d: d["model"].update(compile="yes"), "model.compile", "must be true or false"),
     (lambda d: d.update(frames_per_request=True), "frames_per_request", "must be an integer, got boolean"),
     (lambda d: d["pipeline"][2].update(gpus=1), "pipeline[2].gpus", "must be a list"),
-    (lambda d: d["pipeline"][2].update(gpus=[1, "a"]), "pipeline[2].gpus[1]", "must be an integer"),
+    (lambda d: d["pipeline"][2].update(gpus=[1, "a"]), "pipeline[2].gpus[1]", "must be a GPU id or 'node:id'"),
     (lambda d: d["pipeline"][1].update(name=3), "pipeline[1].name", "must be a string"),
     (lambda d: d["videos"]["synthetic"].update(fps="fast"), "videos.synthetic.fps", "must be a number"),
     (lambda d: d.update(model=[1]), "model", "must be a mapping"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,8 +46,27 @@ def launcher():
 
 def test_local_is_the_launcher_called_local():
     assert "local" in LAUNCHERS and launcher_class("local") is LocalLauncher
-    with pytest.raises(ValueError, match="unknown launcher 'ray'"):
-        launcher_class("ray")
+    with pytest.raises(ValueError, match="unknown launcher 'slurm'; known: local, ray"):
+        launcher_class("slurm")
+
+
+def test_without_ray_installed_the_local_launcher_runs_and_ray_says_how_to_install_it():
+    # A fresh interpreter where `import ray` fails, as on a machine without it.
+    code = """
+import sys
+sys.modules["ray"] = None  # import ray raises ModuleNotFoundError
+from pipeline.serving.launch import launcher_class
+import pipeline.serving.orchestrator  # the pipeline imports nothing of Ray
+launcher = launcher_class("local")()
+launcher.stop()
+try:
+    launcher_class("ray")
+except RuntimeError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "launcher 'ray' needs Ray: pip install 'ray==2.60.0'" in out.stdout
 
 
 def test_dead_reports_each_exited_process_with_its_role_and_exit_code(launcher):

@@ -69,6 +69,8 @@ def leaves(cls, prefix: str = ""):
 def other_value(e, current):
     """A valid value of the field that differs from `current` where the schema allows one."""
     s, kind = e.spec, scalar_of(e.hint)
+    if kind == (int | str):  # a gpus entry: an id (or "node:id")
+        kind = int
     if s.choices:
         return next((c for c in s.choices if c != current), current)
     if kind is bool:
@@ -207,7 +209,7 @@ def test_launcher_is_a_config_field_with_a_flag_on_both_commands():
 
 def test_an_unknown_launcher_names_the_field_and_the_choices():
     d = config_to_dict(base())
-    d["launcher"] = "ray"
+    d["launcher"] = "slurm"
     with pytest.raises(ConfigError) as info:
         config_from_dict(d)
     assert info.value.field == "launcher" and ", ".join(LAUNCHERS) in info.value.reason

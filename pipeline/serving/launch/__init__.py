@@ -1,5 +1,6 @@
 """How a run's processes are started: the launcher interface (base.py) and its implementations,
-one module each (local.py: spawned processes on this machine)."""
+one module each (local.py: spawned processes on this machine; ray_actors.py: Ray actors on a
+cluster, or on a Ray instance of this machine)."""
 
 
 def launcher_class(name: str):
@@ -7,7 +8,22 @@ def launcher_class(name: str):
     if name == "local":
         from pipeline.serving.launch.local import LocalLauncher
         return LocalLauncher
+    if name == "ray":
+        try:
+            from pipeline.serving.launch.ray_actors import RayLauncher
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray":
+                raise
+            raise RuntimeError("launcher 'ray' needs Ray: pip install 'ray==2.60.0' (or the "
+                               "project's extra: pip install -e '.[ray]')") from None
+        return RayLauncher
     raise ValueError(f"unknown launcher '{name}'; known: {', '.join(LAUNCHERS)}")
 
 
-LAUNCHERS = ("local",)
+def make_launcher(name: str, ray_address: str | None = None):
+    """A launcher for one run; `ray_address` joins an existing Ray cluster (ray only)."""
+    cls = launcher_class(name)
+    return cls(address=ray_address) if name == "ray" else cls()
+
+
+LAUNCHERS = ("local", "ray")

@@ -7,7 +7,23 @@ imports nothing heavy, so a launcher's own dependencies load only when it is cho
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable
+
+
+class LaunchError(RuntimeError):
+    """The launcher could not start the run's processes (e.g. no node offers a named resource);
+    the run ends with this message, its logs written."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a step process runs: a node the config names (None: the launcher's choice) and a
+    GPU id on it; `cuda`: the process uses that GPU (false in CPU runs, where ids are logical)."""
+
+    node: str | None
+    gpu: int
+    cuda: bool
 
 
 class Launcher(ABC):
@@ -29,8 +45,24 @@ class Launcher(ABC):
         child writes only its own (heartbeats), the main process reads them."""
 
     @abstractmethod
-    def start(self, name: str, role: str, target: Callable, *args) -> None:
-        """Start `target(*args)` as the process `name`; `role` describes it for messages."""
+    def start(self, name: str, role: str, target: Callable, *args,
+              where: Where | None = None) -> None:
+        """Start `target(*args)` as the process `name`; `role` describes it for messages;
+        `where`: a step process's node and GPU (None: the sink and the client, which run
+        beside the main process)."""
+
+    def all_started(self) -> None:
+        """Every process of the run has been started (a launcher that places them all at once,
+        or connects them to each other, does it now)."""
+
+    def cause(self, name: str) -> str:
+        """What the launcher knows of how process `name` ended, beyond its exit code."""
+        return ""
+
+    def clock_bounds(self) -> dict[str, float]:
+        """Per process on another host, the error bound of its clock's offset to the main
+        process's, in seconds (empty: every process reads the main process's clock)."""
+        return {}
 
     @abstractmethod
     def dead(self) -> list[tuple[str, str, int]]:

@@ -195,8 +195,9 @@ class LocalLauncher(Launcher):
         self._shared.append(floats)
         return floats
 
-    def start(self, name: str, role: str, target, *args) -> None:
-        """`role` says what the process is for error messages, e.g. "step 'encoder' on GPU 0"."""
+    def start(self, name: str, role: str, target, *args, where=None) -> None:
+        """`role` says what the process is for error messages, e.g. "step 'encoder' on GPU 0".
+        `where` needs nothing here: this machine, and the GPU id the child's context carries."""
         # Not daemonic: a step may start helpers of its own (compile workers, decoder threads);
         # the orchestrator always calls stop(), which ends every process it started.
         if self.temp_dir is None:

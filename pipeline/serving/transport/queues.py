@@ -14,7 +14,9 @@ GLOBAL = None  # the GPU key of a global queue
 
 
 def queue_name(step_name: str, gpu) -> str:
-    return f"{step_name}.in" if gpu is GLOBAL else f"{step_name}.in[gpu{gpu}]"
+    if gpu is GLOBAL:
+        return f"{step_name}.in"
+    return f"{step_name}.in[{gpu}]" if isinstance(gpu, str) else f"{step_name}.in[gpu{gpu}]"
 
 
 class QueueFull(RuntimeError):

@@ -19,19 +19,25 @@ consumer that reads the pool (the replicas behind a global queue), which torch's
 CPU tensors (a descriptor handed over once) cannot do. The files have no name: nothing is left in
 /dev/shm or the temporary folder, whatever way the processes end.
 
-Two costs are measured per peer hand-off: the copy time (the link's busy time, all groups) and the
-exposed time, from the moment the consumer could have started (the producer done *and* the
-consumer's stream free) to the moment the last byte landed: what the hand-off adds to the request.
+A consumer on another node (a Ray actor elsewhere) can open neither CUDA IPC handles nor another
+machine's /proc: its reader is transport/remote.py's, which pulls each item's tensors over
+torch.distributed (gloo on the CPU, NCCL between GPUs). A pool handle therefore says where its
+pool lives (node, rank) and keeps the same-node part (IPC handles, memory files) as a blob that
+only a consumer on the producer's node unpickles.
+
+Two costs are measured per peer hand-off (gather.py): the copy time (the link's busy time, all
+groups) and the exposed time, from the moment the consumer could have started (the producer done
+*and* the consumer's stream free) to the moment the last byte landed: what the hand-off adds to the
+request.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
 import queue as queue_module
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 
 import torch
@@ -124,13 +130,23 @@ def _close_all(fds: list[int]) -> None:
 
 @dataclass
 class PoolHandle:
-    """What a consumer needs to read a producer's pool (pickled with torch's IPC reductions)."""
+    """What a consumer needs to read a producer's pool. Plain data outside `local`, so it opens on
+    any node; `local` (slots and event handles, pickled with torch's IPC reductions) only on the
+    producer's node."""
 
     pool_id: str
     device: str
-    slots: list[dict[str, torch.Tensor]]
+    node: str  # transport/remote.py current_node() of the producer
+    rank: int | None  # the producer's rank in the run's process group (None: one node only)
+    serve_key: int | None  # the pool's key in its producer's pull server
+    specs: dict[str, tuple[int, torch.dtype]]  # name -> (elements, dtype) of each slot buffer
+    n_slots: int
     groups: list[tuple[str, ...]]  # tensor names per event, in the order the producer writes them
-    event_handles: list[list[bytes]] | None  # per slot, one per group
+    local: bytes  # (slots, event handles per slot), for a consumer on the same node
+
+    def open_local(self):
+        """(slots, event_handles) from the same node: maps the buffers, opens the IPC handles."""
+        return pickle.loads(self.local)
 
 
 class SlotTooSmall(ValueError):
@@ -179,17 +195,22 @@ class SlotPool:
 
     def handle_bytes(self) -> bytes:
         """The pool serialised once, for the main process to forward unopened to consumers."""
+        from pipeline.serving.transport import remote  # torch.distributed only when used
+
         slots = self.slots
         if self._files:  # CPU: where each buffer's file is, instead of the tensors themselves
             pid = os.getpid()
             slots = [{k: _MappedBuffer(pid, files[k], self.spec[k].numel, self.spec[k].dtype)
                       for k in files} for files in self._files]
-        handle = PoolHandle(self.pool_id, str(self.device), slots, self.groups,
-                            [[e.ipc_handle() for e in per_slot] for per_slot in self.events]
-                            if self.is_cuda else None)
+        events = ([[e.ipc_handle() for e in per_slot] for per_slot in self.events]
+                  if self.is_cuda else None)
         buf = io.BytesIO()
-        ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(handle)
-        return buf.getvalue()
+        ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump((slots, events))
+        rank, key = remote.serve(self)  # (None, None) unless the run spans nodes
+        handle = PoolHandle(self.pool_id, str(self.device), remote.current_node(), rank, key,
+                            {k: (s.numel, s.dtype) for k, s in self.spec.items()},
+                            len(self.slots), self.groups, buf.getvalue())
+        return pickle.dumps(handle, pickle.HIGHEST_PROTOCOL)
 
     def acquire(self, should_stop, poll_s: float = 0.1) -> int | None:
         """A free slot id; waits (backpressure) until one is returned, or None when stopping."""
@@ -237,22 +258,35 @@ def load_handle(data: bytes) -> PoolHandle:
     return pickle.loads(data)
 
 
+def open_reader(handle: PoolHandle, free_queue, device: torch.device | None = None):
+    """The reader of `handle`'s pool for this process: in place / peer copies on the producer's
+    node, pulls over the run's process group from anywhere else. `device`: where the consumer
+    wants the tensors (None: where they are, or the CPU for a pull)."""
+    from pipeline.serving.transport import remote
+
+    if handle.node == remote.current_node():
+        return PoolReader(handle, free_queue, device or torch.device(handle.device))
+    return remote.RemotePoolReader(handle, free_queue, device or torch.device("cpu"))
+
+
 class PoolReader:
-    """Consumer side of one producer's pool."""
+    """Consumer side of one producer's pool, on the producer's node."""
+
+    remote = False
 
     def __init__(self, handle: PoolHandle, free_queue, device: torch.device):
         self.pool_id = handle.pool_id
         self.src_device = torch.device(handle.device)
-        self.slots = handle.slots
+        self.slots, event_handles = handle.open_local()
         self.free_queue = free_queue
         self.device = device
         self.same_device = self.src_device == device
         self.groups = handle.groups
         self.events = None
         self.copy_stream = self.mark_stream = None
-        if handle.event_handles is not None:
+        if event_handles is not None:
             self.events = [[torch.cuda.Event.from_ipc_handle(self.src_device, h) for h in per_slot]
-                           for per_slot in handle.event_handles]
+                           for per_slot in event_handles]
             if not self.same_device:
                 self.copy_stream = torch.cuda.Stream(device=self.src_device)
                 # Only marks when a hand-off could have started (for the exposed time).
@@ -274,114 +308,3 @@ class PoolReader:
         """Block the calling thread until the producer's write of `slot` is done."""
         if self.events is not None:
             self.done_event(slot).synchronize()
-
-
-@dataclass
-class Gathered:
-    """A batch of inputs on the consumer's device, and the cost of getting them there."""
-
-    tensors: dict[str, torch.Tensor]
-    copy_timers: list  # (start, end) CUDA event pairs of peer copies, one per group and item
-    copied: bool
-    exposed_timers: list = field(default_factory=list)  # (could start, landed), one per item
-    # Per item: its tensors on this device before any merge, and the CUDA event after which
-    # they can be read (None on the CPU), for work that must not queue behind this consumer's
-    # stream (change-based inference's change test).
-    parts: list = field(default_factory=list)
-    ready: list = field(default_factory=list)
-
-    def copy_seconds(self) -> float:
-        """Time the peer copies kept the link busy (call once their events completed)."""
-        return sum(timer_seconds(t) for t in self.copy_timers)
-
-    def exposed_seconds(self) -> float:
-        """How long, past the moment the consumer could have started, it waited for the last
-        byte of any item; 0 when the copies were done by then."""
-        return max([max(0.0, timer_seconds(t)) for t in self.exposed_timers], default=0.0)
-
-
-class InputGather:
-    """Brings the slots of one or more queue items (of one frame size) onto the consumer's device.
-
-    One item from the same device is read in place. An item from another GPU costs one peer copy;
-    several items (a batch) are concatenated on this device's stream.
-    """
-
-    def __init__(self, device: torch.device, stream):
-        self.device = device
-        self.stream = stream
-        self.readers: dict[str, PoolReader] = {}
-        # Peer copies land through a stream of their own: torch makes a cross-device copy wait
-        # for the destination device's *current* stream, and the consumer's compute stream is
-        # busy with earlier batches, which would serialise every copy behind that compute.
-        self.recv_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-
-    def attach(self, reader: PoolReader) -> None:
-        self.readers[reader.pool_id] = reader
-
-    def gather(self, items) -> Gathered:
-        """Call with this consumer's stream current."""
-        cuda = self.device.type == "cuda"
-        parts, timers, exposed, ready = [], [], [], []
-        free = None  # where this consumer's stream stands: it could start this batch from there
-        for item in items:
-            reader = self.readers[item.pool_id]
-            src = reader.tensors(item)
-            if not cuda or reader.same_device:
-                if cuda:
-                    self.stream.wait_event(reader.done_event(item.slot))
-                parts.append(src)
-                ready.append(reader.done_event(item.slot) if cuda else None)
-                continue
-            if free is None:
-                free = torch.cuda.Event()
-                free.record(self.stream)
-            dst, copies = self._peer_copy(reader, item.slot, src)
-            # The hand-off could start once the producer was done and this stream was free.
-            ms = reader.mark_stream
-            ms.wait_event(reader.done_event(item.slot))
-            ms.wait_event(free)
-            could_start = torch.cuda.Event(enable_timing=True)
-            could_start.record(ms)
-            last = copies[-1][1]
-            self.stream.wait_event(last)
-            for t in dst.values():  # allocated on the receive stream, read on the compute stream
-                t.record_stream(self.stream)
-            timers += copies
-            exposed.append((could_start, last))
-            parts.append(dst)
-            ready.append(last)
-        if len(parts) == 1:
-            return Gathered(parts[0], timers, bool(timers), exposed, parts, ready)
-        # On the consumer stream, which has waited for every slot and every peer copy.
-        with torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
-            merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return Gathered(merged, timers, True, exposed, parts, ready)
-
-    def _peer_copy(self, reader: PoolReader, slot: int, src: dict):
-        """One copy per group onto this device, on a stream of the producer's GPU that waits for
-        that group's event; returns the destination tensors and (start, end) timers per group."""
-        cs = reader.copy_stream
-        copies = []
-        with torch.cuda.stream(self.recv_stream):
-            dst = {k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype,
-                                          device=self.device) for k, v in src.items()}
-            with torch.cuda.stream(cs):
-                for g, names in enumerate(reader.groups):
-                    names = [k for k in names if k in src]
-                    if not names:
-                        continue
-                    cs.wait_event(reader.events[slot][g])
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    start.record(cs)
-                    for k in names:
-                        dst[k].copy_(src[k], non_blocking=True)
-                    end.record(cs)
-                    copies.append((start, end))
-        return dst, copies
-
-
-def timer_seconds(timer) -> float:
-    """Seconds of a copy timer (a completed CUDA event pair)."""
-    return timer[0].elapsed_time(timer[1]) / 1000.0

@@ -51,6 +51,7 @@ class ChildContext:
     threads: int = 1
     cpu_affinity: list[int] | None = None
     heartbeat: Heartbeat | None = None  # None: nobody watches this child's liveness
+    queue_key: object = None  # its GPU as per-GPU queues know it (topology.Replica.key)
     _beating: bool = field(default=False, init=False, repr=False)  # start-up has its own limit
 
     def should_stop(self) -> bool:
@@ -109,6 +110,11 @@ class ChildContext:
     @property
     def torch_device(self) -> str:
         return f"cuda:{self.gpu}" if self.device_kind == "cuda" else "cpu"
+
+    @property
+    def output_key(self):
+        """The key of this child's per-GPU output queue: its GPU, or "node:id" (named nodes)."""
+        return self.gpu if self.queue_key is None else self.queue_key
 
     @property
     def device_label(self) -> str:

@@ -75,7 +75,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
     pool = SlotPool(ctx.name, device, largest([decode_output_spec(spec.model, rows, h, w)
                                                for h, w in spec.sizes]),
                     spec.n_slots, spec.free_queue)
-    router = spec.output.router(ctx.gpu)
+    router = spec.output.router(ctx.output_key)
     ctx.ready(pool.handle_bytes())
     if ctx.wait_start() is None:
         return

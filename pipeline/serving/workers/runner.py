@@ -21,14 +21,14 @@ import torch
 from pipeline.analysis.records import StepStamps
 from pipeline.clock import now
 from pipeline.serving.steps import is_out_of_memory, make_step
+from pipeline.serving.transport.gather import InputGather
 from pipeline.serving.transport.items import Item
 from pipeline.serving.transport.queues import Output, QueueFull, get_batch
 from pipeline.serving.transport.slots import (
-    InputGather,
-    PoolReader,
     SlotPool,
     largest,
     load_handle,
+    open_reader,
 )
 from pipeline.serving.workers.child import ChildContext, run_child
 
@@ -85,7 +85,7 @@ class _InFlight:
     taken: float  # host: the batch's turn began
     total: _Timer  # the whole step: its stages and its slot writes
     writes: list = field(default_factory=list)  # one _Timer per group written into the slot
-    inputs: object = None  # the gathered inputs (slots.Gathered)
+    inputs: object = None  # the gathered inputs (gather.Gathered)
     gathered: float | None = None  # host: inputs gathered (copies issued)
     slot_held: float | None = None  # host: output slot in hand, work launched
     handed_on: float | None = None  # host: the output item was in the next queue
@@ -182,14 +182,14 @@ class _Runner:
         self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue,
                              self.step.output_groups())
         self.gather = InputGather(self.device, self.stream)
-        self.router = spec.output.router(self.ctx.gpu)
+        self.router = spec.output.router(self.ctx.output_key)
         self.ctx.ready(self.pool.handle_bytes())
         handles = self.ctx.wait_start()
         if handles is None:
             return
         for data in handles.values():
             handle = load_handle(data)
-            self.gather.attach(PoolReader(handle, spec.upstream_free[handle.pool_id], self.device))
+            self.gather.attach(open_reader(handle, spec.upstream_free[handle.pool_id], self.device))
         self.ctx.attached()
         self._loop()
 

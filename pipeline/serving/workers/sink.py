@@ -17,7 +17,7 @@ import torch
 
 from pipeline.analysis.records import Outcome
 from pipeline.serving.transport.queues import get_batch
-from pipeline.serving.transport.slots import PoolReader, load_handle
+from pipeline.serving.transport.slots import load_handle, open_reader
 from pipeline.serving.workers.child import ChildContext, run_child
 
 
@@ -43,7 +43,7 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
     readers = {}
     for data in handles.values():
         h = load_handle(data)
-        readers[h.pool_id] = PoolReader(h, spec.upstream_free[h.pool_id], torch.device(h.device))
+        readers[h.pool_id] = open_reader(h, spec.upstream_free[h.pool_id])
     ctx.attached()
     while not ctx.should_stop():
         batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
