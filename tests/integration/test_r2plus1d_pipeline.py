@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import options as run_options
 from video_helpers import REPO
 
 from pipeline.config import config_from_dict
@@ -38,11 +39,9 @@ def make_config(steps: list[dict], name: str = "r21", frames: int = 16,
 
 
 def options(tmp_path: Path, **over) -> RunOptions:
-    base = dict(mean_interval_ms=0, videos=3, warmup=1, queue_size=16,
-                logs_root=str(tmp_path / "logs"), progress=False, cpu_threads=1,
-                start_timeout_s=240, stall_timeout_s=120, video_cache=str(tmp_path / "videos"))
-    base.update(over)
-    return RunOptions(**base)
+    # Bulk, and longer limits: R(2+1)D's 16-frame clips are slow to start and run on the CPU.
+    base = dict(mean_interval_ms=0, videos=3, start_timeout_s=240, stall_timeout_s=120)
+    return run_options(tmp_path, **{**base, **over})
 
 
 @pytest.mark.parametrize("steps", [WHOLE, SPLIT], ids=["whole", "split"])
