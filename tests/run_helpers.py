@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.analysis.records import read_csv
+from pipeline.analysis.requests_csv import read_csv
 from pipeline.config import config_from_dict
 from pipeline.serving.orchestrator import RunOptions, run
 

@@ -84,10 +84,8 @@ stream_wait_s. Empty cells mean "not reached" (or logs written before the column
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 SINK = "sink"  # the pipeline's final collector, in queues and process names; no step may take it
 CLIENT = "client"  # the prefix of the client's columns
@@ -242,7 +240,7 @@ class RequestRow:
     def from_cells(cls, cells: dict, step_names) -> "RequestRow":
         """A row from requests.csv cells (strings, or values as `cells` gives them); times are
         rounded to the microsecond the CSV keeps, so a live row and its CSV row are equal."""
-        get = lambda key: _value(key, cells.get(key))
+        get = lambda key: cell_value(key, cells.get(key))
         row = cls(request_id=int(get("request_id") or 0), video=get("video"),
                   frames=get("frames"), output_frames=get("output_frames"),
                   warmup=bool(get("warmup") or 0), status=get("status") or "unfinished",
@@ -264,7 +262,7 @@ _INT_FIELDS = {"request_id", "stream", "segment", "frames", "output_frames", "wa
 _FLOAT_FIELDS = {"computed_fraction", "psnr_vs_full_db"}
 
 
-def _value(key: str, value):
+def cell_value(key: str, value):
     """A cell as the row holds it: None for empty/NaN, times rounded to the microsecond."""
     if value is None or value == "":
         return None
@@ -362,61 +360,6 @@ class RecordTable:
 
     def columns(self) -> list[str]:
         return columns(self.step_names)
-
-
-# --------------------------------------------------------------------------------------------
-# requests.csv
-# --------------------------------------------------------------------------------------------
-
-def write_csv(path: Path, rows, columns: list[str]) -> None:
-    """rows: RequestRow or dicts of cells."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(csv_cells(row, columns))
-
-
-def csv_cells(row, columns) -> dict:
-    """One row (a RequestRow, or a dict of cells) as requests.csv holds it; also appended one by
-    one while a run goes."""
-    cells = row.cells() if isinstance(row, RequestRow) else row
-    return {k: _cell(cells.get(k)) for k in columns}
-
-
-def _cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6f}"
-    return value
-
-
-def read_csv(path: Path) -> list[dict]:
-    """Rows back as dicts of cells, numbers parsed; empty cells become None."""
-    with open(path, newline="") as f:
-        return [{key: _value(key, text) for key, text in raw.items()} for raw in csv.DictReader(f)]
-
-
-def step_names_of(columns_or_cells) -> list[str]:
-    """The step names a requests.csv header (or row) holds, in order."""
-    names = []
-    for key in columns_or_cells:
-        if "." in key:
-            name = key.split(".", 1)[0]
-            if name not in (CLIENT, SINK) and name not in names:
-                names.append(name)
-    return names
-
-
-def read_rows(path: Path, step_names=None) -> list[RequestRow]:
-    """requests.csv as typed rows."""
-    cells = read_csv(path)
-    if step_names is None:
-        step_names = step_names_of(cells[0]) if cells else []
-    return [RequestRow.from_cells(c, step_names) for c in cells]
 
 
 assert {f.name for f in fields(StepTimes)} == set(STEP_FIELDS)

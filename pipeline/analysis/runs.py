@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.analysis.records import read_rows
+from pipeline.analysis.requests_csv import read_rows
 from pipeline.analysis.statistics import MIN_FOR_P90, MIN_FOR_P99, describe
 from pipeline.analysis.summary import summary_from_run_dir
 from pipeline.analysis.sweep_folder import rate_of

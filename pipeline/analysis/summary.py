@@ -23,14 +23,8 @@ from pathlib import Path
 
 from pipeline.analysis import placement, validity
 from pipeline.analysis.change import change_summary
-from pipeline.analysis.records import (
-    CLIENT,
-    CLIENT_TIMES,
-    PATH_TIMES,
-    SINK,
-    RequestRow,
-    read_csv,
-)
+from pipeline.analysis.records import CLIENT, CLIENT_TIMES, PATH_TIMES, SINK, RequestRow
+from pipeline.analysis.requests_csv import read_csv
 from pipeline.analysis.statistics import PERCENTILE_METHOD, describe, event_rate
 from pipeline.serving.gpu_monitor import relative_time
 

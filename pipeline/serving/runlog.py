@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.analysis.records import SINK, RequestRow, columns, csv_cells, write_csv
+from pipeline.analysis.records import SINK, RequestRow, columns
+from pipeline.analysis.requests_csv import csv_cells, write_csv
 from pipeline.errors import LogsError
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]

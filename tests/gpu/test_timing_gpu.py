@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from pipeline.analysis.records import read_rows
+from pipeline.analysis.requests_csv import read_rows
 from pipeline.config import config_from_dict
 from pipeline.serving.orchestrator import RunOptions, run
 

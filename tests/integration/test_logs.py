@@ -26,7 +26,7 @@ from run_helpers import (
     write_yaml_config,
 )
 
-from pipeline.analysis.records import read_csv
+from pipeline.analysis.requests_csv import read_csv
 from pipeline.errors import LogsError
 from pipeline.serving.launch.local import remove_stale_temp_dirs
 from pipeline.serving.orchestrator import run

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.analysis.records import read_csv, read_rows
+from pipeline.analysis.requests_csv import read_csv, read_rows
 from pipeline.analysis.report import summary_from_run_dir
 from pipeline.config import config_from_dict, config_to_dict
 from pipeline.serving.orchestrator import RunOptions, run

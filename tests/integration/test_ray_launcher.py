@@ -18,7 +18,7 @@ import torch
 
 ray = pytest.importorskip("ray", reason="the Ray launcher needs ray (pip install -e '.[ray]')")
 
-from pipeline.analysis.records import read_rows  # noqa: E402
+from pipeline.analysis.requests_csv import read_rows  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
 from run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402

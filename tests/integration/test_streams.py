@@ -10,7 +10,7 @@ from video_helpers import video_clip
 
 from models.flavr.served import FLAVRServed
 from models.flavr.windows import interleave_tensor
-from pipeline.analysis.records import read_rows
+from pipeline.analysis.requests_csv import read_rows
 from pipeline.config import config_from_dict
 from pipeline.errors import VideoError
 from pipeline.media.decode import FrameDecoder

@@ -12,9 +12,8 @@ from pipeline.analysis.records import (
     StepStamps,
     StepTimes,
     columns,
-    read_rows,
-    write_csv,
 )
+from pipeline.analysis.requests_csv import read_rows, write_csv
 
 STEPS = ["decode", "encoder", "decoder"]
 T0 = 1000.0

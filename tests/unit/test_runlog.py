@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.analysis.records import (
-    Admission,
-    Outcome,
-    RecordTable,
-    RequestRow,
-    StepStamps,
-    read_csv,
-)
+from pipeline.analysis.records import Admission, Outcome, RecordTable, RequestRow, StepStamps
+from pipeline.analysis.requests_csv import read_csv
 from pipeline.analysis.report import format_report, summarize
 from pipeline.config import config_from_dict, config_to_dict, load_config
 from pipeline.errors import LogsError

@@ -1,0 +1,60 @@
+"""requests.csv: one row per request, written as requests complete and read back as typed rows
+(records.RequestRow) or as cells."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from pipeline.analysis.records import CLIENT, SINK, RequestRow, cell_value
+
+
+def write_csv(path: Path, rows, columns: list[str]) -> None:
+    """rows: RequestRow or dicts of cells."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(csv_cells(row, columns))
+
+
+def csv_cells(row, columns) -> dict:
+    """One row (a RequestRow, or a dict of cells) as requests.csv holds it; also appended one by
+    one while a run goes."""
+    cells = row.cells() if isinstance(row, RequestRow) else row
+    return {k: _cell(cells.get(k)) for k in columns}
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6f}"
+    return value
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows back as dicts of cells, numbers parsed; empty cells become None."""
+    with open(path, newline="") as f:
+        return [{key: cell_value(key, text) for key, text in raw.items()} for raw in csv.DictReader(f)]
+
+
+def step_names_of(columns_or_cells) -> list[str]:
+    """The step names a requests.csv header (or row) holds, in order."""
+    names = []
+    for key in columns_or_cells:
+        if "." in key:
+            name = key.split(".", 1)[0]
+            if name not in (CLIENT, SINK) and name not in names:
+                names.append(name)
+    return names
+
+
+def read_rows(path: Path, step_names=None) -> list[RequestRow]:
+    """requests.csv as typed rows."""
+    cells = read_csv(path)
+    if step_names is None:
+        step_names = step_names_of(cells[0]) if cells else []
+    return [RequestRow.from_cells(c, step_names) for c in cells]
