@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Decode on GPUs in one call (about 8 minutes on two H200s): the GPU decode correctness tests of
-# every GPU backend, the decode-only benchmark over every backend, codec (H.264, HEVC, VP9, AV1),
-# frame size (256x256, 1280x720) and 1, 2 and 4 workers per GPU on all GPUs, the model alone at
-# 720p, then 720p camera streams at saturation on one GPU (whole) and on two (replicated).
+# Decode on GPUs, in two parts of about 7 and 6 minutes on two H200s (a command may take at most
+# 10 minutes on some hosts; run both on one machine, in order):
+#   decode   the GPU decode correctness tests of every GPU backend, then the decode-only benchmark
+#            over every backend, codec (H.264, HEVC, VP9, AV1), frame size (256x256, 1280x720) and
+#            1, 2 and 4 workers per GPU on all GPUs;
+#   serve    the model alone at 720p, 720p camera streams at saturation on one GPU (whole) and on
+#            two (replicated), and the shipped 256x256 configs (flavr-split, flavr-replicated) at
+#            saturation with each decoder (DALI NVDEC, PyNvVideoCodec NVDEC, PyAV on the CPU);
+#   all      both (the default).
 #
-#   bash scripts/gpu_decode.sh [OUT_DIR]         (default: $OUT, else logs/gpu-decode-<time>)
+#   bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|all]   (OUT_DIR: $OUT, else
+#                                                              logs/gpu-decode-<time>)
 #
 # Wheels: nvidia-dali-cuda130, av (PyAV), pynvvideocodec 2.2.x (cp312 manylinux_2_28: it declares
 # no dependencies); put the .whl files in .wheels/ (carried with the repo) and they are installed
 # offline where missing. Stream footage: .cache/streams/*-720p.mp4 from scripts/stream_clips.sh
 # (carry them); without them synthetic 1280x720 H.264 streams stand in, said so in summary.txt.
-# Writes 8 files to OUT_DIR (env.txt, gpu-tests.log, decode.csv, decode.json, model-alone.txt,
-# streams-1gpu.txt, streams-2gpu.txt, summary.txt) and prints summary.txt last.
+# Writes to OUT_DIR: env.txt, and per part decode: gpu-tests.log, decode.csv, decode.json;
+# serve: model-alone.txt, streams-1gpu.txt, streams-2gpu.txt, configs.txt (one line per run);
+# then summary.txt (the tables of what is there), printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-logs/gpu-decode-$(date +%y%m%d_%H%M%S)}}
+part=${2:-all}
+note=""  # what stood in for missing footage (part serve)
 work=$(mktemp -d /tmp/gpu-decode.XXXXXX)
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -31,6 +40,7 @@ ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
   python3 -c 'import PyNvVideoCodec as n; print("PyNvVideoCodec", n.__version__)' 2>&1 | tail -1
 } > "$out/env.txt" 2>&1
 
+if [[ $part == all || $part == decode ]]; then
 # 1. every GPU backend against PyAV, ranges, reconfiguring across clips, streams, bad clips
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_decoders_gpu.py \
   tests/gpu/test_decode_gpu.py > "$out/gpu-tests.log" 2>&1
@@ -42,7 +52,9 @@ timeout 260 python3 benchmark.py --decode-only --gpus all --workers 1,2,4 --clip
   > "$work/decode.txt" 2>&1
 echo "decode-only: exit $?" >> "$work/decode.txt"
 cp "$work/decode/decode.csv" "$work/decode/decode.json" "$out/" 2>/dev/null
+fi
 
+if [[ $part == all || $part == serve ]]; then
 # 3. the model alone at 720p (the reference for the streams), then streams whole vs replicated
 timeout 100 python3 benchmark.py --model-only --device cuda:0 --sizes 720x1280 --factor 2 \
   --batch 1 --modes fast --iters 20 > "$out/model-alone.txt" 2>&1
@@ -65,22 +77,59 @@ for c in streams-720p-1gpu streams-720p-2gpu; do
   mv "$out/${c#streams-720p-}.txt" "$out/streams-${c#streams-720p-}.txt"
 done
 
+# 4. the shipped 256x256 configs at saturation, with each decoder (same synthetic VP9 clips)
+: > "$out/configs.txt"
+for c in flavr-split flavr-replicated; do
+  for backend in dali-gpu pynvvideocodec pyav; do
+    timeout 100 python3 benchmark.py -c "configs/$c.yaml" --decode-backend $backend -mi 0 -v 200 \
+      --warmup 16 -qs 512 --logs "$work/configs/$c-$backend" --no-progress \
+      > "$work/$c-$backend.txt" 2>&1
+    rc=$?
+    python3 - "$c" "$backend" "$rc" "$work/configs/$c-$backend" "$work/$c-$backend.txt" \
+      >> "$out/configs.txt" <<'PY'
+import json, sys
+from pathlib import Path
+config, backend, rc, runs, text = sys.argv[1:6]
+found = sorted(Path(runs).glob("*/report.json"))
+if not found:
+    tail = Path(text).read_text().strip().splitlines()[-3:] if Path(text).exists() else []
+    print(json.dumps({"config": config, "backend": backend, "exit": int(rc), "tail": tail}))
+    sys.exit()
+r = json.loads(found[-1].read_text())
+print(json.dumps({
+    "config": config, "backend": backend, "exit": int(rc),
+    "ok": r["counts"]["ok"], "measured": r["counts"]["measured"],
+    "requests_per_s": r["throughput"]["requests_per_s"],
+    "decode_share": r["shares"].get("decode_compute_share"),
+    "decode_busy": (r.get("decode") or {}).get("decode_busy"),
+    "starved": (r.get("decode") or {}).get("starved"),
+    "gpu_util": [g.get("util_mean_pct") for g in r["gpus"]["per_gpu"]],
+    "p50_ms": r["latency_s"]["p50"] * 1e3 if r["latency_s"].get("p50") is not None else None,
+    "warnings": r.get("warnings", [])}))
+PY
+  done
+done
+fi
+
 # 4. the table
 python3 - "$out" "$note" > "$out/summary.txt" <<'PY'
 import csv, json, re, sys
 from pathlib import Path
 out, note = Path(sys.argv[1]), sys.argv[2]
-tests = (out / "gpu-tests.log").read_text().strip().splitlines()
-print("gpu decode tests:", next((l for l in reversed(tests) if "passed" in l or "failed" in l
-                                 or "error" in l), tests[-1] if tests else "no output"))
+if (out / "gpu-tests.log").exists():
+    tests = (out / "gpu-tests.log").read_text().strip().splitlines()
+    print("gpu decode tests:", next((l for l in reversed(tests) if "passed" in l
+                                     or "failed" in l or "error" in l),
+                                    tests[-1] if tests else "no output"))
 try:
     rows = list(csv.DictReader(open(out / "decode.csv")))
 except OSError:
     rows = []
-print(f"\ndecode alone (clips of 8 frames; per GPU at the best worker count; stream fr/s: one "
-      f"open decoder per worker)")
-print(f"{'backend':>15} {'codec':>5} {'size':>9} {'w/GPU':>5} {'clips/s/GPU':>11} "
-      f"{'stream fr/s':>11} {'setup ms':>8}")
+if rows:
+    print(f"\ndecode alone (clips of 8 frames; per GPU at the best worker count; stream fr/s: "
+          f"one open decoder per worker)")
+    print(f"{'backend':>15} {'codec':>5} {'size':>9} {'w/GPU':>5} {'clips/s/GPU':>11} "
+          f"{'stream fr/s':>11} {'setup ms':>8}")
 best = {}
 for r in rows:
     if r["error"]:
@@ -94,10 +143,12 @@ for r in best.values():
     print(f"{r['backend']:>15} {r['codec']:>5} {r['size']:>9} {r['workers_per_device']:>5} "
           f"{float(r['clips_per_s_per_device']):11.1f} {float(r['stream_frames_per_s']):11.1f} "
           f"{float(r['setup_ms_per_clip']):8.2f}")
-text = (out / "model-alone.txt").read_text() if (out / "model-alone.txt").exists() else ""
-print("\nmodel alone at 720p:", next((l.strip() for l in text.splitlines()
-                                     if "fast" in l and "720" in l), "see model-alone.txt"))
-print(f"\nstreams at 720p, -mi 0 ({note})")
+if (out / "model-alone.txt").exists():
+    text = (out / "model-alone.txt").read_text()
+    print("\nmodel alone at 720p:", next((l.strip() for l in text.splitlines()
+                                         if "fast" in l and "720" in l), "see model-alone.txt"))
+if any((out / f"{n}.txt").exists() for n in ("streams-1gpu", "streams-2gpu")):
+    print(f"\nstreams at 720p, -mi 0 ({note})")
 for name in ("streams-1gpu", "streams-2gpu"):
     p = out / f"{name}.txt"
     if not p.exists():
@@ -113,6 +164,22 @@ for name in ("streams-1gpu", "streams-2gpu"):
                 break
             keep.append(l.rstrip())
     print(f"  {name}: " + ("\n    ".join(keep) if keep else t.strip().splitlines()[-1]))
+cfg = out / "configs.txt"
+if cfg.exists() and cfg.read_text().strip():
+    print("\nshipped 256x256 configs, -mi 0 -v 200 -qs 512 (synthetic VP9, 8 frames a request)")
+    print(f"{'config':<17} {'decoder':<15} {'req/s':>7} {'decode/model':>12} {'GPU util %':>12} "
+          f"{'starved':>7}")
+    for line in cfg.read_text().splitlines():
+        r = json.loads(line)
+        if "requests_per_s" not in r:
+            print(f"{r['config']:<17} {r['backend']:<15} no report (exit {r['exit']}): "
+                  f"{' | '.join(r['tail'])[:150]}")
+            continue
+        util = "/".join(f"{u:.0f}" for u in r["gpu_util"] if u is not None) or "-"
+        share = f"{r['decode_share'] * 100:.0f}%" if r["decode_share"] is not None else "-"
+        print(f"{r['config']:<17} {r['backend']:<15} {r['requests_per_s']:7.1f} {share:>12} "
+              f"{util:>12} {str(r['starved']):>7}"
+              + (f"  ({r['ok']}/{r['measured']} ok)" if r["ok"] < r["measured"] else ""))
 PY
 rm -rf "$work"
 cat "$out/summary.txt"
