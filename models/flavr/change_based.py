@@ -24,7 +24,6 @@ stream.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, fields
 from typing import Hashable, Sequence
 
@@ -32,6 +31,7 @@ import torch
 
 from models.flavr.gates import imposed_attention, recording_attention
 from models.flavr.model import FLAVR, STAGES
+from models.flavr.pieces import batch_rows, run_in_pieces, take, tuned_sizes
 from models.flavr.tiles import (
     BLOCK,
     TileGrid,
@@ -45,6 +45,9 @@ from models.flavr.tiles import (
 )
 
 GATE_SOURCES = ("cached", "own")
+# The tile batch runs in pieces of at least this many tiles (pieces.py): a few tiles left over
+# are padded into one such piece rather than making a call of their own.
+TILE_PIECE = 16
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class ChangeBasedFLAVR:
         self._last_whole: dict[Hashable, int] = {}
         # Every step: per stream, {whole window number: {gate name: (C,) attention}}.
         self._attention: dict[Hashable, dict[int, dict[str, torch.Tensor]]] = {}
+        self._tuned: set[tuple] = set()  # shapes `tune` has run
 
     def reset(self) -> None:
         """Forget every stream (the next window of each with tiles runs whole)."""
@@ -276,22 +280,66 @@ class ChangeBasedFLAVR:
     # ---- running a stage range (every step) -----------------------------------------------------
 
     def run_stages(self, state: ChangeState, first: str, last: str) -> ChangeState:
+        """Run stages first..last on the whole windows, then on the tile batch, each in pieces of
+        power-of-two sizes (pieces.py: a bounded set of shapes, each tuned once)."""
         plan = state.plan
         if state.whole is not None:
             # Whole windows first: tiles of the same batch may use the gates they record.
-            with recording_attention(self.model) as recorded:
-                state.whole = self.model.run_stages(state.whole, first, last)
+            recorded_pieces = []
+
+            def run_whole(piece, start, count):
+                with recording_attention(self.model) as recorded:
+                    out = self.model.run_stages(piece, first, last)
+                recorded_pieces.append(recorded)
+                return out
+
+            state.whole = run_in_pieces(run_whole, state.whole)
+            recorded = {name: torch.cat([r[name] for r in recorded_pieces])
+                        for name in recorded_pieces[0]}
             for i, row in enumerate(plan.whole_rows):
                 stats = plan.stats[row]
                 kept = self._attention.setdefault(state.streams[row], {})
                 kept.setdefault(stats.window, {}).update({k: v[i] for k, v in recorded.items()})
         if state.tiles is not None:
-            gates = (imposed_attention(self.model, self._tile_attention(state))
-                     if self.config.gates == "cached" else contextlib.nullcontext())
-            with gates, _untuned():
-                state.tiles = self.model.run_stages(state.tiles, first, last)
+            attention = self._tile_attention(state) if self.config.gates == "cached" else None
+
+            def run_tiles(piece, start, count):
+                if attention is None:
+                    return self.model.run_stages(piece, first, last)
+                rows = batch_rows(piece)
+                imposed = {name: take(a, start, count, rows) for name, a in attention.items()}
+                with imposed_attention(self.model, imposed):
+                    return self.model.run_stages(piece, first, last)
+
+            state.tiles = run_in_pieces(run_tiles, state.tiles, TILE_PIECE)
         self._forget_old(state)
         return state
+
+    def tune(self, first: str, last: str, height: int, width: int, windows: int) -> None:
+        """Run stages first..last once on random inputs of every piece size that batches of up
+        to `windows` windows of height x width can take (whole windows, and tile batches of up
+        to `windows` * max_tiles tiles), so that cuDNN tunes each shape now, in a warm-up,
+        rather than when a request first brings it. Shapes run before are skipped."""
+        network = self.model
+        boundary = network.boundary_before(first)
+        device = next(network.parameters()).device
+        grid = TileGrid(height, width, self.config.tile, self.config.halo)
+        runs = [("whole", n, (height, width)) for n in tuned_sizes(windows)]
+        if grid.fits:
+            most = windows * self.config.max_tiles(height, width)
+            runs += [("tiles", n, (grid.crop, grid.crop)) for n in tuned_sizes(most, TILE_PIECE)]
+        for kind, n, size in runs:
+            key = (kind, n, size, first, last)
+            if key in self._tuned:
+                continue
+            shapes = network.state_shapes(n, *size)[boundary]
+            state = {name: torch.rand(shape, device=device).to(dtype)
+                     for name, (shape, dtype) in shapes.items()}
+            if kind == "tiles" and first == STAGES[0]:
+                state["mean"] = torch.rand((n, 3), device=device)
+            state["size"] = size
+            network.run_stages(state, first, last)
+            self._tuned.add(key)
 
     def _tile_attention(self, state: ChangeState) -> dict[str, torch.Tensor]:
         """Per gate, the attention (N, C) of each tile's reference window."""
@@ -340,19 +388,6 @@ class ChangeBasedFLAVR:
                                self.config.feather)
             parts.update(zip(plan.tiled_rows, fill[..., :grid.height, :grid.width]))
         return torch.stack([parts[row] for row in range(len(plan.stats))])
-
-
-@contextlib.contextmanager
-def _untuned():
-    """cuDNN's heuristics instead of its autotuning (cudnn.benchmark) for the tile batch: its
-    size changes from call to call, and autotuning every new size (every convolution, each time
-    a size is first seen) would cost more than the tuned algorithms save."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
 
 
 def _index(rows: list[int], device) -> torch.Tensor:

@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", type=int, default=ChangeConfig.refresh)
     p.add_argument("--gate-study", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure own and exact gates (untimed; the real clip only)")
-    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
                    help="let cuDNN time its algorithms per shape, for the full model and the "
-                        "tiles alike (off: every new tile-batch size would be tuned anew)")
+                        "tiles alike, as the runners do (whole windows and tiles run in "
+                        "power-of-two pieces, tuned in the untimed passes); off: its heuristics")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--checkpoint", default=None, help="FLAVR weights (default: random, seed 0)")

@@ -199,6 +199,10 @@ class ChangeModelStep(ModelStep):
             publish(0, self._state_tensors(state, size, rows, check_frames), rows)
             result.meta = self._meta(state)
         if items is None:
+            if self.device.type == "cuda":
+                # cuDNN tunes each new shape when first seen: every piece size that batches of
+                # up to these rows can take, now rather than in the measured run.
+                self.cb.tune(self.first, self.last, *size, rows)
             self.cb.reset()  # warm-up windows are no stream of the run
         else:
             for key in dict.fromkeys(k for k in streams if k[0] == "request"):

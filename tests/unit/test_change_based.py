@@ -4,7 +4,7 @@ import pytest
 import torch
 from change_helpers import SIZE, active_model, still_window, with_moving_patch
 
-from models.flavr.change_based import ChangeBasedFLAVR, ChangeConfig, computed_pixels
+from models.flavr.change_based import TILE_PIECE, ChangeBasedFLAVR, ChangeConfig, computed_pixels
 from models.flavr.model import STAGES
 from pipeline.media.synthetic import make_scene, render
 
@@ -181,3 +181,46 @@ def test_a_still_window_before_the_streams_first_whole_one_needs_no_gates_in_its
     assert [s.whole for s in stats] == [False, True, False]
     assert stats[0].tiles == 0 and stats[2].tiles > 0
     assert torch.equal(out[0, 0], still[0, :, 1])
+
+
+def test_whole_windows_and_tiles_in_pieces_give_each_window_what_it_gets_alone():
+    # Three streams' first windows run whole (pieces of 2 and 1); the next windows of two of
+    # them run as tiles, over 32 of them (pieces of 32 and 16, the last padded), gated by their
+    # own stream's whole window. Each window alone (one piece each) must get the same frames.
+    still = still_window()
+    firsts = [with_moving_patch(still, 8 + 8 * i, 8 + 16 * i, 16, 16, seed=9 + i)
+              for i in range(3)]
+    seconds = [with_moving_patch(still, 16 + 8 * i, 16 + 16 * i, 24, 24, seed=9 + i)
+               for i in range(2)]
+    config = ChangeConfig(threshold=0.01, tile=8, halo=8, feather=4, fallback=100.0)
+    batch = ChangeBasedFLAVR(active_model(), config)
+    out, stats = batch(torch.cat(firsts + seconds), ["a", "b", "c", "a", "b"])
+    assert [s.whole for s in stats] == [True, True, True, False, False]
+    assert sum(s.tiles for s in stats[3:]) > 2 * TILE_PIECE
+    for i, stream in enumerate("ab"):
+        alone = ChangeBasedFLAVR(active_model(), config)
+        first_alone, _ = alone(firsts[i], [stream])
+        second_alone, _ = alone(seconds[i], [stream])
+        torch.testing.assert_close(out[i], first_alone[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(out[3 + i], second_alone[0], rtol=0, atol=1e-5)
+
+
+def test_tune_runs_every_piece_shape_once_for_a_stage_range(monkeypatch):
+    model = active_model()
+    config = ChangeConfig(threshold=0.01, tile=TILE, halo=8, fallback=0.7)
+    cb = ChangeBasedFLAVR(model, config)
+    shapes = []
+    real = type(model).run_stages
+
+    def counted(self, state, first=None, last=None):
+        shapes.append((state["size"], next(v.shape[0] for v in state.values()
+                                           if torch.is_tensor(v))))
+        return real(self, state, first, last)
+
+    monkeypatch.setattr(type(model), "run_stages", counted)
+    cb.tune("stem", "layer4", *SIZE, windows=5)  # max_tiles 4 per window: up to 20 tiles
+    assert shapes == [(SIZE, 1), (SIZE, 2), (SIZE, 4), ((32, 32), 16)]
+    cb.tune("stem", "layer4", *SIZE, windows=5)
+    assert len(shapes) == 4  # nothing new to tune
+    cb.tune("dec0", "head", *SIZE, windows=1)  # a later stage range: from its own boundary
+    assert shapes[4:] == [(SIZE, 1), ((32, 32), 16)]
