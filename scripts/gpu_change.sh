@@ -13,7 +13,10 @@
 #
 # About 4 minutes for static and 8 for moving on one H200 (run the parts one at a time where a
 # command may take at most 10 minutes). The GPU tests of the change
-# path (tests/gpu/test_change_gpu.py) run first.
+# path (tests/gpu/test_change_gpu.py) run first (TESTS=0 skips them).
+# Knobs: FRACTIONS (moving fractions, default "0.01 0.1 0.5 1.0"); VARIANT (more --set
+# arguments, e.g. "--set model.change_based.tile=128"): the static part then also runs the
+# change-based workload with them, timed and for fidelity, as a row of its own.
 # Wheels: nvidia-dali-cuda130 and av (PyAV) in .wheels/ are installed offline where missing.
 # Footage: .cache/streams/vtest-720p.mp4 from scripts/stream_clips.sh (carry it), or
 # .cache/opencv-doc/vtest.avi (transcoded here); without either the static part is skipped, said
@@ -38,9 +41,13 @@ done
   python3 -c 'import nvidia.dali as d, av; print("DALI", d.__version__, "PyAV", av.__version__)'
 } > "$out/env.txt" 2>&1
 
-timeout 240 python3 -m pytest -q -p no:cacheprovider -m "gpu or gpu2" tests/gpu/test_change_gpu.py \
-  > "$out/gpu-tests.log" 2>&1
-echo "gpu tests: exit $?" >> "$out/gpu-tests.log"
+if [[ ${TESTS:-1} == 0 ]]; then
+  echo "gpu tests: skipped (TESTS=0)" > "$out/gpu-tests.log"
+else
+  timeout 240 python3 -m pytest -q -p no:cacheprovider -m "gpu or gpu2" tests/gpu/test_change_gpu.py \
+    > "$out/gpu-tests.log" 2>&1
+  echo "gpu tests: exit $?" >> "$out/gpu-tests.log"
+fi
 
 # LABEL CONFIG REQUESTS [--set ...]: one run at saturation on GPU 0, its report in LABEL.txt
 bench() {
@@ -64,6 +71,11 @@ if [[ $part == all || $part == static ]]; then
     bench static-full change-static-720p-full 120
     bench static-change change-static-720p 120
     bench static-fidelity change-static-720p 24 $check
+    if [[ -n ${VARIANT:-} ]]; then
+      echo "$VARIANT" > "$out/variant.txt"
+      bench static-variant change-static-720p 120 $VARIANT
+      bench static-variant-fidelity change-static-720p 24 $VARIANT $check
+    fi
   else
     note="static part skipped: no .cache/streams/vtest-720p.mp4 (bash scripts/stream_clips.sh)"
   fi
@@ -72,7 +84,7 @@ if [[ $part == all || $part == moving ]]; then
   # The full model's cost does not depend on what moves: one reference run, at 100% moving.
   bench moving-full change-moving-720p 120 --set model.change_based=null \
     --set videos.synthetic.moving_fraction=1.0
-  for f in 0.01 0.1 0.5 1.0; do
+  for f in ${FRACTIONS:-0.01 0.1 0.5 1.0}; do
     bench "moving$f-change" change-moving-720p 120 --set videos.synthetic.moving_fraction=$f
     bench "moving$f-fidelity" change-moving-720p 24 --set videos.synthetic.moving_fraction=$f $check
   done
@@ -104,7 +116,10 @@ print("\none H200, -mi 0 -b 2, 8 streams of 8-frame segments at 1280x720, bf16, 
       "model)")
 print(f"{'workload':<16} {'mode':<7} {'out fr/s':>9} {'x full':>7} {'computed':>9} "
       f"{'whole win':>9} {'PSNR mean':>9} {'worst':>7}")
-rows = [("static camera", "static-full", [("change", "static-change", "static-fidelity")])]
+static_modes = [("change", "static-change", "static-fidelity")]
+if (out / "variant.txt").exists():
+    static_modes.append(("variant", "static-variant", "static-variant-fidelity"))
+rows = [("static camera", "static-full", static_modes)]
 rows += [(f"{float(f) * 100:g}% moving", "moving-full",
           [("change", f"moving{f}-change", f"moving{f}-fidelity")]) for f in ("0.01", "0.1", "0.5", "1.0")]
 for name, full_label, modes in rows:
@@ -133,6 +148,8 @@ if full:
     print(f"{'(moving) full':<16} {'full':<7} "
           f"{fmt(full['throughput']['output_frames_per_s'], '9.1f')} {'1.00':>7}   "
           "(the reference for every moving fraction)")
+if (out / "variant.txt").exists():
+    print("variant:", (out / "variant.txt").read_text().strip())
 if note:
     print("\n" + note)
 PY
