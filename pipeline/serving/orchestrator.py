@@ -81,12 +81,8 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     try:
         launcher = make_launcher(p.launcher, opts.ray_address or cfg.ray.address)
     except (LaunchError, RuntimeError) as exc:  # Ray missing, or its cluster out of reach
-        field = ("--ray-address" if opts.ray_address else "ray.address") \
-            if isinstance(exc, LaunchError) and (opts.ray_address or cfg.ray.address) \
-            else "launcher"
-        raise ConfigError(field, str(exc)) from None
+        raise ConfigError(_launcher_error_field(exc, opts, cfg), str(exc)) from None
     run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served)
-    run.launcher_name = p.launcher
     run.state.notices = notices
     try:
         # The daemon outlives every child: started before the first, stopped after the last.
@@ -103,6 +99,14 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         return run.finish(config_to_dict(cfg), args_for_log or asdict(opts))
     finally:
         signals.restore(run.signals)
+
+
+def _launcher_error_field(exc: Exception, opts, cfg) -> str:
+    """The flag or config field a launcher's start-up error is about: the cluster address when
+    one was given and could not be joined; otherwise the launcher choice (Ray not installed)."""
+    if isinstance(exc, LaunchError) and (opts.ray_address or cfg.ray.address):
+        return "--ray-address" if opts.ray_address else "ray.address"
+    return "launcher"
 
 
 class _Run:
@@ -132,7 +136,7 @@ class _Run:
         self.requests_csv: RequestsCsv | None = None  # streamed as requests end
         self.unwritten: list[int] = []  # ended before t0 was known (warm-ups): rows to stream
         self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
-        self.launcher_name = "local"
+        self.launcher_name = launcher.name
         self.clock_bounds: dict[str, float] = {}  # process -> its clock's error bound (s)
 
     # -- wiring ---------------------------------------------------------------------------------

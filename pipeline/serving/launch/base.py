@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 
 class LaunchError(RuntimeError):
@@ -29,6 +29,7 @@ class Where:
 class Launcher(ABC):
     """Processes of one run. `roles[name]` says what each is for, in error messages."""
 
+    name: ClassVar[str]  # the config's `launcher` value that chooses it
     roles: dict[str, str]
 
     @abstractmethod

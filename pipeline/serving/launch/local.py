@@ -175,6 +175,8 @@ def _child_main(_armed, target, *args) -> None:
 
 
 class LocalLauncher(Launcher):
+    name = "local"
+
     def __init__(self):
         # spawn everywhere: CUDA cannot survive fork, and the main process owns no CUDA context.
         self.mp = mp.get_context("spawn")

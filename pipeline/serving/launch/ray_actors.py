@@ -100,6 +100,8 @@ class RayLauncher(Launcher):
     """`address`: an existing cluster to join (ray.address / --ray-address); None starts a Ray
     instance on this machine for the run."""
 
+    name = "ray"
+
     def __init__(self, address: str | None = None):
         self.ray = ray
         self.roles: dict[str, str] = {}
