@@ -1,9 +1,9 @@
 """A decode worker process: turns requests (clip paths) into the model's input rows on its device
 (FLAVR: sliding windows of 4 frames; R(2+1)D: clips of 16).
 
-One worker per GPU entry of the decode step. The decoder (DALI on NVDEC, DALI or PyAV on the CPU)
-is chosen per clip by `pipeline.media.decode`; the rows land in a slot of this worker's pool and the
-slot is handed to the first model step.
+One worker per GPU entry of the decode step. The decoder (NVDEC through PyNvVideoCodec or DALI,
+DALI or PyAV on the CPU) is chosen per clip by `pipeline.media.decode`; the rows land in a slot of
+this worker's pool and the slot is handed to the first model step.
 
 A stream's segment (a request with a stream id) is read from the stream's own decoder, open and
 positioned since its previous segment (pipeline.media.streams); the worker keeps the frames
