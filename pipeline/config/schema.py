@@ -247,8 +247,8 @@ class RunSettings:
     decode_backend: str = setting(
         "auto", doc="force a decoder instead of choosing by device and codec (auto: on GPUs "
                     "NVDEC through PyNvVideoCodec, one decoder reconfigured per clip, else "
-                    "through DALI (dali-gpu); DALI or PyAV on the CPU); env "
-                    "FLAVR_DECODE_BACKEND",
+                    "through DALI (dali-gpu), and PyAV for a codec the GPU's NVDEC lacks; DALI "
+                    "or PyAV on the CPU); env FLAVR_DECODE_BACKEND",
         choices=DECODE_BACKENDS, env="FLAVR_DECODE_BACKEND", flags=("--decode-backend",))
     mps: str = setting(
         "auto", doc="CUDA MPS control daemon for the run: without it, processes sharing a GPU "

@@ -16,7 +16,8 @@ to RGB with the stream's own matrix (colour.py), so they agree to a fraction of 
 Errors: every failure to produce the asked frames is a `VideoError` naming the file: missing,
 empty or unreadable file, unsupported codec, fewer than 2 frames, data cut short or with broken
 packet framing (found by `probe` before any backend decodes, NVDEC included), a decoder that
-raises, or fewer frames than the file lists. What no backend can see is damage confined to one
+raises, or fewer frames than the file lists. A GPU whose NVDEC lacks the codec is not the file's
+fault: the default choice then decodes it with PyAV (FrameDecoder). What no backend can see is damage confined to one
 frame's entropy-coded payload: the containers carry no checksums and decoders decode such data
 as a valid, wrong picture.
 """
@@ -27,7 +28,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import VideoError
+from pipeline.errors import CodecUnsupportedError, VideoError
 from pipeline.media.backends import BACKENDS, backend_class
 from pipeline.media.backends.base import DecodeBackend, FrameSource
 from pipeline.media.probe import SUPPORTED_CODECS, VideoInfo, probe
@@ -115,7 +116,12 @@ class FrameDecoder:
 
     backend "auto" lets choose_backend pick per file (by codec); `last_backend` and
     `last_reason` tell what the last call used. resolution (H, W) resizes on the device
-    (bilinear, antialiased). Backends are made once per decoder and kept across files."""
+    (bilinear, antialiased). Backends are made once per decoder and kept across files.
+
+    With "auto", a codec that this GPU's NVDEC turns out not to decode (the backend raises
+    CodecUnsupportedError, e.g. AV1 on an H200) is decoded by PyAV onto the GPU, that clip and
+    every later one of that codec; `take_notices` tells it once. A backend asked for by name
+    raises instead."""
 
     def __init__(self, device: str = "cpu", resolution: tuple[int, int] | None = None,
                  backend: str = "auto"):
@@ -128,10 +134,15 @@ class FrameDecoder:
         self.last_backend: str | None = None
         self.last_reason: str | None = None
         self._backends: dict[str, DecodeBackend] = {}
+        # codec -> why PyAV decodes it: this GPU's NVDEC does not (found on a clip, auto only)
+        self.nvdec_lacks: dict[str, str] = {}
+        self._notices: list[str] = []
 
     def backend_for(self, info: VideoInfo) -> str:
         try:
-            if self.backend == "auto":
+            if self.backend == "auto" and info.codec in self.nvdec_lacks:
+                name, reason = "pyav", self.nvdec_lacks[info.codec]
+            elif self.backend == "auto":
                 name, reason = choose_backend(str(self.device), info.codec)
             else:
                 check_backend(self.backend, self.device, info.codec)
@@ -147,6 +158,23 @@ class FrameDecoder:
             self._backends[name] = backend_class(name)(self.device)
         return self._backends[name]
 
+    def _fall_back(self, info: VideoInfo, error: CodecUnsupportedError) -> DecodeBackend:
+        """PyAV for the clip's codec from now on, in place of a GPU backend whose NVDEC does not
+        decode it; `error` again where the backend was asked for by name."""
+        if self.backend != "auto":
+            raise error
+        reason = (f"{info.codec}: this GPU's NVDEC does not decode it ({error.cause}): PyAV on "
+                  f"the CPU, frames copied to {self.device}")
+        self.nvdec_lacks[info.codec] = reason
+        self._notices.append(reason)
+        return self._open(info)
+
+    def take_notices(self) -> list[str]:
+        """What the decoder decided on its own since last asked (a codec handed to PyAV because
+        this GPU's NVDEC lacks it), each said once."""
+        notices, self._notices = self._notices, []
+        return notices
+
     def decode(self, path, n_frames: int | None = None, start: int = 0) -> torch.Tensor:
         """Frames start .. start+T-1 with T = min(n_frames, frames available from start)."""
         info = probe(path)
@@ -158,13 +186,18 @@ class FrameDecoder:
         if count < 2:
             raise VideoError(info.path, f"has {info.frames} frame(s) (from frame {start}: "
                                         f"{max(count, 0)}); interpolation needs at least 2")
-        return resize(self._open(info).decode(info, start, count), self.resolution)
+        backend = self._open(info)
+        try:
+            frames = backend.decode(info, start, count)
+        except CodecUnsupportedError as e:
+            frames = self._fall_back(info, e).decode(info, start, count)
+        return resize(frames, self.resolution)
 
     def open(self, path, chunk: int) -> "ResizedSource":
         """The clip's own decoder, open and positioned (backends.base.FrameSource), reading it
         `chunk` frames at a time inside; frames come resized like decode's."""
         info = probe(path)
-        return ResizedSource(self._open(info).open(info, chunk), self.resolution)
+        return ResizedSource(FallingBackSource(self, info, chunk), self.resolution)
 
     def iter_chunks(self, path, chunk: int) -> Iterator[torch.Tensor]:
         """Consecutive (t<=chunk, 3, H, W) pieces of the whole clip; memory bounded by one chunk
@@ -172,8 +205,42 @@ class FrameDecoder:
         if chunk < 1:
             raise ValueError("chunk must be >= 1")
         info = probe(path)
-        for frames in self._open(info).chunks(info, chunk):
+        chunks = self._open(info).chunks(info, chunk)
+        try:
+            first = next(chunks, None)  # where a backend makes its decoder
+        except CodecUnsupportedError as e:
+            chunks = self._fall_back(info, e).chunks(info, chunk)
+            first = next(chunks, None)
+        if first is not None:
+            yield resize(first, self.resolution)
+        for frames in chunks:
             yield resize(frames, self.resolution)
+
+
+class FallingBackSource(FrameSource):
+    """A clip read through the decoder's backend for it; when that backend finds before the
+    first frame that this GPU's NVDEC lacks the codec, the backend the decoder falls back to
+    (PyAV) reads it from its start instead."""
+
+    def __init__(self, decoder: FrameDecoder, info: VideoInfo, chunk: int):
+        self.decoder, self.info, self.chunk = decoder, info, chunk
+        self.source = decoder._open(info).open(info, chunk)
+        self.started = False
+
+    def read(self, n: int) -> torch.Tensor:
+        try:
+            frames = self.source.read(n)
+        except CodecUnsupportedError as e:
+            if self.started:
+                raise
+            self.source.close()
+            self.source = self.decoder._fall_back(self.info, e).open(self.info, self.chunk)
+            frames = self.source.read(n)
+        self.started = True
+        return frames
+
+    def close(self) -> None:
+        self.source.close()
 
 
 class ResizedSource(FrameSource):
