@@ -19,6 +19,16 @@ class VideoError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class CodecUnsupportedError(VideoError):
+    """A GPU whose NVDEC does not decode the file's codec at all (e.g. AV1 on an H200): no fault of
+    the file, which PyAV can read. `cause` is the decoding library's own word on it."""
+
+    def __init__(self, path, codec: str, device: str, cause: str):
+        self.codec, self.device, self.cause = codec, device, cause
+        super().__init__(path, f"NVDEC on {device} does not decode {codec} ({cause}); PyAV "
+                               f"does (--decode-backend auto or pyav)")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model."""
 

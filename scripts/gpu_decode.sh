@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Decode on GPUs, in two parts of about 7 and 6 minutes on two H200s (a command may take at most
-# 10 minutes on some hosts; run both on one machine, in order):
-#   decode   the GPU decode correctness tests of every GPU backend, then the decode-only benchmark
-#            over every backend, codec (H.264, HEVC, VP9, AV1), frame size (256x256, 1280x720) and
-#            1, 2 and 4 workers per GPU on all GPUs;
+# Decode on GPUs, in two parts of at most 9 and about 6 minutes on two H200s (a command may take
+# at most 10 minutes on some hosts; run both on one machine, in order):
+#   decode   the GPU decode correctness tests of every GPU backend (2 min at most), then the
+#            decode-only benchmark on all GPUs (7 min at most) in two runs over the same clips:
+#            the NVDEC decoders (PyNvVideoCodec, DALI) over H.264, HEVC, VP9 and AV1, 256x256 and
+#            1280x720, 1, 2 and 4 workers per GPU; then the CPU references (PyAV, DALI's CPU
+#            decoder) at 1 and 2 workers per GPU (on two H200s the whole grid at 1, 2 and 4 did
+#            not fit in 260 s);
 #   serve    the model alone at 720p, 720p camera streams at saturation on one GPU (whole) and on
 #            two (replicated), and the shipped 256x256 configs (flavr-split, flavr-replicated) at
 #            saturation with each decoder (DALI NVDEC, PyNvVideoCodec NVDEC, PyAV on the CPU);
@@ -16,9 +19,11 @@
 # no dependencies); put the .whl files in .wheels/ (carried with the repo) and they are installed
 # offline where missing. Stream footage: .cache/streams/*-720p.mp4 from scripts/stream_clips.sh
 # (carry them); without them synthetic 1280x720 H.264 streams stand in, said so in summary.txt.
-# Writes to OUT_DIR: env.txt, and per part decode: gpu-tests.log, decode.csv, decode.json;
-# serve: model-alone.txt, streams-1gpu.txt, streams-2gpu.txt, configs.txt (one line per run);
-# then summary.txt (the tables of what is there), printed last.
+# Writes to OUT_DIR: env.txt, and per part decode: gpu-tests.log, decode.csv (the rows of both
+# runs, each run's rows written as its cells finish), decode-gpu.json, decode-cpu.json and the
+# runs' output decode-only-gpu.txt, decode-only-cpu.txt; serve: model-alone.txt,
+# streams-1gpu.txt, streams-2gpu.txt, configs.txt (one line per run); then summary.txt (the
+# tables of what is there), printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-logs/gpu-decode-$(date +%y%m%d_%H%M%S)}}
@@ -42,16 +47,27 @@ ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 
 if [[ $part == all || $part == decode ]]; then
 # 1. every GPU backend against PyAV, ranges, reconfiguring across clips, streams, bad clips
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_decoders_gpu.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_decoders_gpu.py \
   tests/gpu/test_decode_gpu.py > "$out/gpu-tests.log" 2>&1
 echo "gpu tests: exit $?" >> "$out/gpu-tests.log"
 
-# 2. decode alone: backends x codecs x sizes x workers per GPU, on all GPUs
-timeout 260 python3 benchmark.py --decode-only --gpus all --workers 1,2,4 --clips 24 \
-  --codecs h264,hevc,vp9,av1 --sizes 256x256,720x1280 --cache "$work/clips" --out "$work/decode" \
-  > "$work/decode.txt" 2>&1
-echo "decode-only: exit $?" >> "$work/decode.txt"
-cp "$work/decode/decode.csv" "$work/decode/decode.json" "$out/" 2>/dev/null
+# 2. decode alone on all GPUs: the NVDEC decoders over codecs x sizes x 1, 2, 4 workers per GPU
+#    (the first run also writes the clips), then the CPU references at 1 and 2
+grid=(--decode-only --gpus all --clips 24 --codecs h264,hevc,vp9,av1 --sizes 256x256,720x1280
+      --cache "$work/clips")
+timeout 270 python3 benchmark.py "${grid[@]}" --backends pynvvideocodec,dali-gpu --workers 1,2,4 \
+  --out "$work/decode-gpu" > "$out/decode-only-gpu.txt" 2>&1
+echo "decode-only, NVDEC decoders: exit $?" >> "$out/decode-only-gpu.txt"
+timeout 150 python3 benchmark.py "${grid[@]}" --backends pyav,dali-cpu --workers 1,2 \
+  --out "$work/decode-cpu" > "$out/decode-only-cpu.txt" 2>&1
+echo "decode-only, CPU references: exit $?" >> "$out/decode-only-cpu.txt"
+# one decode.csv for the summary: the header once, then the rows of both runs
+csvs=()
+for run in gpu cpu; do
+  [[ -s $work/decode-$run/decode.csv ]] && csvs+=("$work/decode-$run/decode.csv")
+  cp "$work/decode-$run/decode.json" "$out/decode-$run.json" 2>/dev/null
+done
+(( ${#csvs[@]} )) && awk 'FNR > 1 || NR == 1' "${csvs[@]}" > "$out/decode.csv"
 fi
 
 if [[ $part == all || $part == serve ]]; then

@@ -6,21 +6,26 @@ set against the model's rate on the same machine (`benchmark.py --model-only`).
         [--sizes 256x256,720x1280] [--workers 1,2,4] [--gpus all|0,1|none] [--frames 8]
         [--clips 24] [--stream-reads 12] [--out DIR]
 
-Each cell starts `workers` real processes per GPU (one per decode-step entry, as the pipeline
-does; on the CPU, `workers` processes), all at one start time, each decoding `--clips` short clips
-of `--frames` frames as separate requests (bench/decode_worker.py), then reading a long clip of
-the same codec and size `--frames` at a time through one open decoder. Reported per cell:
+Each cell runs `workers` real processes per GPU (one per decode-step entry, as the pipeline
+does; on the CPU, `workers` processes; bench/decode_worker.py). Each first prepares: decodes one
+clip, opens a long clip of the same codec and size as a stream and reads its first `--frames`
+(making the stream's decoder). Then, from one start time, each decodes `--clips` short clips of
+`--frames` frames as separate requests; then, from a second start time, each reads
+`--stream-reads` times `--frames` further frames of its stream. Reported per cell:
 
   clips/s        clip requests decoded per second by all the cell's workers together (from the
                  first worker's start to the last one's end), and per GPU
   frames/s       frames of those clips per second
-  stream fr/s    frames per second read through decoders kept open (no set-up per request)
+  stream fr/s    frames per second read by all the workers together through decoders already
+                 made and open: the reads after the first, so no set-up of any kind
   setup ms       per clip request, what a worker spent beyond decoding its frames at the stream
-                 rate: workers / clips/s - frames / (stream fr/s / workers), in ms
+                 rate (making or pointing its decoder, demuxing, the hand-over):
+                 workers / clips/s - frames / (stream fr/s / workers), in ms
 
-Writes OUT/decode.csv and OUT/decode.json and prints the table last. Backends default to every
-one that can run here: on the CPU PyAV and DALI's CPU decoder; on GPUs also DALI on NVDEC and
-PyNvVideoCodec (PyAV decodes on the CPU and copies the frames to the GPU: the reference to beat).
+Writes OUT/decode.csv and OUT/decode.json after every cell (a run cut short keeps the cells it
+finished) and prints the table last. Backends default to every one that can run here, the GPU
+ones first: on GPUs PyNvVideoCodec and DALI on NVDEC, then PyAV (it decodes on the CPU and copies
+the frames to the GPU: the reference to beat) and DALI's CPU decoder; on the CPU the last two.
 A backend that cannot decode a codec skips that cell.
 """
 from __future__ import annotations
@@ -29,6 +34,8 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,6 +47,9 @@ START_S = 600.0  # worker start-up (imports) and a cell's preparation, on a load
 COLUMNS = ("backend", "codec", "size", "devices", "workers_per_device", "clips_per_s",
            "clips_per_s_per_device", "frames_per_s", "stream_frames_per_s", "setup_ms_per_clip",
            "error")
+# --backends auto runs them in this order: the GPU decoders first, so that a run cut short by a
+# time limit has measured them
+AUTO_ORDER = ("pynvvideocodec", "dali-gpu", "pyav", "dali-cpu")
 
 
 def parse_args(argv):
@@ -91,9 +101,9 @@ def devices(gpus: str) -> list[str]:
 
 
 def backends_for(asked: str, on_gpu: bool) -> list[str]:
-    from pipeline.media.backends import BACKENDS, backend_class
+    from pipeline.media.backends import backend_class
 
-    names = list(BACKENDS) if asked == "auto" else asked.split(",")
+    names = list(AUTO_ORDER) if asked == "auto" else asked.split(",")
     out = []
     for name in names:
         cls = backend_class(name)  # ValueError for an unknown name
@@ -121,17 +131,21 @@ class Pool:
                 self.workers.append((name, dev, commands, proc))
 
     def cell(self, cell_for, per_device: int, n_devices: int) -> dict:
-        """Run one cell on the first per_device workers of each device; results by worker."""
+        """Run one cell on the first per_device workers of each device: prepare, then the clip
+        phase and the stream phase, each from a start time shared by all; results by worker."""
         active = self.workers[:per_device * n_devices]
         for name, dev, commands, _ in active:
             commands.put(("prepare", cell_for(name)))
-        ready = self._collect(active, "ready")
-        if any(r.error for r in ready.values()):
-            return ready
-        start = now() + 0.2
-        for _, _, commands, _ in active:
-            commands.put(("go", start))
-        return self._collect(active, "done")
+        results = self._collect(active, "prepare")
+        for phase in ("clips", "stream"):
+            if any(r.error for r in results.values()):
+                break
+            start = now() + 0.2
+            for _, _, commands, _ in active:
+                commands.put((phase, start))
+            for name, r in self._collect(active, phase).items():
+                _merge(results[name], r)
+        return results
 
     def _collect(self, active, kind: str) -> dict:
         out, deadline = {}, time.monotonic() + START_S
@@ -155,6 +169,13 @@ class Pool:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
+
+
+def _merge(into, phase) -> None:
+    """A phase's result into the cell's (each phase fills in its own fields)."""
+    for key, value in vars(phase).items():
+        if value:
+            setattr(into, key, value)
 
 
 def summarise(results: dict, frames: int, workers: int, n_devices: int) -> dict:
@@ -192,6 +213,8 @@ def main(argv=None) -> int:
             for c in codecs for s in args.size_list}
     rows = []
     pool = Pool(devs, max(args.worker_list))
+    # `timeout` ends a run with SIGTERM: exit through the finally below, stopping the workers
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         for backend in backends:
             for (codec, size), (clips, stream) in sets.items():
@@ -209,23 +232,27 @@ def main(argv=None) -> int:
                     row.update(summarise(pool.cell(cell_for, w, len(devs)), args.frames, w,
                                          len(devs)))
                     rows.append(row)
+                    _write(out, rows, args, devs)
                     print(_line(row), file=sys.stderr, flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         pool.close()
-    _write(out, rows, args, devs)
     print(table(rows))
     print(f"\n{out}/decode.csv, decode.json")
     return 0
 
 
 def _write(out: Path, rows: list[dict], args, devs) -> None:
-    with open(out / "decode.csv", "w", newline="") as f:
+    """Both files with every row so far, each replaced whole (never left half written)."""
+    with open(out / "decode.csv.part", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
+    os.replace(out / "decode.csv.part", out / "decode.csv")
     settings = {k: v for k, v in vars(args).items() if k not in ("size_list", "worker_list")}
-    (out / "decode.json").write_text(json.dumps({"settings": settings, "devices": devs,
-                                                 "rows": rows}, indent=1))
+    (out / "decode.json.part").write_text(json.dumps({"settings": settings, "devices": devs,
+                                                      "rows": rows}, indent=1))
+    os.replace(out / "decode.json.part", out / "decode.json")
 
 
 def _line(r: dict) -> str:

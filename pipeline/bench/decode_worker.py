@@ -3,13 +3,14 @@
 A worker is a real process on one device (a GPU, or the CPU), like a decode worker of the
 pipeline: it keeps one FrameDecoder per backend for its whole life (so a backend that keeps its
 decoder across clips does so here too) and, for each cell of the grid, first prepares (decodes one
-clip and opens its stream: set-up that the pipeline pays at start-up), then waits for a start time
-shared by every worker of the cell, then:
+clip, opens its stream and reads the stream's first `frames`: set-up that the pipeline pays at
+start-up, a stream's decoder being made at its first read), then runs two phases, each from a
+start time shared by every worker of the cell:
 
   clips   decodes its list of short clips, each whole, one after another (one request each, a
           decoder set-up per clip where the backend makes one);
-  stream  reads a long clip `frames` at a time through one decoder kept open and positioned
-          (FrameDecoder.open): the steady rate with no set-up per request.
+  stream  reads on through the long clip `frames` at a time, its decoder already made, open and
+          positioned (FrameDecoder.open): the steady rate with no set-up at all.
 
 It sends back the host-clock (CLOCK_MONOTONIC) start and end of each phase and what it decoded;
 on a GPU each phase ends when the device's work is done (the stream is synchronised).
@@ -17,7 +18,7 @@ on a GPU each phase ends when the device's work is done (the stream is synchroni
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.clock import now, sleep_until
@@ -44,7 +45,6 @@ class Result:
     stream_s: tuple[float, float] | None = None
     stream_frames: int = 0
     error: str = ""
-    notes: list = field(default_factory=list)
 
 
 def clip_set(root: Path, codec: str, size: tuple[int, int], frames: int, count: int,
@@ -70,7 +70,8 @@ def clip_set(root: Path, codec: str, size: tuple[int, int], frames: int, count: 
 
 
 def worker_main(device: str, commands, replies, name: str) -> None:
-    """Serve commands until told to stop: ("prepare", Cell), ("go", start time), ("stop",)."""
+    """Serve commands until told to stop: ("prepare", Cell), then ("clips", start time) and
+    ("stream", start time), each answered with its Result; ("stop",)."""
     import torch
 
     torch.set_num_threads(1)
@@ -80,26 +81,27 @@ def worker_main(device: str, commands, replies, name: str) -> None:
         msg = commands.get()
         if msg[0] == "stop":
             break
+        result = Result()
         if msg[0] == "prepare":
-            cell, result = msg[1], Result()
+            if reader is not None:  # a cell whose phases were not all run
+                reader.close()
+            cell = msg[1]
             try:
                 reader = _prepare(decoders, device, cell)
             except Exception as exc:  # noqa: BLE001 - reported as the cell's error
                 reader, result.error = None, _short(exc)
-            replies.put((name, "ready", result))
-        elif msg[0] == "go":
-            result = Result()
-            if reader is None:
-                result.error = "not prepared"
-            else:
-                try:
-                    _run(decoders[cell.backend], cell, reader, msg[1], result, device)
-                except Exception as exc:  # noqa: BLE001
-                    result.error = _short(exc)
-                finally:
-                    reader.close()
-                    reader = None
-            replies.put((name, "done", result))
+        elif reader is None:
+            result.error = "not prepared"
+        else:
+            phase = _clips if msg[0] == "clips" else _stream
+            try:
+                phase(decoders[cell.backend], cell, reader, msg[1], result, device)
+            except Exception as exc:  # noqa: BLE001
+                result.error = _short(exc)
+            if msg[0] == "stream" or result.error:
+                reader.close()
+                reader = None
+        replies.put((name, msg[0], result))
 
 
 def _prepare(decoders: dict, device: str, cell: Cell):
@@ -112,11 +114,16 @@ def _prepare(decoders: dict, device: str, cell: Cell):
         decoder = decoders[cell.backend] = FrameDecoder(device, backend=cell.backend)
     decoder.decode(cell.clips[-1], cell.frames)  # builds what the backend keeps
     reader = decoder.open(cell.stream, cell.frames)
+    try:
+        reader.read(cell.frames)  # where a backend makes the stream's decoder: not timed
+    except BaseException:
+        reader.close()
+        raise
     _sync(device)
     return reader
 
 
-def _run(decoder, cell: Cell, reader, start: float, result: Result, device: str) -> None:
+def _clips(decoder, cell: Cell, reader, start: float, result: Result, device: str) -> None:
     sleep_until(start)
     t0 = now()
     for path in cell.clips:
@@ -125,11 +132,15 @@ def _run(decoder, cell: Cell, reader, start: float, result: Result, device: str)
         result.clip_frames += frames.shape[0]
     _sync(device)
     result.clips_s = (t0, now())
-    t1 = now()
+
+
+def _stream(decoder, cell: Cell, reader, start: float, result: Result, device: str) -> None:
+    sleep_until(start)
+    t0 = now()
     for _ in range(cell.stream_reads):
         result.stream_frames += reader.read(cell.frames).shape[0]
     _sync(device)
-    result.stream_s = (t1, now())
+    result.stream_s = (t0, now())
 
 
 def _sync(device: str) -> None:

@@ -173,10 +173,12 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
         raise
     if written != total:
         raise VideoError(info.path, f"wrote {written} frames, expected {total}")
+    for notice in decoder.take_notices():  # e.g. PyAV took over a codec this GPU's NVDEC lacks
+        log(f"notice: decode: {notice}")
     return {"input": str(info.path), "output": str(output_path), "frames_in": info.frames,
             "frames_out": written, "fps_out": float(info.rate * factor), "codec": writer.codec,
             "width": out_w, "height": out_h, "padded": (out_h, out_w) != (height, width),
-            "backend": backend}
+            "backend": decoder.last_backend}
 
 
 def _pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -245,9 +245,10 @@ class RunSettings:
                                                 "cluster to join (launcher ray)",
                                       min_len=1, max_len=300, flags=("--ray-address",))
     decode_backend: str = setting(
-        "auto", doc="force a decoder instead of choosing by device and codec (auto: DALI on "
-                    "NVDEC for GPUs; DALI or PyAV on the CPU; pynvvideocodec: NVDEC through "
-                    "PyNvVideoCodec, one decoder reconfigured per clip); env FLAVR_DECODE_BACKEND",
+        "auto", doc="force a decoder instead of choosing by device and codec (auto: on GPUs "
+                    "NVDEC through PyNvVideoCodec, one decoder reconfigured per clip, else "
+                    "through DALI (dali-gpu), and PyAV for a codec the GPU's NVDEC lacks; DALI "
+                    "or PyAV on the CPU); env FLAVR_DECODE_BACKEND",
         choices=DECODE_BACKENDS, env="FLAVR_DECODE_BACKEND", flags=("--decode-backend",))
     mps: str = setting(
         "auto", doc="CUDA MPS control daemon for the run: without it, processes sharing a GPU "

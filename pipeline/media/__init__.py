@@ -1,2 +1,2 @@
-"""Video in and out: decoding (DALI on NVDEC or the CPU, PyAV), stream probing and colour,
-encoding, and synthetic test clips."""
+"""Video in and out: decoding (NVDEC through PyNvVideoCodec or DALI; DALI or PyAV on the CPU),
+stream probing and colour, encoding, and synthetic test clips."""

@@ -13,6 +13,8 @@ from video_helpers import (
 )
 
 from pipeline.errors import VideoError
+from pipeline.media.backends.dali import DaliBackend
+from pipeline.media.backends.pynvc import PyNvVideoCodecBackend
 from pipeline.media.decode import FrameDecoder, choose_backend, iter_frame_chunks
 from pipeline.media.encode import encoder_available
 from pipeline.media.probe import Colour, probe
@@ -29,17 +31,61 @@ BACKEND_TOLERANCE = 0.5
     ("cpu", "h264", "pyav"),
     ("cpu", "hevc", "pyav"),
     ("cpu", "av1", "pyav"),
-    ("cuda:1", "h264", "dali-gpu"),
-    ("cuda:0", "hevc", "dali-gpu"),
-    ("cuda:0", "vp9", "dali-gpu"),
-    ("cuda:0", "av1", "dali-gpu"),
-    ("cuda:0", "vp8", "dali-cpu"),
 ])
 def test_choose_backend_per_device_and_codec(device, codec, backend):
     name, reason = choose_backend(device, codec)
     assert name == backend and reason
-    if backend == "dali-gpu":
-        assert f"device_id={device.split(':')[1]}" in reason
+
+
+@pytest.fixture
+def gpu_libraries(monkeypatch):
+    """`present(pynvvideocodec=..., dali=...)`: which GPU decode libraries import, as far as
+    choose_backend can tell (their backends' unavailable()); the decoders themselves never run."""
+    def present(pynvvideocodec: bool, dali: bool) -> None:
+        for cls, here, library in ((PyNvVideoCodecBackend, pynvvideocodec, "PyNvVideoCodec"),
+                                   (DaliBackend, dali, "nvidia.dali")):
+            why = None if here else f"ModuleNotFoundError: No module named '{library}'"
+            monkeypatch.setattr(cls, "unavailable", classmethod(lambda c, why=why: why))
+    return present
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc", "vp9", "av1"])
+@pytest.mark.parametrize("dali", [True, False])
+def test_a_gpu_decodes_nvdec_codecs_with_pynvvideocodec_where_it_imports(gpu_libraries, codec,
+                                                                         dali):
+    gpu_libraries(pynvvideocodec=True, dali=dali)
+    name, reason = choose_backend("cuda:1", codec)
+    assert name == "pynvvideocodec"
+    assert reason.startswith(f"{codec} on cuda:1: NVDEC through PyNvVideoCodec")
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc", "vp9", "av1"])
+def test_a_gpu_without_pynvvideocodec_decodes_with_dali_on_nvdec(gpu_libraries, codec):
+    gpu_libraries(pynvvideocodec=False, dali=True)
+    name, reason = choose_backend("cuda:1", codec)
+    assert name == "dali-gpu" and "device_id=1" in reason
+    assert "PyNvVideoCodec does not import (ModuleNotFoundError" in reason
+
+
+def test_a_gpu_without_either_nvdec_library_refuses_and_names_both(gpu_libraries):
+    gpu_libraries(pynvvideocodec=False, dali=False)
+    with pytest.raises(RuntimeError, match="needs pynvvideocodec or nvidia-dali") as err:
+        choose_backend("cuda:0", "h264")
+    assert "No module named 'PyNvVideoCodec'" in str(err.value)
+    assert "No module named 'nvidia.dali'" in str(err.value)
+
+
+@pytest.mark.parametrize("pynvvideocodec", [True, False])
+def test_vp8_on_a_gpu_stays_on_dalis_cpu_decoder(gpu_libraries, pynvvideocodec):
+    gpu_libraries(pynvvideocodec=pynvvideocodec, dali=True)
+    name, reason = choose_backend("cuda:0", "vp8")
+    assert name == "dali-cpu" and "not sent to NVDEC" in reason
+
+
+def test_vp8_on_a_gpu_without_dali_is_decoded_by_pyav(gpu_libraries):
+    gpu_libraries(pynvvideocodec=True, dali=False)
+    name, reason = choose_backend("cuda:0", "vp8")
+    assert name == "pyav" and "nvidia-dali does not import" in reason
 
 
 def test_choose_backend_rejects_codec_it_cannot_decode():

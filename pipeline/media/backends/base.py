@@ -12,7 +12,9 @@ from pipeline.media.probe import VideoInfo
 class DecodeBackend(ABC):
     """Decodes clips to float32 RGB frames (T,3,H,W) in [0,1], in the stream's own colours, on
     `device`. One instance per decoder and device, kept across clips (a backend may keep its
-    decoder open). Failures on a clip raise VideoError naming the file."""
+    decoder open). Failures on a clip raise VideoError naming the file; a GPU backend whose
+    NVDEC lacks the clip's codec raises its subclass CodecUnsupportedError, which FrameDecoder
+    answers by decoding with PyAV instead (unless the backend was asked for by name)."""
 
     name: str  # as --decode-backend spells it
     codecs: tuple[str, ...]  # FFmpeg codec names (probe.VideoInfo.codec) it decodes

@@ -6,8 +6,9 @@ bytes are fed to it. DALI opens one decoder per clip: with short clips that, not
 rate, is what limits (on four H200s eight to twelve workers together decoded ~69 720p clips/s,
 whatever their number: docs/results.md). A stream (`open`) gets a pipeline of its own, whose decoder stays open
 across its reads. A DALI error invalidates its pipeline, which is dropped
-and rebuilt for the next file. DALI's RGB is BT.601 whatever the stream says; colour.py maps it
-to the stream's own matrix.
+and rebuilt for the next file; where the GPU's NVDEC lacks the clip's codec the error is a
+CodecUnsupportedError (nvdec_support.py). DALI's RGB is BT.601 whatever the stream says;
+colour.py maps it to the stream's own matrix.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from pipeline.errors import VideoError
 from pipeline.media.backends.base import ChunkedSource, DecodeBackend
 from pipeline.media.colour import DALI_GPU_CHROMA_OFFSET, dali_rgb_to_stream_rgb
+from pipeline.media.nvdec_support import codec_unsupported
 from pipeline.media.probe import VideoInfo
 
 _import_error: str | None = None
@@ -65,7 +67,7 @@ class DaliBackend(DecodeBackend):
             raw = _to_torch(out, self.device)
         except Exception as e:  # noqa: BLE001 - DALI raises RuntimeError with C++ context
             _drop_pipeline("range", self.op_device, self._device_id)
-            raise _error(info.path, e) from None
+            raise self._error(info, e) from None
         _check_shape(info, raw, count)
         return raw
 
@@ -85,14 +87,14 @@ class DaliBackend(DecodeBackend):
             try:
                 pipe.feed_input("encoded", [np.fromfile(info.path, dtype=np.uint8)])
             except Exception as e:  # noqa: BLE001
-                raise _error(info.path, e) from None
+                raise self._error(info, e) from None
             while done < info.frames:
                 want = min(chunk, info.frames - done)
                 try:
                     (out,) = pipe.run()
                     raw = _to_torch(out, self.device)
                 except Exception as e:  # noqa: BLE001
-                    raise _error(info.path, e) from None
+                    raise self._error(info, e) from None
                 _check_shape(info, raw, want)
                 done += want
                 yield dali_rgb(raw, info, self.chroma_offset)
@@ -101,6 +103,14 @@ class DaliBackend(DecodeBackend):
                 # an error, or a consumer that stopped early: the operator still holds this
                 # file's remaining frames, which must not leak into the next file
                 _drop_pipeline("stream", self.op_device, self._device_id, chunk)
+
+    def _error(self, info: VideoInfo, e: Exception) -> VideoError:
+        """CodecUnsupportedError where this GPU's NVDEC lacks the codec, else a VideoError."""
+        if self.op_device == "mixed":
+            unsupported = codec_unsupported(info.path, "DALI", self.device, info.codec, str(e))
+            if unsupported is not None:
+                return unsupported
+        return _dali_error(info.path, e)
 
 
 class DaliGpuBackend(DaliBackend):
@@ -200,7 +210,7 @@ def _to_torch(out, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.array(out.as_array()[0])).to(dev, non_blocking=True)
 
 
-def _error(path: Path, e: Exception) -> VideoError:
+def _dali_error(path: Path, e: Exception) -> VideoError:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     detail = next((ln for ln in lines if "Error" in ln or "rror" in ln), lines[0] if lines else "")
     return VideoError(path, f"DALI could not decode it: {detail[:300]}")

@@ -5,7 +5,8 @@ decoder, surface pool) costs more than decoding a few small frames, so one `Simp
 kept per backend and pointed at the next clip with `reconfigure_decoder(path)`, which reuses it
 (or one of the few it caches, `decoder_cache_size`, for other codecs and sizes) instead of making
 a new one per clip. A stream (`open`) gets a decoder of its own, read front to back with
-`get_batch_frames`.
+`get_batch_frames`. A GPU whose NVDEC lacks the codec (AV1 on an H200) raises
+CodecUnsupportedError (nvdec_support.py), so that the default choice can hand the codec to PyAV.
 
 Frames come out in their native NV12 (use_device_memory, OutputColorType.NATIVE), one DLPack
 tensor of (H + H/2, W) uint8 per frame: the Y plane over the interleaved Cb/Cr plane. They are
@@ -27,6 +28,7 @@ import torch
 from pipeline.errors import VideoError
 from pipeline.media.backends.base import DecodeBackend
 from pipeline.media.colour import yuv_to_rgb
+from pipeline.media.nvdec_support import codec_unsupported
 from pipeline.media.probe import VideoInfo
 
 _import_error: str | None = None
@@ -76,7 +78,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
             raise
         except Exception as e:  # noqa: BLE001 - the library raises its own exception types
             self._decoder = None  # its state is unknown after a failure: the next clip starts anew
-            raise _error(info.path, e) from None
+            raise self._error(info, e) from None
         _check_count(info, out, count)
         return out
 
@@ -86,7 +88,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
         try:
             decoder = self._new_decoder(info)
         except Exception as e:  # noqa: BLE001
-            raise _error(info.path, e) from None
+            raise self._error(info, e) from None
         done = 0
         while done < info.frames:
             want = min(chunk, info.frames - done)
@@ -95,12 +97,22 @@ class PyNvVideoCodecBackend(DecodeBackend):
             except VideoError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise _error(info.path, e) from None
+                raise self._error(info, e) from None
             _check_count(info, out, want)
             done += want
             yield out
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _error(self, info: VideoInfo, e: Exception) -> VideoError:
+        """CodecUnsupportedError where this GPU's NVDEC lacks the codec, else a VideoError."""
+        unsupported = codec_unsupported(info.path, "PyNvVideoCodec", self.device, info.codec,
+                                        str(e))
+        if unsupported is not None:
+            return unsupported
+        text = " ".join(str(e).split())[:300]
+        return VideoError(info.path, f"PyNvVideoCodec could not decode it: {type(e).__name__}: "
+                                     f"{text}")
 
     def _new_decoder(self, info: VideoInfo):
         nvc = _nvc()
@@ -148,8 +160,3 @@ def _check_count(info: VideoInfo, frames: torch.Tensor, count: int) -> None:
     if frames.shape[0] != count:
         raise VideoError(info.path, f"decoded {frames.shape[0]} of {count} frames: truncated or "
                                     f"corrupt data")
-
-
-def _error(path, e: Exception) -> VideoError:
-    text = " ".join(str(e).split())[:300]
-    return VideoError(path, f"PyNvVideoCodec could not decode it: {type(e).__name__}: {text}")

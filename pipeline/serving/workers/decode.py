@@ -1,15 +1,18 @@
 """A decode worker process: turns requests (clip paths) into the model's input rows on its device
 (FLAVR: sliding windows of 4 frames; R(2+1)D: clips of 16).
 
-One worker per GPU entry of the decode step. The decoder (DALI on NVDEC, DALI or PyAV on the CPU)
-is chosen per clip by `pipeline.media.decode`; the rows land in a slot of this worker's pool and the
-slot is handed to the first model step.
+One worker per GPU entry of the decode step. The decoder (NVDEC through PyNvVideoCodec or DALI,
+DALI or PyAV on the CPU) is chosen per clip by `pipeline.media.decode`; the rows land in a slot of
+this worker's pool and the slot is handed to the first model step.
 
 A stream's segment (a request with a stream id) is read from the stream's own decoder, open and
 positioned since its previous segment (pipeline.media.streams); the worker keeps the frames
 around the segment that its rows read (ServedModel.stream_behind / stream_ahead), so the rows of
 a stream's segments are those of the whole video. The streams this worker owns are opened before
 it reports ready.
+
+What the decoder decides on its own (a codec this GPU's NVDEC lacks, decoded by PyAV from then
+on) becomes one notice of the run, from the worker that found it.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ def _serve(ctx: ChildContext, spec: DecodeSpec) -> None:
             spec.model.make_rows(decoder.decode(spec.warmup_video, spec.frames_per_request))
         except VideoError:
             pass
+    _pass_on_notices(ctx, decoder)
     rows = (model.rows_per_request(n_frames) if spec.streams is None
             else model.rows_per_segment(n_frames))
     pool = SlotPool(ctx.name, device, largest([decode_output_spec(spec.model, rows, h, w)
@@ -128,6 +132,8 @@ def _loop(ctx, spec, decoder, streams, pool, router, device, model) -> None:
                 detail = f"{req.video}: {type(exc).__name__}: {exc}"
             ctx.fail(req.request_id, f"decode: {detail}")
             continue
+        finally:
+            _pass_on_notices(ctx, decoder)
         size = tuple(rows_in.shape[-2:])
         del frames, rows_in
         part = Part(req.request_id, 0, n, req.video, n_used, req.stream_id, req.segment)
@@ -143,3 +149,8 @@ def _loop(ctx, spec, decoder, streams, pool, router, device, model) -> None:
             spec.step_name, ctx.device_label, spec.replica, 1, taken=taken, gathered=taken,
             slot_held=slot_held, finished=finished, compute_s=decoded - slot_held,
             publish_s=finished - decoded, handed_on=now()))
+
+
+def _pass_on_notices(ctx, decoder) -> None:
+    for text in decoder.take_notices():
+        ctx.notice(text)
