@@ -17,9 +17,9 @@ Errors: every failure to produce the asked frames is a `VideoError` naming the f
 empty or unreadable file, unsupported codec, fewer than 2 frames, data cut short or with broken
 packet framing (found by `probe` before any backend decodes, NVDEC included), a decoder that
 raises, or fewer frames than the file lists. A GPU whose NVDEC lacks the codec is not the file's
-fault: the default choice then decodes it with PyAV (FrameDecoder). What no backend can see is damage confined to one
-frame's entropy-coded payload: the containers carry no checksums and decoders decode such data
-as a valid, wrong picture.
+fault: the default choice then decodes it with PyAV (FrameDecoder). What no backend can see is
+damage confined to one frame's entropy-coded payload: the containers carry no checksums and
+decoders decode such data as a valid, wrong picture.
 """
 from __future__ import annotations
 
