@@ -17,12 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.flavr.change_based import (
-    ChangeBasedFLAVR,
-    ChangeConfig,
-    WindowStats,
-    computed_pixels,
-)
+from models.flavr.change_based import ChangeBasedFLAVR, ChangeConfig, computed_pixels
+from models.flavr.change_plan import WindowStats
 from models.flavr.model import FLAVR
 from pipeline.analysis.fidelity import Fidelity, fidelity
 from pipeline.bench.timing import Clock

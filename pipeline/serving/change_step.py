@@ -150,7 +150,7 @@ class ChangeModelStep(ModelStep):
     # ---- one batch ----------------------------------------------------------------------------
 
     def run(self, tensors: dict, size, n_requests: int, publish, items=None, gathered=None):
-        from models.flavr.change_based import ChangeState, Plan, WindowStats
+        from models.flavr.change_plan import ChangeState, Plan, WindowStats
         from models.flavr.tiles import TileGrid
 
         size = tuple(size)
@@ -214,7 +214,7 @@ class ChangeModelStep(ModelStep):
         that item's inputs, then its result read back: the host's wait for the plan is then
         for the test alone, not for the earlier batches still queued on the step's stream
         (which keep the GPU busy meanwhile). None: `begin` tests on the current stream."""
-        from models.flavr.change_based import Detection
+        from models.flavr.change_plan import Detection
 
         if self.side is None or gathered is None or not gathered.parts:
             return None

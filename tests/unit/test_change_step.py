@@ -4,7 +4,8 @@ metadata; two items batched into one decoder call give what each gives alone."""
 import torch
 from change_helpers import SIZE, active_model, still_window, with_moving_patch
 
-from models.flavr.change_based import ChangeBasedFLAVR, Detection
+from models.flavr.change_based import ChangeBasedFLAVR
+from models.flavr.change_plan import Detection
 from pipeline.config import ModelConfig, StepConfig
 from pipeline.config.schema import ChangeBasedSpec
 from pipeline.serving.change_step import ChangeModelStep, merge_metas
