@@ -106,11 +106,9 @@ class DaliBackend(DecodeBackend):
 
     def _error(self, info: VideoInfo, e: Exception) -> VideoError:
         """CodecUnsupportedError where this GPU's NVDEC lacks the codec, else a VideoError."""
-        if self.op_device == "mixed":
-            unsupported = codec_unsupported(info.path, "DALI", self.device, info.codec, str(e))
-            if unsupported is not None:
-                return unsupported
-        return _dali_error(info.path, e)
+        nvdec = self.op_device == "mixed"
+        return ((nvdec and codec_unsupported(info.path, "DALI", self.device, info.codec, str(e)))
+                or _dali_error(info.path, e))
 
 
 class DaliGpuBackend(DaliBackend):

@@ -106,13 +106,10 @@ class PyNvVideoCodecBackend(DecodeBackend):
 
     def _error(self, info: VideoInfo, e: Exception) -> VideoError:
         """CodecUnsupportedError where this GPU's NVDEC lacks the codec, else a VideoError."""
-        unsupported = codec_unsupported(info.path, "PyNvVideoCodec", self.device, info.codec,
-                                        str(e))
-        if unsupported is not None:
-            return unsupported
         text = " ".join(str(e).split())[:300]
-        return VideoError(info.path, f"PyNvVideoCodec could not decode it: {type(e).__name__}: "
-                                     f"{text}")
+        return (codec_unsupported(info.path, "PyNvVideoCodec", self.device, info.codec, str(e))
+                or VideoError(info.path, f"PyNvVideoCodec could not decode it: "
+                                         f"{type(e).__name__}: {text}"))
 
     def _new_decoder(self, info: VideoInfo):
         nvc = _nvc()
