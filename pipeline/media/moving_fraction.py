@@ -7,9 +7,9 @@ wavelength over 32 pixels, and discs cross it. So inside the rectangle every 8x8
 from frame to frame, by more than change-based inference's default threshold absorbs (a slow
 sub-pixel pan of a smooth texture would leave most blocks under it, and "100% moving" would not
 be). Frames are rounded to 8 bits once, so outside the rectangle every frame is bit-identical to
-the first. Written losslessly (FFV1 holding RGB in .mkv) a decoded clip keeps
-exactly that; through a lossy codec (H.264) the still part flickers by a few levels, which a
-change threshold must absorb (`still_noise` measures by how much).
+the first. Written losslessly (FFV1 holding RGB in .mkv) a decoded clip keeps exactly that;
+through a lossy codec (H.264) the still part flickers by a few levels, which a change threshold
+must absorb (`still_noise` measures by how much).
 
     python -m pipeline.media.moving_fraction OUT.mkv --fraction 0.1 --width 768 --height 576
 """
