@@ -3,9 +3,9 @@ decode worker, tiles planned by the step that runs the stem, the change state ha
 steps of a split through slot pools, frames composed at the head, and the per-request columns
 (computed_fraction, windows_whole, psnr_vs_full_db) in requests.csv.
 
-64x64 frames, 16-pixel tiles with an 8-pixel halo: a 4x4 grid of tiles, each run on a 32x32 crop
+48x48 frames, 16-pixel tiles with an 8-pixel halo: a 3x3 grid of tiles, each run on a 32x32 crop
 (fallback 4: tiles even where their crops cover more than the frame, so a small frame still has
-some)."""
+some). The moving clip changes 4 of the 9 tiles in its first two windows and none in its third."""
 from __future__ import annotations
 
 import math
@@ -20,7 +20,7 @@ from pipeline.media.decode import FrameDecoder
 from pipeline.media.synthetic import write_moving_fraction_clip
 from pipeline.serving.orchestrator import RunOptions, run
 
-SIZE, TILE, HALO, THRESHOLD = 64, 16, 8, 0.04
+SIZE, TILE, HALO, THRESHOLD = 48, 16, 8, 0.04
 FRAMES = 4  # per request: 3 windows of a clip, 4 of a stream's segment
 GRID = TileGrid(SIZE, SIZE, TILE, HALO)
 N_TILES = GRID.shape[0] * GRID.shape[1]

@@ -13,7 +13,7 @@ from pipeline.analysis.report import summary_from_run_dir
 from pipeline.config import config_from_dict, config_to_dict
 from pipeline.serving.orchestrator import RunOptions, run
 
-SIZE = 32  # frames are 32x32: the model's full graph at a size a 2-core machine runs quickly
+SIZE = 16  # frames are 16x16: the model's full graph (its deepest maps 2x2), quick on 2 cores
 
 
 def make_config(tmp_path: Path, steps: list[dict], name: str = "t", **over) -> object:
@@ -47,22 +47,49 @@ def options(tmp_path: Path, **over) -> RunOptions:
     return RunOptions(**base)
 
 
-@pytest.mark.parametrize("steps", [WHOLE, SPLIT, REPLICATED], ids=["whole", "split", "replicated"])
-def test_every_request_completes_and_is_accounted_for(tmp_path, steps):
-    result = run(make_config(tmp_path, steps), options(tmp_path))
+# One run of each placement, shared by the tests below that only read its results and logs (a run
+# costs seconds of child start-up on two cores): 8 measured requests and a warm-up, Poisson
+# arrivals every 30 ms on average, the outputs saved as tensors.
+PLACEMENTS = {"whole": WHOLE, "split": SPLIT, "replicated": REPLICATED}
+SHARED_VIDEOS = 8
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    runs = {}
+
+    def get(name: str):
+        if name not in runs:
+            tmp = tmp_path_factory.mktemp(f"shared-{name}")
+            runs[name] = run(make_config(tmp, PLACEMENTS[name], name=name),
+                             options(tmp, videos=SHARED_VIDEOS, mean_interval_ms=30,
+                                     save_outputs=True, save_tensors=True))
+        return runs[name]
+
+    return get
+
+
+def saved_outputs(result) -> dict:
+    return {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
+
+
+@pytest.mark.parametrize("name", list(PLACEMENTS))
+def test_every_request_completes_and_is_accounted_for(shared_run, name):
+    result = shared_run(name)
+    n = SHARED_VIDEOS + 1  # and the warm-up
     assert result.error is None, result.error
-    assert [r["status"] for r in result.rows] == ["ok"] * 5
-    assert [r["request_id"] for r in result.rows] == list(range(5))
+    assert [r["status"] for r in result.rows] == ["ok"] * n
+    assert [r["request_id"] for r in result.rows] == list(range(n))
     for row in result.rows:
         assert row["latency_s"] > 0
         assert row["output_frames"] == (4 - 1) * 2 + 1
-        for step in [s["name"] for s in steps]:
+        for step in [s["name"] for s in PLACEMENTS[name]]:
             assert row[f"{step}.compute_s"] > 0, step
             assert row[f"{step}.queue_wait_s"] >= 0, step
 
 
-def test_replicas_share_the_load_and_report_their_device(tmp_path):
-    result = run(make_config(tmp_path, REPLICATED), options(tmp_path, videos=8, mean_interval_ms=0))
+def test_replicas_share_the_load_and_report_their_device(shared_run):
+    result = shared_run("replicated")
     assert result.error is None, result.error
     devices = {r["flavr.device"] for r in result.rows}
     assert devices <= {"cpu:0", "cpu:1"}
@@ -70,14 +97,14 @@ def test_replicas_share_the_load_and_report_their_device(tmp_path):
     assert all(r["decode.device"] == r["flavr.device"] for r in result.rows)
 
 
-def test_split_output_equals_whole_output_exactly(tmp_path):
+def test_split_output_equals_whole_output_exactly(shared_run):
     outs = {}
-    for name, steps in (("whole", WHOLE), ("split", SPLIT)):
-        result = run(make_config(tmp_path, steps, name=name),
-                     options(tmp_path, save_outputs=True, save_tensors=True, mean_interval_ms=0))
+    for name in ("whole", "split"):
+        result = shared_run(name)
         assert result.error is None, result.error
-        outs[name] = {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
-    assert outs["whole"].keys() == outs["split"].keys() and len(outs["whole"]) == 5
+        outs[name] = saved_outputs(result)
+    assert outs["whole"].keys() == outs["split"].keys()
+    assert len(outs["whole"]) == SHARED_VIDEOS + 1
     for key in outs["whole"]:
         assert torch.equal(outs["whole"][key], outs["split"][key]), key
 
@@ -89,15 +116,14 @@ def test_batching_groups_queued_requests_into_one_model_call(tmp_path):
     assert max(r["flavr.batch"] for r in result.rows) > 1
 
 
-def test_report_recomputed_from_the_logs_equals_the_live_report(tmp_path):
-    result = run(make_config(tmp_path, SPLIT), options(tmp_path))
-    run_dir = result.run_dir
+def test_report_recomputed_from_the_logs_equals_the_live_report(shared_run):
+    run_dir = shared_run("split").run_dir
     for f in ("requests.csv", "report.json", "report.txt", "config.yaml", "args.json", "env.json"):
         assert (run_dir / f).exists(), f
     again = summary_from_run_dir(run_dir)
     assert json.loads(json.dumps(again)) == json.loads((run_dir / "report.json").read_text())
     rows = read_csv(run_dir / "requests.csv")
-    assert len(rows) == 5
+    assert len(rows) == SHARED_VIDEOS + 1
 
 
 def test_a_bad_clip_fails_alone(tmp_path):
@@ -175,18 +201,18 @@ def test_check_outputs_fails_requests_whose_frames_hold_nan(tmp_path):
 
 # --- what the numbers mean ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("steps", [SPLIT, REPLICATED], ids=["split", "replicated"])
-def test_per_step_columns_add_up_to_each_requests_latency(tmp_path, steps):
-    result = run(make_config(tmp_path, steps), options(tmp_path, videos=8, mean_interval_ms=30))
+@pytest.mark.parametrize("name", ["split", "replicated"])
+def test_per_step_columns_add_up_to_each_requests_latency(shared_run, name):
+    result = shared_run(name)
     assert result.error is None, result.error
     rows = read_rows(result.run_dir / "requests.csv")
     ok = [r for r in rows if r.status == "ok" and not r.warmup]
-    assert len(ok) == 8
+    assert len(ok) == SHARED_VIDEOS
     mean = sum(r.latency_s for r in ok) / len(ok)
     for r in ok:
         assert abs(r.latency_s - r.accounted_s()) < 0.01 * mean, r
     b = result.summary["breakdown"]
-    assert b["requests"] == 8 and abs(b["residual_share"]) < 0.01
+    assert b["requests"] == SHARED_VIDEOS and abs(b["residual_share"]) < 0.01
     assert "residual" in result.report
 
 
@@ -196,7 +222,9 @@ def test_a_fast_request_is_not_stamped_behind_a_slow_one_on_another_replica(tmp_
     # Each request is complete when its own replica finishes it, not in any queue's order.
     from pipeline.media.synthetic import write_clip
 
-    clips = [write_clip(tmp_path / "v" / "big.webm", width=96, height=96, frames=4, fps=24, seed=0)]
+    # 64x64 against 16x16: 16 times the work per request, and a fraction of 96x96's warm-up in
+    # every runner (each warms up at every clip size before the start).
+    clips = [write_clip(tmp_path / "v" / "big.webm", width=64, height=64, frames=4, fps=24, seed=0)]
     clips += [write_clip(tmp_path / "v" / f"small{k}.webm", width=16, height=16, frames=4, fps=24,
                          seed=k) for k in range(1, 6)]
     cfg = make_config(tmp_path, REPLICATED, videos={"paths": [str(c) for c in clips]},
@@ -229,8 +257,8 @@ def test_warm_ups_finish_before_the_measured_schedule_starts(tmp_path):
     assert result.summary["throughput"]["requests"] == 10
 
 
-def test_a_normal_run_ends_with_every_child_leaving_by_itself(tmp_path):
-    result = run(make_config(tmp_path, SPLIT), options(tmp_path, videos=3))
+def test_a_normal_run_ends_with_every_child_leaving_by_itself(shared_run):
+    result = shared_run("split")
     assert result.error is None, result.error
     assert not [n for n in result.notices if n.startswith("had to terminate")], result.notices
     assert "had to terminate" not in result.report

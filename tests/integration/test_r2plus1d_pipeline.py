@@ -44,24 +44,42 @@ def options(tmp_path: Path, **over) -> RunOptions:
     return run_options(tmp_path, **{**base, **over})
 
 
-@pytest.mark.parametrize("steps", [WHOLE, SPLIT], ids=["whole", "split"])
-def test_every_request_is_one_classified_clip(tmp_path, steps):
-    result = run(make_config(steps), options(tmp_path))
+# One run of each placement, shared by the tests that only read its results (a run costs
+# seconds of child start-up on two cores): the default options, the scores saved as tensors.
+PLACEMENTS = {"whole": WHOLE, "split": SPLIT}
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    runs = {}
+
+    def get(name: str):
+        if name not in runs:
+            tmp = tmp_path_factory.mktemp(f"shared-{name}")
+            runs[name] = run(make_config(PLACEMENTS[name], name=name),
+                             options(tmp, save_outputs=True, save_tensors=True))
+        return runs[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(PLACEMENTS))
+def test_every_request_is_one_classified_clip(shared_run, name):
+    result = shared_run(name)
     assert result.error is None, result.error
     assert [r["status"] for r in result.rows] == ["ok"] * 4
     for row in result.rows:
         assert row["frames"] == 16 and row["output_frames"] == 1  # one clip classified
-        for step in [s["name"] for s in steps]:
+        for step in [s["name"] for s in PLACEMENTS[name]]:
             assert row[f"{step}.compute_s"] > 0, step
     assert "R(2+1)D-18 serving benchmark" in result.report
     assert "output clips/s" in result.report
 
 
-def test_split_scores_equal_whole_scores_exactly(tmp_path):
+def test_split_scores_equal_whole_scores_exactly(shared_run):
     outs = {}
-    for name, steps in (("whole", WHOLE), ("split", SPLIT)):
-        result = run(make_config(steps, name=name),
-                     options(tmp_path, save_outputs=True, save_tensors=True))
+    for name in ("whole", "split"):
+        result = shared_run(name)
         assert result.error is None, result.error
         outs[name] = {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
     assert outs["whole"].keys() == outs["split"].keys() and len(outs["whole"]) == 4

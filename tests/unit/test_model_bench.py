@@ -80,12 +80,14 @@ def test_config_is_required_without_model_only(capsys):
 def cpu_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_bench") / "bench.json"
     md = out.with_suffix(".md")
-    cmd = [sys.executable, "benchmark.py", "--model-only", "--device", "cpu", "--sizes", "32x32",
+    cmd = [sys.executable, "benchmark.py", "--model-only", "--device", "cpu", "--sizes", "16x16",
            "--iters", "2", "--warmup", "1", "--stage-iters", "1", "--batch", "1",
            "--modes", "original,fast", "--out", str(out), "--markdown", str(md)]
     # One thread: on a busy shared CPU, OpenMP threads waiting for each other at every op make
     # wall times swing by several times; a single thread slows down evenly instead. Few calls:
-    # a CPU without bf16 instructions runs the bf16 "fast" mode ~40x slower than fp32.
+    # a CPU without bf16 instructions runs the bf16 "fast" mode ~40x slower than fp32. 16x16
+    # frames: the whole model still runs every stage (its smallest maps are 2x2), and each bf16
+    # call costs a quarter of one at 32x32 (the run took ~9 s instead of ~38 s on two cores).
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,7 +108,7 @@ def test_cpu_run_writes_the_environment_and_settings(cpu_run):
 def test_cpu_run_measures_every_mode(cpu_run):
     result, _, _ = cpu_run
     (size,) = result["sizes"]
-    assert size["size"] == "32x32" and size["macs_per_window"] == flavr_macs(32, 32)
+    assert size["size"] == "16x16" and size["macs_per_window"] == flavr_macs(16, 16)
     rows = {(r["mode"], r["batch"]): r for r in size["rows"]}
     assert set(rows) == {("original", 1), ("fast", 1)}
     for (mode, batch), r in rows.items():
@@ -153,4 +155,4 @@ def test_cpu_run_prints_and_writes_the_summary_table(cpu_run):
                    "speed-up"):
         assert column in header
     assert "| size | mode | batch | frames/s |" in markdown
-    assert "### 32x32 fast batch 1" in markdown
+    assert "### 16x16 fast batch 1" in markdown
