@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.analysis.requests_csv import read_csv
@@ -296,3 +297,61 @@ def long_benchmark(tmp_path: Path, serving: bool = True) -> tuple[Benchmark, Pat
         bench.kill_group()
         raise AssertionError(f"the benchmark did not get going:\n{bench.out}\n{bench.err}")
     return bench, run_dir, process_table(run_dir)
+
+
+def csv_rows(path: Path) -> int:
+    """Data rows in requests.csv as it is now (0 when missing or not a file)."""
+    try:
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+@dataclass
+class KilledMain:
+    """A benchmark whose main process was killed with -9 while serving, and what followed."""
+    bench: Benchmark
+    run_dir: Path
+    table: dict  # its process table
+    exit_code: int | None  # the main process's, once killed
+    children_gone_s: float | None  # how long after the kill its children were all gone (None:
+    # still there 10 s later; they were then killed)
+    stale: list  # what the next launcher's clean-up of temporary folders removed
+
+
+_killed_main: list = []
+
+
+def killed_main(tmp_path_factory) -> KilledMain:
+    """One benchmark killed with -9 once requests.csv holds three rows, made once per session:
+    a test of the children's exit (test_faults) and one of the logs (test_logs) look at the same
+    kill, which costs a whole benchmark start-up."""
+    from pipeline.serving.launch.local import remove_stale_temp_dirs
+
+    if not _killed_main:
+        tmp = tmp_path_factory.mktemp("killed-main")
+        bench, run_dir, table = long_benchmark(tmp)
+        try:
+            wait_for(lambda: csv_rows(run_dir / "requests.csv") >= 3, 90,
+                     "three rows in requests.csv")
+        except AssertionError:
+            bench.kill_group()
+            raise
+        t_kill = time.monotonic()
+        os.kill(bench.pid, signal.SIGKILL)
+        gone = None
+        try:
+            wait_for(lambda: not children_alive(table), 10, "the children to notice and exit",
+                     poll_s=0.01)
+            gone = time.monotonic() - t_kill
+        except AssertionError:
+            pass
+        finally:
+            for name in children_alive(table):  # nothing stays behind, whatever the tests find
+                os.kill(table[name]["pid"], signal.SIGKILL)
+        code = bench.wait(timeout=10)
+        # The children's temporary folder outlives a main process killed -9; the next run's
+        # launcher removes it.
+        stale = remove_stale_temp_dirs(bench.temp_root)
+        _killed_main.append(KilledMain(bench, run_dir, table, code, gone, stale))
+    return _killed_main[0]

@@ -30,6 +30,7 @@ from run_helpers import (
     by_status,
     children_alive,
     clip,
+    killed_main,
     long_benchmark,
     make_config,
     open_fds,
@@ -47,7 +48,7 @@ from run_helpers import (
 )
 
 from pipeline.config import config_from_dict
-from pipeline.serving.launch.local import TEMP_PREFIX, remove_stale_temp_dirs
+from pipeline.serving.launch.local import TEMP_PREFIX
 from pipeline.serving.orchestrator import run
 
 # -- 1. a child killed mid-run ------------------------------------------------------------------
@@ -157,24 +158,17 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_write_the_logs(tmp_path, how, when)
 
 # -- the main process killed: the children must not outlive it -----------------------------------
 
-def test_children_exit_within_a_second_when_the_main_process_is_killed(tmp_path):
-    bench, run_dir, table = long_benchmark(tmp_path)
-    t_kill = time.monotonic()
-    os.kill(bench.pid, signal.SIGKILL)
-    try:
-        wait_for(lambda: not children_alive(table), 10, "the children to notice and exit",
-                 poll_s=0.01)
-        took = time.monotonic() - t_kill
-        print(f"children gone {took:.3f} s after the main process was killed")
-        assert took < 1.0
-    finally:
-        for name in children_alive(table):  # do not leave them behind if the test fails
-            os.kill(table[name]["pid"], signal.SIGKILL)
-    assert bench.wait(timeout=10) == -signal.SIGKILL
+def test_children_exit_within_a_second_when_the_main_process_is_killed(tmp_path_factory):
+    # The kill is shared with test_logs' test of requests.csv (run_helpers.killed_main).
+    km = killed_main(tmp_path_factory)
+    took = km.children_gone_s
+    print(f"children gone {took} s after the main process was killed")
+    assert took is not None, "the children were still there 10 s after the kill"
+    assert took < 1.0
+    assert km.exit_code == -signal.SIGKILL
     # The children's temporary folder outlives a main process killed -9; the next run's
     # launcher removes it.
-    stale = remove_stale_temp_dirs(bench.temp_root)
-    assert [f for f in stale if f.name.startswith(f"{TEMP_PREFIX}{bench.pid}-")], stale
+    assert [f for f in km.stale if f.name.startswith(f"{TEMP_PREFIX}{km.bench.pid}-")], km.stale
 
 
 # -- 3. bad requests fail alone -------------------------------------------------------------------

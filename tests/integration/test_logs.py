@@ -4,10 +4,8 @@ the completed rows), and a file that cannot be written at the end costs that fil
 report. Real commands and runs on the CPU (decode + the sleep test step, 16x16 clips)."""
 from __future__ import annotations
 
-import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from run_helpers import (
@@ -15,7 +13,8 @@ from run_helpers import (
     Benchmark,
     children_alive,
     clip,
-    long_benchmark,
+    csv_rows,
+    killed_main,
     make_config,
     options,
     process_table,
@@ -28,16 +27,7 @@ from run_helpers import (
 
 from pipeline.analysis.requests_csv import read_csv
 from pipeline.errors import LogsError
-from pipeline.serving.launch.local import remove_stale_temp_dirs
 from pipeline.serving.orchestrator import run
-
-
-def csv_rows(path: Path) -> int:
-    """Data rows in requests.csv as it is now (0 when missing or not a file)."""
-    try:
-        return max(0, len(path.read_text().splitlines()) - 1)
-    except OSError:
-        return 0
 
 
 def test_an_unwritable_logs_folder_stops_the_command_before_anything_starts(tmp_path):
@@ -62,22 +52,21 @@ def test_a_run_refuses_an_unwritable_logs_folder_before_starting_a_process(tmp_p
     assert time.monotonic() - t0 < 30  # no process was started and waited for
 
 
-def test_requests_csv_keeps_the_completed_rows_when_the_main_process_is_killed(tmp_path):
-    bench, run_dir, table = long_benchmark(tmp_path)
-    csv = run_dir / "requests.csv"
-    wait_for(lambda: csv_rows(csv) >= 3, 90, "three rows in requests.csv")
-    os.kill(bench.pid, signal.SIGKILL)
-    assert bench.wait(timeout=10) == -signal.SIGKILL
-    wait_for(lambda: not children_alive(table), 10, "the children to exit")
-    rows = read_csv(csv)
+def test_requests_csv_keeps_the_completed_rows_when_the_main_process_is_killed(tmp_path_factory):
+    # Killed once requests.csv holds three rows; the kill is shared with test_faults' test of the
+    # children's exit (run_helpers.killed_main).
+    km = killed_main(tmp_path_factory)
+    assert km.exit_code == -signal.SIGKILL
+    assert km.children_gone_s is not None, "the children were still there 10 s after the kill"
+    rows = read_csv(km.run_dir / "requests.csv")
     assert len(rows) >= 3
     for r in rows:  # whole rows, each a finished request with its times
         assert r["status"] == "ok" and not r["error"], r
         assert r["latency_s"] > 0 and r["done_s"] >= r["scheduled_s"], r
     assert len({r["request_id"] for r in rows}) == len(rows)
-    assert not (run_dir / "report.txt").exists()  # the end never came: only the streamed rows
+    assert not (km.run_dir / "report.txt").exists()  # the end never came: only the streamed rows
     # the children's temporary folder, which the killed main process kept
-    assert remove_stale_temp_dirs(bench.temp_root)
+    assert km.stale
 
 
 def test_a_log_file_that_cannot_be_written_at_the_end_costs_that_file_not_the_report(tmp_path):
