@@ -66,6 +66,14 @@ def continue_logs(out: Path, resume: Path | None, step: int) -> None:
                     csv.writer(f).writerows(kept)
 
 
+def _steps_in_thousands(ax) -> None:
+    """Step ticks as 5k, 10k, ...: whole step numbers run into each other on narrow panels."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
+
+
 def plot_train(csv_path: Path, png_path: Path) -> None:
     rows = read_rows(csv_path)
     if not rows:
@@ -93,6 +101,7 @@ def plot_train(csv_path: Path, png_path: Path) -> None:
     axes[2].set_xlabel("step")
     for ax in axes:
         ax.grid(alpha=0.3)
+        _steps_in_thousands(ax)
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
@@ -120,6 +129,7 @@ def plot_val(csv_path: Path, png_path: Path) -> None:
             ax.set_title(f"{clip}: {metric.upper()}")
             ax.grid(alpha=0.3)
             ax.set_xlabel("step")
+            _steps_in_thousands(ax)
         axes[0][j].legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
