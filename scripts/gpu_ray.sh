@@ -10,7 +10,11 @@
 #   bash scripts/gpu_ray.sh [OUT_DIR] [REQUESTS]     (default: $OUT, else logs/gpu-ray-<time>; 150)
 #
 # Knobs: PLACEMENTS (default "split replicated"), MIS (mean intervals, default "0 50"), RUN_ARGS
-# (more benchmark flags for every run, e.g. "--checkpoint random").
+# (more benchmark flags for every run, e.g. "--set model.checkpoint=random"). The Ray nodes pass
+# their environment to the actors: FLAVR_NCCL_PRIORITY=normal runs NCCL's streams at normal
+# priority (default high, pipeline/serving/transport/remote.py). NCCL_P2P_USE_CUDA_MEMCPY=1 (the
+# copy engines for point-to-point) stalled the split's first transfers on two H200s (NCCL
+# 2.28.9): no request completed in a minute.
 #
 # Ray must be importable: pip install ray==2.60.0 (Python 3.12 on the GPU machine: the cp312
 # manylinux2014 x86_64 wheel). Offline: from the project root on a machine with the registry,

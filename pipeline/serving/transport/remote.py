@@ -51,6 +51,7 @@ import torch
 from pipeline.clock import now
 
 NODE_ENV = "FLAVR_NODE"  # set by a launcher whose processes may live on several nodes
+NCCL_PRIORITY_ENV = "FLAVR_NCCL_PRIORITY"  # high (default) | normal: NCCL's streams' priority
 LOCAL_NODE = "local"
 
 _REQUEST_TAG, _HEADER_TAG, _DATA_TAG = 71, 72, 73  # gloo tags; NCCL orders per pair instead
@@ -70,11 +71,29 @@ def join(store_host: str, store_port: int, rank: int, world_size: int,
     process sees a GPU (its communicators are made lazily, per pair, on first use)."""
     import torch.distributed as dist
 
+    timeout = datetime.timedelta(seconds=timeout_s)
     store = dist.TCPStore(store_host, store_port, world_size=None, is_master=False,
-                          timeout=datetime.timedelta(seconds=timeout_s))
-    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+                          timeout=timeout)
+    backend, options = "gloo", None
+    if torch.cuda.is_available():
+        backend, options = "cpu:gloo,cuda:nccl", _nccl_options(timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+                            timeout=timeout, pg_options=options)
+
+
+def _nccl_options(timeout: datetime.timedelta):
+    """NCCL's streams at high priority, unless FLAVR_NCCL_PRIORITY=normal. NCCL's sends and
+    receives are kernels: at normal priority the GPU schedules their blocks behind the pending
+    blocks of the step's model kernels on the same GPU (a split's encoder keeps its GPU ~96%
+    busy), which slows the transfers the consumer then waits for. (Gloo takes no options.)"""
+    priority = os.environ.get(NCCL_PRIORITY_ENV, "high")
+    if priority not in ("high", "normal"):
+        raise ValueError(f"{NCCL_PRIORITY_ENV}={priority!r}: expected 'high' or 'normal'")
+    from torch.distributed import ProcessGroupNCCL
+
+    options = ProcessGroupNCCL.Options(is_high_priority_stream=priority == "high")
+    options._timeout = timeout  # the group's timeout, said once
+    return options
 
 
 def _joined() -> bool:
