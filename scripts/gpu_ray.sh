@@ -9,6 +9,9 @@
 #
 #   bash scripts/gpu_ray.sh [OUT_DIR] [REQUESTS]     (default: $OUT, else logs/gpu-ray-<time>; 150)
 #
+# Knobs: PLACEMENTS (default "split replicated"), MIS (mean intervals, default "0 50"), RUN_ARGS
+# (more benchmark flags for every run, e.g. "--checkpoint random").
+#
 # Ray must be importable: pip install ray==2.60.0 (Python 3.12 on the GPU machine: the cp312
 # manylinux2014 x86_64 wheel). Offline: from the project root on a machine with the registry,
 #   EXTRA_WHEELS="ray==2.60.0 msgpack protobuf click jsonschema jsonschema-specifications \
@@ -64,12 +67,14 @@ bench() {  # label, config, mean interval, extra flags...
   echo "$label: exit $? in $(( $(date +%s) - start )) s"
 }
 {
-  for mi in 0 50; do
-    # MPS off for both: Ray's actors run without it, so the local runs do too (like with like).
-    bench "split-local-mi$mi" configs/study/split.yaml "$mi" --launcher local --mps off
-    bench "split-ray-mi$mi" configs/ray/split-2nodes.yaml "$mi" --ray-address "127.0.0.1:$port"
-    bench "replicated-local-mi$mi" configs/study/replicated.yaml "$mi" --launcher local --mps off
-    bench "replicated-ray-mi$mi" configs/ray/replicated-2nodes.yaml "$mi" --ray-address "127.0.0.1:$port"
+  for mi in ${MIS:-0 50}; do
+    for placement in ${PLACEMENTS:-split replicated}; do
+      # MPS off for both: Ray's actors run without it, so the local runs do too (like with like).
+      bench "$placement-local-mi$mi" "configs/study/$placement.yaml" "$mi" --launcher local \
+        --mps off ${RUN_ARGS:-}
+      bench "$placement-ray-mi$mi" "configs/ray/$placement-2nodes.yaml" "$mi" \
+        --ray-address "127.0.0.1:$port" ${RUN_ARGS:-}
+    done
   done
 } | tee "$out/runs.txt"
 grep -h "NCCL INFO.*\(via\|Channel\)" "$out"/split-ray-*.txt | sort | uniq -c | sort -rn | head -20 \

@@ -5,6 +5,8 @@
 #   RESUME_DIR=/tmp/flavr-train/run/checkpoint bash scripts/gpu_train.sh
 #                                                     continue on the same machine (full state)
 #   RESUME_DIR=.trainckpt bash scripts/gpu_train.sh   continue from carried bf16 weights (+csv)
+#   RESUME_DIR=weights/flavr-2x.safetensors bash scripts/gpu_train.sh
+#                                                     continue from one exported weights file
 #   PART=b bash scripts/gpu_train.sh                  no training: return the other weight shards
 #   BENCH=1 bash scripts/gpu_train.sh                 the mixed-precision table (1 GPU, then 2)
 #   STAGE=1 RESUME_DIR=.trainckpt bash scripts/gpu_train.sh

@@ -136,7 +136,7 @@ def warnings(summary: dict) -> list[str]:
         why = run["mps"].removeprefix("off").lstrip(": ")
         out.append(f"{where} of this run without MPS ({why}): their CUDA contexts "
                    "time-slice the GPU (on one H200 the model ran 9% slower beside two "
-                   "decode processes); run with --mps on")
+                   "decode processes); " + _mps_advice(run))
     out += _busy_gpus(summary["gpus"])
     return out
 
@@ -164,4 +164,17 @@ def _shared_without_mps(run: dict) -> list[tuple[str, int]]:
     mps, counts = run.get("mps"), run.get("gpu_processes")
     if run.get("device_kind") != "cuda" or not isinstance(mps, str) or not mps.startswith("off"):
         return []
-    return [(g, n) for g, n in sorted((counts or {}).items(), key=lambda kv: int(kv[0])) if n > 1]
+    return [(g, n) for g, n in sorted((counts or {}).items(), key=lambda kv: _gpu_order(kv[0]))
+            if n > 1]
+
+
+def _mps_advice(run: dict) -> str:
+    if run.get("launcher") == "ray":  # Ray's actors are not MPS clients
+        return "fewer processes per GPU avoid it"
+    return "run with --mps on"
+
+
+def _gpu_order(gpu) -> tuple[str, int]:
+    """Sort key of a GPU label: an index (`1`) or a node's index (`node1:0`, Ray placements)."""
+    node, _, index = str(gpu).rpartition(":")
+    return node, int(index)

@@ -2,17 +2,21 @@
 
 The still part is a textured scene of synthetic.py frozen at t = 0; through one rectangle (the
 asked fraction of the frame's area, with the frame's aspect ratio, at a seeded place) a second
-scene is seen moving: its texture pans at a sub-pixel speed and discs cross it. Frames are rounded
-to 8 bits once, so outside the rectangle every frame is bit-identical to the first and, inside,
-nearly every pixel changes. Written losslessly (FFV1 holding RGB in .mkv) a decoded clip keeps
-exactly that; through a lossy codec (H.264) the still part flickers by a few levels, which a
-change threshold must absorb (`still_noise` measures by how much).
+scene is seen moving like a camera pan over detail: its texture pans 3 pixels per frame, with no
+wavelength over 32 pixels, and discs cross it. So inside the rectangle every 8x8 block changes,
+from frame to frame, by more than change-based inference's default threshold absorbs (a slow
+sub-pixel pan of a smooth texture would leave most blocks under it, and "100% moving" would not
+be). Frames are rounded to 8 bits once, so outside the rectangle every frame is bit-identical to
+the first. Written losslessly (FFV1 holding RGB in .mkv) a decoded clip keeps exactly that;
+through a lossy codec (H.264) the still part flickers by a few levels, which a change threshold
+must absorb (`still_noise` measures by how much).
 
     python -m pipeline.media.moving_fraction OUT.mkv --fraction 0.1 --width 768 --height 576
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -26,6 +30,10 @@ import torch
 from pipeline.media.decode import resize
 from pipeline.media.encode import VideoWriter
 from pipeline.media.synthetic import make_scene, render
+
+PAN_PX_PER_FRAME = 3.0  # the moving scene's pan: 72 px/s at 24 fps
+MAX_WAVELENGTH_PX = 32.0  # its texture's coarsest detail
+SCENE_VERSION = "pan3-wl32"  # names the moving scene in cached clips' parameters
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,19 @@ def moving_region(height: int, width: int, fraction: float, seed: int = 0) -> Re
     return Region(int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w)
 
 
+def moving_scene(width: int, height: int, frames: int, seed: int) -> list:
+    """synthetic.py's scene with its background panning PAN_PX_PER_FRAME pixels per frame (in its
+    own direction) and its texture scaled so that no wavelength exceeds MAX_WAVELENGTH_PX."""
+    background, *discs = make_scene(width, height, frames, seed)
+    longest = float((1.0 / np.linalg.norm(background.freqs, axis=-1)).max())
+    velocity = np.asarray(background.velocity)
+    velocity = velocity / np.linalg.norm(velocity) * PAN_PX_PER_FRAME
+    background = dataclasses.replace(
+        background, freqs=background.freqs * max(1.0, longest / MAX_WAVELENGTH_PX),
+        velocity=(float(velocity[0]), float(velocity[1])))
+    return [background, *discs]
+
+
 def render_clip(height: int, width: int, frames: int, fraction: float, seed: int = 0
                 ) -> tuple[np.ndarray, Region]:
     """(frames, H, W, 3) uint8 RGB with `fraction` of the frame moving, and where it moves."""
@@ -58,7 +79,7 @@ def render_clip(height: int, width: int, frames: int, fraction: float, seed: int
         raise ValueError(f"need frames, height and width >= 1, got {frames}, {height}, {width}")
     region = moving_region(height, width, fraction, seed)
     still = render(make_scene(width, height, frames, seed), 0.0, width, height)
-    moving = make_scene(region.width, region.height, frames, seed + 1)
+    moving = moving_scene(region.width, region.height, frames, seed + 1)
     out = np.empty((frames, height, width, 3), dtype=np.uint8)
     still_u8 = (still * 255.0).round().astype(np.uint8)
     for t in range(frames):

@@ -159,7 +159,9 @@ def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int,
     stamp = folder / "params.json"
     params = dict(width=width, height=height, frames=frames, fps=fps, codec=codec, seed=seed)
     if moving_fraction is not None:
-        params["moving_fraction"] = moving_fraction
+        from pipeline.media.moving_fraction import SCENE_VERSION
+
+        params.update(moving_fraction=moving_fraction, moving_scene=SCENE_VERSION)
     if stamp.exists() and json.loads(stamp.read_text()) == params and all(
             p.exists() and p.stat().st_size > 0 for p in paths):
         return paths

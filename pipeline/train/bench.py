@@ -31,7 +31,7 @@ from pipeline.train.model import (
     build_train_model,
     make_optimizer,
     parallelize,
-    set_matmul_precision,
+    set_backend_flags,
     train_step,
 )
 from pipeline.train.render import render_batch
@@ -78,7 +78,7 @@ def measure(mode: str, batch: int, crop: int, factor: int, warmup: int, steps: i
     opts = parse_mode(mode)
     dev = d.device
     row = {"mode": mode, "batch": batch, "crop": crop, "gpus": d.world, **opts}
-    set_matmul_precision(opts["precision"])
+    set_backend_flags(opts["precision"])
     net = optimizer = None
     try:
         if dev.type == "cuda":

@@ -73,6 +73,14 @@ class SyntheticSection:
     camera_speed: float = setting(
         3.0, ge=0.0, le=64.0, doc="largest camera pan speed, pixels per frame"
     )
+    still_camera: float = setting(
+        0.0, ge=0.0, le=1.0, doc="share of samples whose camera does not move (a fixed camera: "
+        "only the layers move, the background is the same in every frame)"
+    )
+    noise: float = setting(
+        0.0, ge=0.0, le=32.0, doc="largest sensor noise, 8-bit levels: each sample draws a "
+        "standard deviation up to this, and every frame gets noise of its own"
+    )
     rotation_deg: float = setting(1.0, ge=0.0, le=30.0, doc="largest rotation per frame, degrees")
     zoom: float = setting(0.01, ge=0.0, le=0.2, doc="largest relative zoom per frame")
     accel: float = setting(

@@ -31,7 +31,7 @@ from pipeline.train.model import (
     make_optimizer,
     make_schedule,
     parallelize,
-    set_matmul_precision,
+    set_backend_flags,
     train_step,
 )
 
@@ -73,7 +73,7 @@ class Trainer:
         self.d: Dist = setup(cfg.train.device)
         t = cfg.train
         self.log = print if self.d.main else (lambda *a, **k: None)
-        set_matmul_precision(t.precision)
+        set_backend_flags(t.precision)
         torch.manual_seed(t.seed + self.d.rank)
         np.random.seed((t.seed + self.d.rank) % 2 ** 32)
         random.seed(t.seed + self.d.rank)

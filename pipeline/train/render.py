@@ -3,7 +3,10 @@
 A sample is a background photo under a moving camera (pan, rotation, zoom, with acceleration)
 and 2-4 layers cut from other photos by soft-edged irregular masks, each moving with its own
 sub-pixel affine motion and occluding what lies below. The motion is known exactly at every real
-time, so the frames between the inputs are as true as the inputs themselves.
+time, so the frames between the inputs are as true as the inputs themselves. A share of samples
+(`still_camera`) keeps the camera fixed, as video analytics' cameras are: the model must then
+give back static texture as it is, which a moving camera never asks of it. Optional sensor
+noise (`noise`) differs from frame to frame, targets included, as in real footage.
 
 Each source (background or layer) is one `grid_sample` call: the T time steps are stacked along
 the output's height, so the photo is read once per sample and never copied T times.
@@ -131,6 +134,10 @@ def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
 
     camera = _motion(draw, batch, crop, cfg.camera_speed, cfg.rotation_deg, cfg.zoom,
                      cfg.accel, spin0=math.radians(5), spread=0.0)
+    if cfg.still_camera > 0:  # drawn only when asked: configs without it replay as before
+        moving = (draw.uniform((batch,), 0.0, 1.0) >= cfg.still_camera).float()
+        for key in ("vel", "acc", "spin", "zoom"):
+            camera[key] = camera[key] * moving.view(-1, *[1] * (camera[key].dim() - 1))
     out, _ = source(0, camera)
     for k in range(1, n_sources):
         m = _motion(draw, batch, crop, cfg.layer_speed, cfg.rotation_deg, cfg.zoom,
@@ -139,4 +146,8 @@ def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
         mask = _blob_mask(draw, local, crop, tuple(cfg.layer_size), cfg.edge_px)
         mask = mask * (k <= layers).to(mask.dtype).view(batch, 1, 1, 1, 1)  # 2-4 layers each
         out = torch.lerp(out, tex, mask)
+    if cfg.noise > 0:
+        sigma = draw.uniform((batch, 1, 1, 1, 1), 0.0, cfg.noise / 255.0)
+        noise = torch.randn(out.shape, generator=gen, device=dev, dtype=out.dtype)
+        out = out.add_(noise.mul_(sigma)).clamp_(0.0, 1.0)
     return out.mul_(255).round_().div_(255)

@@ -16,14 +16,15 @@ from pipeline.serving.orchestrator import RunOptions, run
 SIZE = 16  # frames are 16x16: the model's full graph (its deepest maps 2x2), quick on 2 cores
 
 
-def make_config(tmp_path: Path, steps: list[dict], name: str = "t", **over) -> object:
+def make_config(tmp_path: Path, steps: list[dict], name: str = "t", size: int = SIZE,
+                **over) -> object:
     cfg = {
         "name": name,
         "device": "cpu",
-        "videos": {"synthetic": {"count": 2, "width": SIZE, "height": SIZE, "frames": 6,
+        "videos": {"synthetic": {"count": 2, "width": size, "height": size, "frames": 6,
                                  "fps": 24, "codec": "vp9", "seed": 1}},
         "frames_per_request": 4,
-        "model": {"factor": 2, "precision": "fp32", "resolution": [SIZE, SIZE]},
+        "model": {"factor": 2, "precision": "fp32", "resolution": [size, size]},
         "pipeline": steps,
     }
     cfg.update(over)
@@ -197,7 +198,8 @@ def test_check_outputs_fails_requests_whose_frames_hold_nan(tmp_path):
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
     ckpt = save_checkpoint(model, tmp_path / "nan.pth")
-    cfg = make_config(tmp_path, WHOLE, name="nan")
+    # 32x32: the model is slower than decode, so requests queue and batches of 2 form.
+    cfg = make_config(tmp_path, WHOLE, name="nan", size=32)
     d = config_to_dict(cfg)
     d["model"]["checkpoint"] = str(ckpt)
     result = run(config_from_dict(d), options(tmp_path, videos=4, batch=2, mean_interval_ms=0,

@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+from models.flavr.change_based import ChangeConfig
+from models.flavr.tiles import block_change
 from pipeline.analysis.fidelity import fidelity
 from pipeline.media.moving_fraction import read_frames, render_clip, write_lossless
 
@@ -21,6 +23,17 @@ def test_a_lossless_clip_moves_on_the_asked_fraction_of_its_pixels_and_nowhere_e
     inside = region.mask(H, W)
     assert not (changed & ~inside).any()  # the still part is bit-identical in every frame
     assert changed.sum() / (H * W) == pytest.approx(fraction, rel=0.03)  # rectangle rounding
+
+
+def test_a_fully_moving_clip_changes_every_block_beyond_the_default_threshold():
+    # "100% moving" must make change-based inference compute the whole frame, or its
+    # throughput there says nothing about its worst case.
+    frames, _ = render_clip(128, 192, 8, 1.0, seed=3)
+    clip = torch.from_numpy(frames).permute(3, 0, 1, 2).float()[None] / 255.0  # (1, 3, T, H, W)
+    threshold = ChangeConfig().threshold
+    for start in range(8 - 3):
+        change = block_change(clip[:, :, start:start + 4])
+        assert change.min().item() > threshold, f"window at frame {start}"
 
 
 def test_fidelity_is_the_psnr_of_a_known_difference_and_the_share_of_tiles_computed():

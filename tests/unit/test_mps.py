@@ -443,3 +443,12 @@ def test_a_cpu_run_records_that_mps_was_off_and_why(tmp_path):
     assert saved["run"]["mps"] == state
     assert json.loads((result.run_dir / "run.json").read_text())["mps"] == state
     assert summary_from_run_dir(result.run_dir) == saved
+
+
+def test_gpus_named_by_node_sort_and_warn():
+    # Ray placements key their GPUs by node ("gpuA:0"); the warning must not trip over the name.
+    s = gpu_run(mps="off: the ray launcher's processes run without MPS", launcher="ray",
+                gpu_processes={"gpuB:0": 2, "gpuA:0": 3, "gpuA:1": 1})
+    [w] = mps_warnings(s)
+    assert w.startswith("GPU gpuA:0 hosted 3 processes, GPU gpuB:0 hosted 2 processes")
+    assert w.endswith("fewer processes per GPU avoid it") and "--mps on" not in w

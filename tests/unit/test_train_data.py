@@ -99,3 +99,22 @@ def test_synthetic_samples_move_and_the_sampler_state_replays_exactly(built):
     data.load_state_dict(state)
     again, again_t = data.next_batch(2)
     assert torch.equal(inputs, again) and torch.equal(targets, again_t)
+
+
+def _render(**synthetic):
+    from pipeline.train.config import SyntheticSection
+    from pipeline.train.render import render_batch
+
+    photos = torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    cfg = SyntheticSection(**{"layers_min": 0, "layers_max": 0, **synthetic})
+    return render_batch(photos, 4, 7, 32, cfg, torch.Generator().manual_seed(2))
+
+
+def test_a_still_camera_gives_the_same_background_in_every_frame_and_noise_differs_per_frame():
+    moving = _render()
+    assert (moving[:, :, 0] - moving[:, :, -1]).abs().amax(dim=(1, 2, 3)).min() > 0  # all pan
+    still = _render(still_camera=1.0)
+    assert torch.equal(still, still[:, :, :1].expand_as(still))
+    noisy = _render(still_camera=1.0, noise=4.0)
+    diff = (noisy[:, :, 0] - noisy[:, :, 1]).abs().mean() * 255
+    assert 0.1 < diff < 8  # up to 4 levels of noise per frame, independent between frames

@@ -65,11 +65,12 @@ class InputGather:
         for item in items:
             reader = self.readers[item.pool_id]
             if reader.remote:  # from another node: pulled into this consumer's own buffers
-                dst, copy, exposure = reader.receive(item, self.stream, self.recv_stream)
-                timers.append(copy)
+                dst, copies, exposure, landed = reader.receive(item, self.stream,
+                                                               self.recv_stream)
+                timers += copies
                 exposed.append(exposure)
                 parts.append(dst)
-                ready.append(copy[1] if cuda else None)
+                ready.append(landed)
                 continue
             src = reader.tensors(item)
             if not cuda or reader.same_device:

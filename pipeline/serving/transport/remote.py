@@ -5,9 +5,10 @@ Within a node slots stay where they are (CUDA IPC, memory files: slots.py). Acro
 works, so the run's processes form one torch.distributed process group (the Ray launcher joins
 every actor to it at start-up, rendezvous through a TCP store on the main process's node) and a
 consumer *pulls*: the replica that dequeued an item sends its producer a small request (pool,
-slot, how many elements of each buffer), the producer's pull-server thread waits until the slot's
-writes are complete, answers with a header (the moment the data was ready, on the run's clock)
-and sends the buffers; the consumer receives them into buffers of its own, one set per producer
+slot, how many elements of each buffer), the producer's pull-server thread answers with a header
+and sends the buffers group by group, each group as soon as the producer's event for it has
+completed (as the local peer copies do: a split's early stages cross while the producer still
+computes its later ones); the consumer receives them into buffers of its own, one set per producer
 slot (a producer slot is not handed out again before this consumer gives it back, so its mirror
 is free whenever it arrives again). Point-to-point needs matched send/recv: the pull makes the
 consumer known before anything is sent, whatever replica of a global queue took the item.
@@ -25,11 +26,18 @@ Measured on the CPU (2-core CI machine, two Ray nodes on one host, scripts/ray_t
 gloo send/recv moved 0.25 to 16 MB 3 to 7 times faster than the object store (2.1 ms against
 7.0 ms for 0.25 MB, 13 ms against 91 ms for 16 MB); docs/ray.md has the table.
 
-Timing, as for peer copies: `copy` is the receive itself; `exposed` runs from the moment the
-consumer could have started (the producer's data ready *and* the consumer free) to the last byte.
-On a GPU the receive runs on a stream of its own, so it overlaps the consumer's earlier work;
-exposed = end - max(consumer free, receive start), from CUDA events on the consumer's GPU. On the
-CPU the consumer is free when it asks; exposed = landed - max(asked, producer's data ready).
+Timing, as for peer copies: `copy` is the time the transfers kept the link busy; `exposed` runs
+from the moment the consumer could have started (the producer's data ready *and* the consumer
+free) to the last byte. On a GPU the receives run on a stream of their own, so they overlap the
+consumer's earlier work. A receive posted before its data is ready waits inside NCCL, which is
+neither link time nor hand-off: so before each group's buffers the producer sends a one-byte
+marker once that group is ready, and the consumer's clock for the group starts when the marker
+lands. copy = the sum over groups of marker landed -> group landed; exposed = last byte - max
+(consumer free, last group's marker landed), from CUDA events on the consumer's GPU. (An earlier
+group still in flight when the last one is ready is inside neither: the early groups are the
+large ones and cross during the producer's later stages.) On the CPU, where the producer's
+writes are complete when it serves, a header says when the data was ready and the consumer is
+free when it asks; exposed = landed - max(asked, producer's data ready).
 """
 from __future__ import annotations
 
@@ -109,24 +117,36 @@ def _serve_forever() -> None:
             asker = dist.recv(request, src=None, tag=_REQUEST_TAG)
             key, slot, wants_cuda, n = (int(v) for v in request[:4])
             pool = _pools[key]
-            if pool.is_cuda:
+            counts = dict(zip(_names(pool.groups), request[4:4 + n].tolist()))
+            if pool.is_cuda and wants_cuda:
                 if send_stream is None:
                     torch.cuda.set_device(pool.device)  # the current device is per thread
                     send_stream = torch.cuda.Stream(pool.device)
-                pool.events[slot][-1].synchronize()  # the producer's writes are done
-            dist.send(torch.tensor([now()], dtype=torch.float64), dst=asker, tag=_HEADER_TAG)
-            for name, count in zip(pool.spec, request[4:4 + n].tolist()):
-                if count == 0:
-                    continue
-                flat = pool.slots[slot][name][:count]
-                if pool.is_cuda and wants_cuda:
+                    marker = torch.ones(1, dtype=torch.uint8, device=pool.device)
+                dist.send(torch.tensor([now()], dtype=torch.float64), dst=asker, tag=_HEADER_TAG)
+                for g, names in enumerate(pool.groups):
+                    pool.events[slot][g].synchronize()  # this group's writes are done
                     with torch.cuda.stream(send_stream):
-                        dist.send(flat, dst=asker)
-                    continue
-                dist.send(flat.cpu() if pool.is_cuda else flat, dst=asker, tag=_DATA_TAG)
+                        dist.send(marker, dst=asker)
+                        for name in names:
+                            if counts[name]:
+                                dist.send(pool.slots[slot][name][:counts[name]], dst=asker)
+                continue
+            if pool.is_cuda:  # to a CPU consumer, through host memory
+                pool.events[slot][-1].synchronize()
+            dist.send(torch.tensor([now()], dtype=torch.float64), dst=asker, tag=_HEADER_TAG)
+            for name in _names(pool.groups):
+                if counts[name]:
+                    flat = pool.slots[slot][name][:counts[name]]
+                    dist.send(flat.cpu() if pool.is_cuda else flat, dst=asker, tag=_DATA_TAG)
     except Exception as exc:  # a peer gone: the launcher names the dead process
         print(f"pull server of rank {dist.get_rank()} stopped: {type(exc).__name__}: {exc}",
               file=sys.stderr)
+
+
+def _names(groups) -> list[str]:
+    """Tensor names in the order they cross: group by group, as the producer writes them."""
+    return [name for group in groups for name in group]
 
 
 # -- the consumer's side ----------------------------------------------------------------------
@@ -176,7 +196,8 @@ class RemotePoolReader:
         self.pool_id = handle.pool_id
         self.rank, self.key = handle.rank, handle.serve_key
         self.specs = handle.specs
-        self.names = list(handle.specs)
+        self.groups = [tuple(g) for g in handle.groups]
+        self.names = _names(self.groups)
         if len(self.names) > _MAX_NAMES:
             raise ValueError(f"pool '{handle.pool_id}' has {len(self.names)} tensors; a pull "
                              f"names at most {_MAX_NAMES}")
@@ -186,6 +207,7 @@ class RemotePoolReader:
         self.device = device
         self.cuda = device.type == "cuda" and self.src_device.type == "cuda"
         self.mirrors: dict[int, dict[str, torch.Tensor]] = {}  # producer slot -> own buffers
+        self.marker = torch.empty(1, dtype=torch.uint8, device=device) if self.cuda else None
 
     def _mirror(self, slot: int) -> dict[str, torch.Tensor]:
         if slot not in self.mirrors:
@@ -208,41 +230,55 @@ class RemotePoolReader:
         self._counts = counts
         return float(header[0])
 
-    def _receive_into(self, buffers) -> None:
+    def _receive_into(self, buffers) -> list:
+        """Receive every buffer, group by group; on a GPU (call with the receive stream
+        current) each group after its marker, returning (marker landed, group landed) CUDA
+        event pairs per group."""
         import torch.distributed as dist
 
-        for name, count in zip(self.names, self._counts):
-            if count:
-                if self.cuda:
-                    dist.recv(buffers[name][:count], src=self.rank)
-                else:
-                    dist.recv(buffers[name][:count], src=self.rank, tag=_DATA_TAG)
+        counts = dict(zip(self.names, self._counts))
+        if not self.cuda:
+            for name in self.names:
+                if counts[name]:
+                    dist.recv(buffers[name][:counts[name]], src=self.rank, tag=_DATA_TAG)
+            return []
+        spans = []
+        for names in self.groups:
+            dist.recv(self.marker, src=self.rank)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for name in names:
+                if counts[name]:
+                    dist.recv(buffers[name][:counts[name]], src=self.rank)
+            end.record()
+            spans.append((start, end))
+        return spans
 
     def receive(self, item, stream, recv_stream):
-        """Pull `item` onto this consumer: (tensors, copy timer, exposed timer). On a GPU the
-        receive is queued on `recv_stream` and `stream` waits for it; call with `stream` current."""
+        """Pull `item` onto this consumer: (tensors, copy timers, exposed timer, landed event or
+        None). On a GPU the receives are queued on `recv_stream` and `stream` waits for them;
+        call with `stream` current."""
         buffers = self._mirror(item.slot)
         if self.cuda:
             free = torch.cuda.Event(enable_timing=True)
             free.record(stream)  # where the consumer's own work stands
             self._ask(item)
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
             with torch.cuda.stream(recv_stream):
-                start.record(recv_stream)
-                self._receive_into(buffers)
-                end.record(recv_stream)
+                copies = self._receive_into(buffers)
+            last_start, end = copies[-1]
             stream.wait_event(end)
-            copy, exposed = (start, end), LaterStart(free, start, end)
+            exposed, landed = LaterStart(free, last_start, end), end
         else:
             asked = now()  # a CPU consumer computes synchronously: it is free now
             ready = self._ask(item)
             began = now()
             self._receive_into(buffers)
-            landed = now()
-            copy, exposed = HostSpan(landed - began), HostSpan(landed - max(asked, ready))
+            done = now()
+            copies, exposed = [HostSpan(done - began)], HostSpan(done - max(asked, ready))
+            landed = None
         views = {k: buffers[k].as_strided(*item.layout[k]) for k in item.layout}
-        return views, copy, exposed
+        return views, copies, exposed, landed
 
     def tensors(self, item) -> dict[str, torch.Tensor]:
         """The item's tensors on this process (pulled now, on the host)."""
