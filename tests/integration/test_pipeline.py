@@ -110,17 +110,8 @@ def test_split_output_equals_whole_output_exactly(shared_run):
         assert torch.equal(outs["whole"][key], outs["split"][key]), key
 
 
-@pytest.fixture(scope="module")
-def bulk_run(tmp_path_factory):
-    """Ten warm-ups, then ten measured requests, all due at once within their phase, through the
-    whole model batching up to four requests per call: read by the batching and warm-up tests."""
-    tmp = tmp_path_factory.mktemp("bulk")
-    return run(make_config(tmp, WHOLE), options(tmp, batch=4, videos=10, warmup=10,
-                                                mean_interval_ms=0))
-
-
-def test_batching_groups_queued_requests_into_one_model_call(bulk_run):
-    result = bulk_run
+def test_batching_groups_queued_requests_into_one_model_call(tmp_path):
+    result = run(make_config(tmp_path, WHOLE), options(tmp_path, batch=4, videos=8, mean_interval_ms=0))
     assert result.error is None, result.error
     assert all(r["status"] == "ok" for r in result.rows)
     assert max(r["flavr.batch"] for r in result.rows) > 1
@@ -251,9 +242,10 @@ def test_a_fast_request_is_not_stamped_behind_a_slow_one_on_another_replica(tmp_
         assert r.done_s < slow.done_s, (r, slow)
 
 
-def test_warm_ups_finish_before_the_measured_schedule_starts(bulk_run):
+def test_warm_ups_finish_before_the_measured_schedule_starts(tmp_path):
     # Bulk: ten warm-ups and ten measured requests, all due at once within their phase.
-    result = bulk_run
+    result = run(make_config(tmp_path, WHOLE), options(tmp_path, videos=10, warmup=10,
+                                                      mean_interval_ms=0))
     assert result.error is None, result.error
     rows = read_rows(result.run_dir / "requests.csv")
     warm = [r for r in rows if r.warmup]
