@@ -111,7 +111,9 @@ def test_split_output_equals_whole_output_exactly(shared_run):
 
 
 def test_batching_groups_queued_requests_into_one_model_call(tmp_path):
-    result = run(make_config(tmp_path, WHOLE), options(tmp_path, batch=4, videos=8, mean_interval_ms=0))
+    # 32x32: the model is slower than decode, so requests queue and batches form.
+    result = run(make_config(tmp_path, WHOLE, size=32),
+                 options(tmp_path, batch=4, videos=8, mean_interval_ms=0))
     assert result.error is None, result.error
     assert all(r["status"] == "ok" for r in result.rows)
     assert max(r["flavr.batch"] for r in result.rows) > 1

@@ -34,6 +34,17 @@ def weights(folder: Path) -> dict:
     return ckpt.load_sharded(folder, "model")[0]
 
 
+@pytest.fixture(scope="module")
+def stopped_at_2(dataset, tmp_path_factory):
+    """A 4-step run stopped after step 2, its full checkpoint and bf16 weights written there:
+    shared by the tests that resume, export or load from such a run and leave it as it is (each
+    training run costs seconds of steps on the CPU and writes ~0.5 GB of checkpoint)."""
+    cfg = tiny_config(dataset, train={"steps": 4, "log_every": 1}, data={"val_clips": []})
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    assert train(cfg, out, stop_at=2) == 0
+    return cfg, out
+
+
 def test_a_few_steps_on_fixed_data_lower_the_loss(dataset):
     torch.manual_seed(0)
     cfg = tiny_config(dataset, data={"real_fraction": 0.5, "crop": 64})
@@ -44,24 +55,22 @@ def test_a_few_steps_on_fixed_data_lower_the_loss(dataset):
     assert sum(losses[-3:]) / 3 < 0.85 * losses[0], losses
 
 
-def test_resuming_gives_the_same_weights_as_not_stopping(dataset, tmp_path):
-    cfg = tiny_config(dataset, train={"steps": 4, "log_every": 1}, data={"val_clips": []})
+def test_resuming_gives_the_same_weights_as_not_stopping(stopped_at_2, tmp_path):
+    cfg, piece = stopped_at_2
     assert train(cfg, tmp_path / "whole") == 0
-    assert train(cfg, tmp_path / "piece", stop_at=2) == 0
-    assert ckpt.is_full(tmp_path / "piece" / "checkpoint")
-    assert train(cfg, tmp_path / "rest", resume=tmp_path / "piece" / "checkpoint") == 0
+    assert ckpt.is_full(piece / "checkpoint")
+    assert train(cfg, tmp_path / "rest", resume=piece / "checkpoint") == 0
     whole, rest = weights(tmp_path / "whole" / "checkpoint"), weights(tmp_path / "rest" / "checkpoint")
     assert whole.keys() == rest.keys()
     assert all(torch.equal(whole[k], rest[k]) for k in whole)
-    assert not all(torch.equal(whole[k], weights(tmp_path / "piece" / "checkpoint")[k]) for k in whole)
+    assert not all(torch.equal(whole[k], weights(piece / "checkpoint")[k]) for k in whole)
     with open(tmp_path / "rest" / "train.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [3, 4]
 
 
-def test_a_weights_only_folder_resumes_at_its_step_with_fresh_moments(dataset, tmp_path):
-    cfg = tiny_config(dataset, train={"steps": 4}, data={"val_clips": []})
-    assert train(cfg, tmp_path / "a", stop_at=2) == 0
-    bf16 = tmp_path / "a" / "weights"
+def test_a_weights_only_folder_resumes_at_its_step_with_fresh_moments(stopped_at_2, tmp_path):
+    cfg, a = stopped_at_2
+    bf16 = a / "weights"
     assert not ckpt.is_full(bf16) and len(list(bf16.glob("model-*.safetensors"))) >= 1
     with pytest.warns(UserWarning, match="weights only"):
         trainer = Trainer(cfg, tmp_path / "b", resume=bf16)
@@ -77,25 +86,23 @@ def test_a_weights_only_folder_resumes_at_its_step_with_fresh_moments(dataset, t
         trainer.close()
 
 
-def test_export_writes_one_file_the_model_loader_reads(dataset, tmp_path):
-    cfg = tiny_config(dataset, train={"steps": 2}, data={"val_clips": []})
-    assert train(cfg, tmp_path / "run") == 0
-    out = ckpt.export(tmp_path / "run" / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
+def test_export_writes_one_file_the_model_loader_reads(stopped_at_2, tmp_path):
+    _, run = stopped_at_2
+    out = ckpt.export(run / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
     model = build_model(checkpoint=out)
-    trained = weights(tmp_path / "run" / "checkpoint")
+    trained = weights(run / "checkpoint")
     assert model.config.factor == 2
     assert all(torch.equal(v, trained[k].to(torch.bfloat16).float()) for k, v in model.state_dict().items())
 
 
-def test_an_exported_weights_file_resumes_at_its_step(dataset, tmp_path):
+def test_an_exported_weights_file_resumes_at_its_step(stopped_at_2, tmp_path):
     # How training continues from the shipped weights/flavr-2x.safetensors.
-    cfg = tiny_config(dataset, train={"steps": 4}, data={"val_clips": []})
-    assert train(cfg, tmp_path / "a", stop_at=3) == 0
-    exported = ckpt.export(tmp_path / "a" / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
+    cfg, a = stopped_at_2
+    exported = ckpt.export(a / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
     with pytest.warns(UserWarning, match="weights only"):
         trainer = Trainer(cfg, tmp_path / "b", resume=exported)
     try:
-        assert trainer.step == 3 and not trainer.optimizer.state
+        assert trainer.step == 2 and not trainer.optimizer.state
         saved = build_model(checkpoint=exported).state_dict()
         assert all(torch.equal(v, saved[k]) for k, v in trainer.flavr.state_dict().items())
         assert trainer.run() == 0 and trainer.step == 4

@@ -81,13 +81,15 @@ def cpu_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("model_bench") / "bench.json"
     md = out.with_suffix(".md")
     cmd = [sys.executable, "benchmark.py", "--model-only", "--device", "cpu", "--sizes", "16x16",
-           "--iters", "2", "--warmup", "1", "--stage-iters", "1", "--batch", "1",
+           "--iters", "2", "--warmup", "1", "--stage-iters", "2", "--batch", "1",
            "--modes", "original,fast", "--out", str(out), "--markdown", str(md)]
     # One thread: on a busy shared CPU, OpenMP threads waiting for each other at every op make
     # wall times swing by several times; a single thread slows down evenly instead. Few calls:
     # a CPU without bf16 instructions runs the bf16 "fast" mode ~40x slower than fp32. 16x16
     # frames: the whole model still runs every stage (its smallest maps are 2x2), and each bf16
-    # call costs a quarter of one at 32x32 (the run took ~9 s instead of ~38 s on two cores).
+    # call costs a quarter of one at 32x32 (the run took ~10 s instead of ~38 s on two cores).
+    # An fp32 call is then ~60 ms, which a busy CPU can easily double: the stage-by-stage sum is
+    # the fastest of two passes, as the call time is the fastest of two calls.
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
