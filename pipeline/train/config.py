@@ -81,6 +81,13 @@ class SyntheticSection:
         0.0, ge=0.0, le=32.0, doc="largest sensor noise, 8-bit levels: each sample draws a "
         "standard deviation up to this, and every frame gets noise of its own"
     )
+    sway: float = setting(
+        0.0, ge=0.0, le=1.0, doc="share of samples whose background sways in place, bending "
+        "smoothly and unevenly back and forth (foliage, water), not moving as one piece"
+    )
+    sway_px: float = setting(
+        2.0, ge=0.0, le=16.0, doc="largest amplitude of the sway, pixels"
+    )
     rotation_deg: float = setting(1.0, ge=0.0, le=30.0, doc="largest rotation per frame, degrees")
     zoom: float = setting(0.01, ge=0.0, le=0.2, doc="largest relative zoom per frame")
     accel: float = setting(

@@ -5,8 +5,10 @@ and 2-4 layers cut from other photos by soft-edged irregular masks, each moving 
 sub-pixel affine motion and occluding what lies below. The motion is known exactly at every real
 time, so the frames between the inputs are as true as the inputs themselves. A share of samples
 (`still_camera`) keeps the camera fixed, as video analytics' cameras are: the model must then
-give back static texture as it is, which a moving camera never asks of it. Optional sensor
-noise (`noise`) differs from frame to frame, targets included, as in real footage.
+give back static texture as it is, which a moving camera never asks of it. Another share
+(`sway`) bends the background in place, unevenly and back and forth, as foliage and water do:
+motion that is neither rigid nor steady. Optional sensor noise (`noise`) differs from frame to
+frame, targets included, as in real footage.
 
 Each source (background or layer) is one `grid_sample` call: the T time steps are stacked along
 the output's height, so the photo is read once per sample and never copied T times.
@@ -109,6 +111,25 @@ def _blob_mask(draw: _Draw, local: torch.Tensor, crop: int, size: tuple[float, f
     return ((boundary - rho) * radius_px / edge_px + 0.5).clamp_(0, 1).unsqueeze(1)
 
 
+def _sway(draw: _Draw, batch: int, times: torch.Tensor, crop: int, amplitude: float,
+          on: torch.Tensor) -> torch.Tensor:
+    """A smooth displacement that oscillates in time, differently at every place, in output
+    pixels: (B, T, H, W, 2), zero for samples where `on` is 0. d(q, t) = a(q) sin(wt) +
+    b(q) cos(wt), with a and b random vectors on a coarse grid, bilinearly upsampled (smooth in
+    space), and w a per-sample frequency of 0.2 to 0.8 radians per frame (up to ~1.6 px/frame at
+    2 px)."""
+    grid = 6
+    a, b = (draw.in_disc((batch, grid, grid), amplitude / math.sqrt(2)).permute(0, 3, 1, 2)
+            for _ in range(2))
+    a, b = (F.interpolate(f, size=(crop, crop), mode="bilinear", align_corners=False)
+            for f in (a, b))                                                  # (B, 2, H, W)
+    w = draw.uniform((batch,), 0.2, 0.8)
+    phase = w[:, None] * times[None]                                          # (B, T)
+    d = (a[:, None] * phase.sin()[..., None, None, None]
+         + b[:, None] * phase.cos()[..., None, None, None])                   # (B, T, 2, H, W)
+    return d.permute(0, 1, 3, 4, 2) * on.view(batch, 1, 1, 1, 1)
+
+
 def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
                  cfg: SyntheticSection, gen: torch.Generator) -> torch.Tensor:
     """`batch` synthetic clips of `frames` frames, (B, 3, T, crop, crop) float in [0, 1] on the
@@ -123,13 +144,15 @@ def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
     layers = torch.randint(cfg.layers_min, cfg.layers_max + 1, (batch,), generator=gen, device=dev)
     scale_lo, scale_hi = cfg.source_scale
 
-    def source(k: int, m: dict) -> torch.Tensor:
+    def source(k: int, m: dict, bend: torch.Tensor | None = None) -> torch.Tensor:
         scale = draw.log_uniform((batch,), scale_lo, scale_hi)
         # Centre the look-up where the crop's footprint fits inside the photo (if it can).
         lo = torch.stack([(scale * crop / 2).clamp(max=wp / 2), (scale * crop / 2).clamp(max=hp / 2)], -1)
         size = torch.stack([torch.full_like(scale, wp), torch.full_like(scale, hp)], -1)
         centre = lo + (size - 2 * lo) * draw.uniform((batch, 2), 0.0, 1.0)
         local = _local_coords(m, times, crop)
+        if bend is not None:
+            local = local + bend
         return _sample_photo(photos, idx[k], local, scale, centre), local
 
     camera = _motion(draw, batch, crop, cfg.camera_speed, cfg.rotation_deg, cfg.zoom,
@@ -138,7 +161,11 @@ def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
         moving = (draw.uniform((batch,), 0.0, 1.0) >= cfg.still_camera).float()
         for key in ("vel", "acc", "spin", "zoom"):
             camera[key] = camera[key] * moving.view(-1, *[1] * (camera[key].dim() - 1))
-    out, _ = source(0, camera)
+    bend = None
+    if cfg.sway > 0:  # drawn only when asked, as above
+        swaying = (draw.uniform((batch,), 0.0, 1.0) < cfg.sway).float()
+        bend = _sway(draw, batch, times, crop, cfg.sway_px, swaying)
+    out, _ = source(0, camera, bend)
     for k in range(1, n_sources):
         m = _motion(draw, batch, crop, cfg.layer_speed, cfg.rotation_deg, cfg.zoom,
                     cfg.accel, spin0=math.pi, spread=0.35)

@@ -105,7 +105,7 @@ def _render(**synthetic):
     from pipeline.train.config import SyntheticSection
     from pipeline.train.render import render_batch
 
-    photos = torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    photos = (torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255).round()
     cfg = SyntheticSection(**{"layers_min": 0, "layers_max": 0, **synthetic})
     return render_batch(photos, 4, 7, 32, cfg, torch.Generator().manual_seed(2))
 
@@ -118,3 +118,25 @@ def test_a_still_camera_gives_the_same_background_in_every_frame_and_noise_diffe
     noisy = _render(still_camera=1.0, noise=4.0)
     diff = (noisy[:, :, 0] - noisy[:, :, 1]).abs().mean() * 255
     assert 0.1 < diff < 8  # up to 4 levels of noise per frame, independent between frames
+
+
+def test_a_swaying_background_bends_unevenly_and_smoothly_in_time():
+    from pipeline.train.render import _Draw, _sway
+
+    still = _render(still_camera=1.0, sway=1.0, sway_px=0.0)  # the same draws, no amplitude
+    assert torch.equal(still, still[:, :, :1].expand_as(still))
+    sway = _render(still_camera=1.0, sway=1.0, sway_px=2.0)
+    moved = (sway - still).abs().mean(dim=1)                                  # (B, T, H, W)
+    assert (moved.mean(dim=(1, 2, 3)) > 0.02).all()  # every sample sways
+    per_place = moved.mean(dim=1).flatten(1)  # unevenly: some places much more than others
+    assert (per_place.quantile(0.9, dim=1) > 2 * per_place.quantile(0.1, dim=1)).all()
+    # The displacement itself: within its amplitude, off where asked, and smooth in time (a
+    # frame's displacement is close to its neighbours' mean: no jumps from frame to frame).
+    times = torch.arange(9, dtype=torch.float32) - 4
+    on = torch.tensor([1.0, 1.0, 0.0])
+    d = _sway(_Draw(torch.Generator().manual_seed(0), "cpu"), 3, times, 32, 2.0, on)
+    assert d.shape == (3, 9, 32, 32, 2) and not d[2].any()
+    assert float(d.norm(dim=-1).max()) <= 2.0 + 1e-5
+    between = (d[:, 1:-1] - (d[:, :-2] + d[:, 2:]) / 2).norm(dim=-1).mean()
+    step = (d[:, 1:] - d[:, :-1]).norm(dim=-1).mean()
+    assert 0 < between < 0.5 * step
