@@ -1,5 +1,5 @@
 """Profiling a clip's decode phase by phase on the CPU (pipeline/media/phases.py): real clips,
-real decoding with PyAV and DALI's CPU decoder."""
+real decoding with PyAV and DALI's CPU decoder; what `--decode-only --phases` builds on."""
 from __future__ import annotations
 
 import time
@@ -8,6 +8,7 @@ import pytest
 import torch
 from video_helpers import video_clip
 
+from pipeline.bench.decode_phases import PHASES, profile_clips
 from pipeline.clock import now
 from pipeline.media.backends import backend_class
 from pipeline.media.backends.base import DecodeBackend
@@ -57,3 +58,13 @@ def test_the_backend_reports_to_no_one_once_the_profiled_decode_is_done(clip):
     (backend,) = decoder._backends.values()
     assert backend.phases is NO_PHASES and DecodeBackend.phases is NO_PHASES
 
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_profiled_request_adds_the_workers_post_processing_and_stays_within_its_total(
+        clip, backend):
+    times = profile_clips(FrameDecoder("cpu", backend=backend), [str(clip)] * 3, 4, (32, 48),
+                          "cpu")
+    assert tuple(times) == (*PHASES, "total")
+    assert all(len(seconds) == 3 for seconds in times.values())
+    for k in range(3):
+        assert sum(times[p][k] for p in PHASES) <= times["total"][k]
