@@ -4,7 +4,7 @@ set against the model's rate on the same machine (`benchmark.py --model-only`).
 
     python benchmark.py --decode-only [--backends pyav,dali-gpu,...] [--codecs h264,hevc,vp9,av1]
         [--sizes 256x256,720x1280] [--workers 1,2,4] [--gpus all|0,1|none] [--frames 8]
-        [--clips 24] [--stream-reads 12] [--phases] [--out DIR]
+        [--clips 24] [--clip-frames N] [--stream-reads 12] [--phases] [--out DIR]
 
 Each cell runs `workers` real processes per GPU (one per decode-step entry, as the pipeline
 does; on the CPU, `workers` processes; bench/decode_worker.py). Each first prepares: decodes one
@@ -71,6 +71,9 @@ def parse_args(argv):
                    "shipped configs' requests)")
     p.add_argument("--clips", type=int, default=24, help="clip requests per worker and cell")
     p.add_argument("--distinct", type=int, default=4, help="distinct clips per codec and size")
+    p.add_argument("--clip-frames", type=int, default=None, help="frames in each short clip, of "
+                   "which a request decodes the first --frames (default --frames; the shipped "
+                   "configs' clips hold 16)")
     p.add_argument("--phases", action="store_true", help="then profile each clip's decode phase "
                    "by phase (synchronising the device at every phase boundary, in that pass "
                    "only): mean and p90 per phase, OUT/phases.csv")
@@ -84,6 +87,8 @@ def parse_args(argv):
     for name in ("frames", "clips", "distinct", "stream_reads"):
         if not 1 <= getattr(args, name) <= 10_000:
             p.error(f"--{name.replace('_', '-')}: must be between 1 and 10,000")
+    if args.clip_frames is not None and not args.frames <= args.clip_frames <= 10_000:
+        p.error("--clip-frames: at least --frames, at most 10,000")
     try:
         args.size_list = [tuple(int(x) for x in s.lower().split("x")) for s in
                           args.sizes.split(",")]
@@ -220,8 +225,8 @@ def main(argv=None) -> int:
     codecs = [c for c in args.codecs.split(",") if encoder_available(c) is not None]
     out = Path(args.out or f"logs/decode-{time.strftime('%y%m%d_%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    sets = {(c, s): clip_set(Path(args.cache), c, s, args.frames, args.distinct,
-                             args.frames * (args.stream_reads + 3))
+    sets = {(c, s): clip_set(Path(args.cache), c, s, args.clip_frames or args.frames,
+                             args.distinct, args.frames * (args.stream_reads + 3))
             for c in codecs for s in args.size_list}
     rows, phase_rows = [], []
     pool = Pool(devs, max(args.worker_list), phases=args.phases)

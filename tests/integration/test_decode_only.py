@@ -21,6 +21,7 @@ from pipeline.bench.decode_only import AUTO_ORDER, backends_for, main
 from pipeline.bench.decode_phases import PHASES
 from pipeline.bench.decode_worker import Result
 from pipeline.media.backends import BACKENDS, backend_class
+from pipeline.media.probe import probe
 
 SIZES = ("32x32", "48x64")
 # decode.csv's columns, and the first line of the table, before --phases existed
@@ -60,10 +61,10 @@ def bench(plain_run):
 
 @pytest.fixture(scope="module")
 def phases_run(tmp_path_factory):
-    """10 clips per worker: enough for a p90."""
+    """Clips of 6 frames of which requests decode 4, 10 per worker (enough for a p90)."""
     return run_bench(tmp_path_factory.mktemp("decode_phases"), "--codecs", "vp9", "--sizes",
-                     "32x32", "--workers", "1", "--frames", "4", "--clips", "10", "--distinct",
-                     "2", "--stream-reads", "1", "--phases")
+                     "32x32", "--workers", "1", "--frames", "4", "--clip-frames", "6", "--clips",
+                     "10", "--distinct", "2", "--stream-reads", "1", "--phases")
 
 
 def phase_rows(run) -> dict:
@@ -141,6 +142,11 @@ def test_phases_leave_the_throughput_rows_as_they_are(phases_run):
     for r in phases_run.rows:
         assert r["error"] == "" and float(r["clips_per_s"]) > 0
         assert float(r["frames_per_s"]) == pytest.approx(4 * float(r["clips_per_s"]))
+
+
+def test_clip_frames_makes_longer_clips_of_which_requests_decode_frames(phases_run):
+    clips = sorted((phases_run.root / "clips" / "vp9-32x32").glob("clip*"))
+    assert len(clips) == 2 and all(probe(c).frames == 6 for c in clips)
 
 
 class PoolCutShort:
