@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Decode on GPUs, in two parts of at most 9 and about 6 minutes on two H200s (a command may take
-# at most 10 minutes on some hosts; run both on one machine, in order):
+# Decode on GPUs, in parts that each fit one command of at most 10 minutes on two H200s (run
+# decode and serve on one machine, in order; phases and capacity stand alone):
 #   decode   the GPU decode correctness tests of every GPU backend (2 min at most), then the
 #            decode-only benchmark on all GPUs (7 min at most) in two runs over the same clips:
 #            the NVDEC decoders (PyNvVideoCodec, DALI) over H.264, HEVC, VP9 and AV1, 256x256 and
@@ -10,10 +10,18 @@
 #   serve    the model alone at 720p, 720p camera streams at saturation on one GPU (whole) and on
 #            two (replicated), and the shipped 256x256 configs (flavr-split, flavr-replicated) at
 #            saturation with each decoder (DALI NVDEC, PyNvVideoCodec NVDEC, PyAV on the CPU);
-#   all      both (the default).
+#   phases   (under 2 min) where a clip request's decode time goes, phase by phase (decode-only
+#            --phases: probe, set-up, decode, copy, colour, the worker's rows into a slot), for
+#            PyNvVideoCodec and DALI on NVDEC, one worker per GPU on all GPUs: the shipped
+#            configs' clips (256x256 VP9, 16 frames, requests of 8), then short 720p H.264 clips
+#            (8 frames); phase timing synchronises the device at every phase boundary;
+#   capacity (under 5 min) decode alone of short 720p H.264 clips (8 frames) with
+#            PyNvVideoCodec, 1, 2 and 4 workers per GPU on all GPUs: clips/s in all and per GPU
+#            against the target of 207 clips/s on two GPUs;
+#   all      every part, in that order (the default; more than one 10-minute command).
 #
-#   bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|all]   (OUT_DIR: $OUT, else
-#                                                              logs/gpu-decode-<time>)
+#   bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|phases|capacity|all]
+#                                               (OUT_DIR: $OUT, else logs/gpu-decode-<time>)
 #
 # Wheels: nvidia-dali-cuda130, av (PyAV), pynvvideocodec 2.2.x (cp312 manylinux_2_28: it declares
 # no dependencies); put the .whl files in .wheels/ (carried with the repo) and they are installed
@@ -22,12 +30,19 @@
 # Writes to OUT_DIR: env.txt, and per part decode: gpu-tests.log, decode.csv (the rows of both
 # runs, each run's rows written as its cells finish), decode-gpu.json, decode-cpu.json and the
 # runs' output decode-only-gpu.txt, decode-only-cpu.txt; serve: model-alone.txt,
-# streams-1gpu.txt, streams-2gpu.txt, configs.txt (one line per run); then summary.txt (the
+# streams-1gpu.txt, streams-2gpu.txt, configs.txt (one line per run); phases: phases.csv (the
+# rows of both runs), phases-256.json, phases-720.json and the runs' output phases-256.txt,
+# phases-720.txt; capacity: capacity.csv, capacity.json, capacity.txt; then summary.txt (the
 # tables of what is there), printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-logs/gpu-decode-$(date +%y%m%d_%H%M%S)}}
 part=${2:-all}
+case $part in
+  decode|serve|phases|capacity|all) ;;
+  *) echo "usage: bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|phases|capacity|all]" >&2
+     exit 2 ;;
+esac
 note=""  # what stood in for missing footage (part serve)
 work=$(mktemp -d /tmp/gpu-decode.XXXXXX)
 mkdir -p "$out"
@@ -127,7 +142,38 @@ PY
 done
 fi
 
-# 4. the table
+if [[ $part == all || $part == phases ]]; then
+# 5. decode phase by phase, one worker per GPU, the NVDEC decoders: the shipped configs' clips
+#    (4 distinct 256x256 VP9 clips of 16 frames, requests of 8), then short 720p H.264 clips;
+#    one stream read only (its rate is not what this part is for, and it keeps the clips short)
+ph=(--decode-only --gpus all --backends pynvvideocodec,dali-gpu --workers 1 --frames 8
+    --clips 48 --distinct 4 --stream-reads 1 --phases --cache "$work/clips")
+timeout 50 python3 benchmark.py "${ph[@]}" --codecs vp9 --sizes 256x256 --clip-frames 16 \
+  --out "$work/phases-256" > "$out/phases-256.txt" 2>&1
+echo "decode phases, 256x256 VP9 (clips of 16 frames): exit $?" >> "$out/phases-256.txt"
+timeout 60 python3 benchmark.py "${ph[@]}" --codecs h264 --sizes 720x1280 \
+  --out "$work/phases-720" > "$out/phases-720.txt" 2>&1
+echo "decode phases, 720p H.264: exit $?" >> "$out/phases-720.txt"
+csvs=()
+for run in 256 720; do
+  [[ -s $work/phases-$run/phases.csv ]] && csvs+=("$work/phases-$run/phases.csv")
+  cp "$work/phases-$run/decode.json" "$out/phases-$run.json" 2>/dev/null
+done
+(( ${#csvs[@]} )) && awk 'FNR > 1 || NR == 1' "${csvs[@]}" > "$out/phases.csv"
+fi
+
+if [[ $part == all || $part == capacity ]]; then
+# 6. decode capacity for short 720p H.264 clips: PyNvVideoCodec, 1, 2 and 4 workers per GPU on
+#    all GPUs; 200 clips per worker, so that even one worker per GPU measures over ~2 s
+timeout 240 python3 benchmark.py --decode-only --gpus all --backends pynvvideocodec \
+  --codecs h264 --sizes 720x1280 --workers 1,2,4 --frames 8 --clips 200 --stream-reads 4 \
+  --cache "$work/clips" --out "$work/capacity" > "$out/capacity.txt" 2>&1
+echo "decode capacity, 720p H.264: exit $?" >> "$out/capacity.txt"
+cp "$work/capacity/decode.csv" "$out/capacity.csv" 2>/dev/null
+cp "$work/capacity/decode.json" "$out/capacity.json" 2>/dev/null
+fi
+
+# 7. the table
 python3 - "$out" "$note" > "$out/summary.txt" <<'PY'
 import csv, json, re, sys
 from pathlib import Path
@@ -196,6 +242,39 @@ if cfg.exists() and cfg.read_text().strip():
         print(f"{r['config']:<17} {r['backend']:<15} {r['requests_per_s']:7.1f} {share:>12} "
               f"{util:>12} {str(r['starved']):>7}"
               + (f"  ({r['ok']}/{r['measured']} ok)" if r["ok"] < r["measured"] else ""))
+if (out / "phases.csv").exists():
+    from pipeline.bench.decode_phases import table
+    rows = []
+    for r in csv.DictReader(open(out / "phases.csv")):
+        for k in ("mean_ms", "p90_ms", "share_of_total"):
+            r[k] = float(r[k]) if r[k] else None
+        rows.append(r)
+    print("\n" + table(rows))
+for name in ("phases-256", "phases-720"):
+    p = out / f"{name}.txt"
+    if p.exists() and not p.read_text().rstrip().endswith("exit 0"):
+        print(f"{name}: " + " | ".join(p.read_text().strip().splitlines()[-3:])[:300])
+if (out / "capacity.txt").exists():
+    TARGET = 207.0  # clips/s on two GPUs
+    cap = list(csv.DictReader(open(out / "capacity.csv"))) if (out / "capacity.csv").exists() \
+        else []
+    print(f"\ndecode capacity, short 720p H.264 clips (8 frames), PyNvVideoCodec; target "
+          f">= {TARGET:.0f} clips/s on two GPUs ({TARGET / 2:.1f} per GPU)")
+    print(f"{'w/GPU':>5} {'GPUs':>4} {'clips/s':>9} {'per GPU':>8} {'stream fr/s':>11} "
+          f"{'setup ms':>8}  verdict")
+    for r in cap:
+        n = len(r["devices"].split(","))
+        if r["error"]:
+            print(f"{r['workers_per_device']:>5} {n:>4}  error: {r['error'][:80]}")
+            continue
+        per = float(r["clips_per_s_per_device"])
+        verdict = "meets" if per >= TARGET / 2 else "below"
+        print(f"{r['workers_per_device']:>5} {n:>4} {float(r['clips_per_s']):9.1f} {per:8.1f} "
+              f"{float(r['stream_frames_per_s']):11.1f} {float(r['setup_ms_per_clip']):8.2f}  "
+              f"{verdict} ({per / (TARGET / 2):.0%} of the per-GPU target)")
+    text = (out / "capacity.txt").read_text().rstrip()
+    if not text.endswith("exit 0"):
+        print("capacity: " + " | ".join(text.splitlines()[-3:])[:300])
 PY
 rm -rf "$work"
 cat "$out/summary.txt"

@@ -4,7 +4,7 @@ set against the model's rate on the same machine (`benchmark.py --model-only`).
 
     python benchmark.py --decode-only [--backends pyav,dali-gpu,...] [--codecs h264,hevc,vp9,av1]
         [--sizes 256x256,720x1280] [--workers 1,2,4] [--gpus all|0,1|none] [--frames 8]
-        [--clips 24] [--stream-reads 12] [--out DIR]
+        [--clips 24] [--clip-frames N] [--stream-reads 12] [--phases] [--out DIR]
 
 Each cell runs `workers` real processes per GPU (one per decode-step entry, as the pipeline
 does; on the CPU, `workers` processes; bench/decode_worker.py). Each first prepares: decodes one
@@ -21,6 +21,11 @@ clip, opens a long clip of the same codec and size as a stream and reads its fir
   setup ms       per clip request, what a worker spent beyond decoding its frames at the stream
                  rate (making or pointing its decoder, demuxing, the hand-over):
                  workers / clips/s - frames / (stream fr/s / workers), in ms
+
+With --phases each worker then decodes its clips once more, timing each clip's phases (probe,
+decoder set-up, decode, copy out of the decoder, colour conversion, the worker's rows written into
+a slot: bench/decode_phases.py), synchronising the device at every phase boundary in that pass
+only; a second table gives each phase's mean, p90 and share per clip request (OUT/phases.csv).
 
 Writes OUT/decode.csv and OUT/decode.json after every cell (a run cut short keeps the cells it
 finished) and prints the table last. Backends default to every one that can run here, the GPU
@@ -40,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.bench import decode_phases
 from pipeline.bench.decode_worker import Cell, clip_set, worker_main
 from pipeline.clock import now
 
@@ -65,6 +71,12 @@ def parse_args(argv):
                    "shipped configs' requests)")
     p.add_argument("--clips", type=int, default=24, help="clip requests per worker and cell")
     p.add_argument("--distinct", type=int, default=4, help="distinct clips per codec and size")
+    p.add_argument("--clip-frames", type=int, default=None, help="frames in each short clip, of "
+                   "which a request decodes the first --frames (default --frames; the shipped "
+                   "configs' clips hold 16)")
+    p.add_argument("--phases", action="store_true", help="then profile each clip's decode phase "
+                   "by phase (synchronising the device at every phase boundary, in that pass "
+                   "only): mean and p90 per phase, OUT/phases.csv")
     p.add_argument("--stream-reads", type=int, default=12, help="reads of --frames frames per "
                    "worker from the open stream")
     p.add_argument("--cache", default=".cache/decode-bench", help="where the clips are written "
@@ -75,6 +87,8 @@ def parse_args(argv):
     for name in ("frames", "clips", "distinct", "stream_reads"):
         if not 1 <= getattr(args, name) <= 10_000:
             p.error(f"--{name.replace('_', '-')}: must be between 1 and 10,000")
+    if args.clip_frames is not None and not args.frames <= args.clip_frames <= 10_000:
+        p.error("--clip-frames: at least --frames, at most 10,000")
     try:
         args.size_list = [tuple(int(x) for x in s.lower().split("x")) for s in
                           args.sizes.split(",")]
@@ -117,8 +131,10 @@ def backends_for(asked: str, on_gpu: bool) -> list[str]:
 class Pool:
     """Worker processes, started once for the whole grid: `per_device` on each device."""
 
-    def __init__(self, devs: list[str], per_device: int):
+    def __init__(self, devs: list[str], per_device: int, phases: bool = False):
         ctx = mp.get_context("spawn")
+        # the passes of a cell, in order; the profiled one after the clips/s pass it would slow
+        self.passes = ("clips", "phases", "stream") if phases else ("clips", "stream")
         self.replies = ctx.Queue()
         self.workers = []  # (name, device, commands, process)
         for k in range(per_device):
@@ -132,12 +148,13 @@ class Pool:
 
     def cell(self, cell_for, per_device: int, n_devices: int) -> dict:
         """Run one cell on the first per_device workers of each device: prepare, then the clip
-        phase and the stream phase, each from a start time shared by all; results by worker."""
+        phase, the profiled one (--phases) and the stream phase, each from a start time shared
+        by all; results by worker."""
         active = self.workers[:per_device * n_devices]
         for name, dev, commands, _ in active:
             commands.put(("prepare", cell_for(name)))
         results = self._collect(active, "prepare")
-        for phase in ("clips", "stream"):
+        for phase in self.passes:
             if any(r.error for r in results.values()):
                 break
             start = now() + 0.2
@@ -208,11 +225,11 @@ def main(argv=None) -> int:
     codecs = [c for c in args.codecs.split(",") if encoder_available(c) is not None]
     out = Path(args.out or f"logs/decode-{time.strftime('%y%m%d_%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    sets = {(c, s): clip_set(Path(args.cache), c, s, args.frames, args.distinct,
-                             args.frames * (args.stream_reads + 3))
+    sets = {(c, s): clip_set(Path(args.cache), c, s, args.clip_frames or args.frames,
+                             args.distinct, args.frames * (args.stream_reads + 3))
             for c in codecs for s in args.size_list}
-    rows = []
-    pool = Pool(devs, max(args.worker_list))
+    rows, phase_rows = [], []
+    pool = Pool(devs, max(args.worker_list), phases=args.phases)
     # `timeout` ends a run with SIGTERM: exit through the finally below, stopping the workers
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
@@ -229,29 +246,38 @@ def main(argv=None) -> int:
 
                     row = {"backend": backend, "codec": codec, "size": f"{size[0]}x{size[1]}",
                            "devices": ",".join(devs), "workers_per_device": w}
-                    row.update(summarise(pool.cell(cell_for, w, len(devs)), args.frames, w,
-                                         len(devs)))
+                    results = pool.cell(cell_for, w, len(devs))
+                    row.update(summarise(results, args.frames, w, len(devs)))
                     rows.append(row)
-                    _write(out, rows, args, devs)
+                    if args.phases and not row["error"]:
+                        cell = {k: row[k] for k in decode_phases.COLUMNS if k in row}
+                        phase_rows += [{**cell, **r} for r in decode_phases.summarise(results)]
+                    _write(out, rows, args, devs, phase_rows if args.phases else None)
                     print(_line(row), file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
         pool.close()
     print(table(rows))
-    print(f"\n{out}/decode.csv, decode.json")
+    if args.phases:
+        print("\n" + decode_phases.table(phase_rows))
+    print(f"\n{out}/decode.csv, decode.json" + (", phases.csv" if args.phases else ""))
     return 0
 
 
-def _write(out: Path, rows: list[dict], args, devs) -> None:
-    """Both files with every row so far, each replaced whole (never left half written)."""
+def _write(out: Path, rows: list[dict], args, devs, phase_rows: list[dict] | None) -> None:
+    """Both files with every row so far, each replaced whole (never left half written); with
+    --phases also phases.csv, and the phase rows in decode.json."""
     with open(out / "decode.csv.part", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
     os.replace(out / "decode.csv.part", out / "decode.csv")
     settings = {k: v for k, v in vars(args).items() if k not in ("size_list", "worker_list")}
-    (out / "decode.json.part").write_text(json.dumps({"settings": settings, "devices": devs,
-                                                      "rows": rows}, indent=1))
+    data = {"settings": settings, "devices": devs, "rows": rows}
+    if phase_rows is not None:
+        data.update(phases=phase_rows, phases_note=decode_phases.NOTE)
+        decode_phases.write_csv(out, phase_rows)
+    (out / "decode.json.part").write_text(json.dumps(data, indent=1))
     os.replace(out / "decode.json.part", out / "decode.json")
 
 

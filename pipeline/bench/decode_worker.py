@@ -12,6 +12,9 @@ start time shared by every worker of the cell:
   stream  reads on through the long clip `frames` at a time, its decoder already made, open and
           positioned (FrameDecoder.open): the steady rate with no set-up at all.
 
+With --phases a third pass runs between the two: `phases` decodes the clips again, each timed
+phase by phase (bench/decode_phases.py), synchronising the device at every phase boundary.
+
 It sends back the host-clock (CLOCK_MONOTONIC) start and end of each phase and what it decoded;
 on a GPU each phase ends when the device's work is done (the stream is synchronised).
 """
@@ -44,6 +47,7 @@ class Result:
     clip_frames: int = 0
     stream_s: tuple[float, float] | None = None
     stream_frames: int = 0
+    phases: dict | None = None  # phase -> seconds per clip (decode_phases.profile_clips)
     error: str = ""
 
 
@@ -70,8 +74,9 @@ def clip_set(root: Path, codec: str, size: tuple[int, int], frames: int, count: 
 
 
 def worker_main(device: str, commands, replies, name: str) -> None:
-    """Serve commands until told to stop: ("prepare", Cell), then ("clips", start time) and
-    ("stream", start time), each answered with its Result; ("stop",)."""
+    """Serve commands until told to stop: ("prepare", Cell), then ("clips", start time),
+    optionally ("phases", start time), and ("stream", start time), each answered with its
+    Result; ("stop",)."""
     import torch
 
     torch.set_num_threads(1)
@@ -93,7 +98,7 @@ def worker_main(device: str, commands, replies, name: str) -> None:
         elif reader is None:
             result.error = "not prepared"
         else:
-            phase = _clips if msg[0] == "clips" else _stream
+            phase = {"clips": _clips, "phases": _phases, "stream": _stream}[msg[0]]
             try:
                 phase(decoders[cell.backend], cell, reader, msg[1], result, device)
             except Exception as exc:  # noqa: BLE001
@@ -132,6 +137,13 @@ def _clips(decoder, cell: Cell, reader, start: float, result: Result, device: st
         result.clip_frames += frames.shape[0]
     _sync(device)
     result.clips_s = (t0, now())
+
+
+def _phases(decoder, cell: Cell, reader, start: float, result: Result, device: str) -> None:
+    from pipeline.bench.decode_phases import profile_clips
+
+    sleep_until(start)
+    result.phases = profile_clips(decoder, cell.clips, cell.frames, cell.size, device)
 
 
 def _stream(decoder, cell: Cell, reader, start: float, result: Result, device: str) -> None:

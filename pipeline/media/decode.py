@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pipeline.errors import CodecUnsupportedError, VideoError
 from pipeline.media.backends import BACKENDS, backend_class
 from pipeline.media.backends.base import DecodeBackend, FrameSource
+from pipeline.media.phases import NO_PHASES, Phases
 from pipeline.media.probe import SUPPORTED_CODECS, VideoInfo, probe
 
 __all__ = ["BACKENDS", "FrameDecoder", "choose_backend", "iter_frame_chunks", "parse_device",
@@ -175,9 +176,13 @@ class FrameDecoder:
         notices, self._notices = self._notices, []
         return notices
 
-    def decode(self, path, n_frames: int | None = None, start: int = 0) -> torch.Tensor:
-        """Frames start .. start+T-1 with T = min(n_frames, frames available from start)."""
+    def decode(self, path, n_frames: int | None = None, start: int = 0,
+               phases: Phases = NO_PHASES) -> torch.Tensor:
+        """Frames start .. start+T-1 with T = min(n_frames, frames available from start).
+        `phases` (a phases.PhaseClock, for profiling) is told where each phase ends: probe, the
+        backend's own, then "other"; the resize is left to the caller's next mark."""
         info = probe(path)
+        phases.mark("probe")
         if start < 0 or (start >= info.frames and info.frames > 0):
             raise VideoError(info.path, f"start frame {start} is outside the clip's "
                                         f"{info.frames} frames")
@@ -188,9 +193,12 @@ class FrameDecoder:
                                         f"{max(count, 0)}); interpolation needs at least 2")
         backend = self._open(info)
         try:
-            frames = backend.decode(info, start, count)
+            with backend.reporting(phases):
+                frames = backend.decode(info, start, count)
         except CodecUnsupportedError as e:
-            frames = self._fall_back(info, e).decode(info, start, count)
+            with self._fall_back(info, e).reporting(phases) as fallback:
+                frames = fallback.decode(info, start, count)
+        phases.mark("other")
         return resize(frames, self.resolution)
 
     def open(self, path, chunk: int) -> "ResizedSource":

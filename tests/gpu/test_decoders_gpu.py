@@ -1,6 +1,7 @@
 """Every GPU decode backend passes the same checks on a GPU: against PyAV's decode of the same
 file (same bitstream, same colour conversion), frame order, ranges, one decoder kept across clips
-of other sizes and codecs, a stream read in segments, and a corrupt file failing alone.
+of other sizes and codecs, a stream read in segments, a decode profiled phase by phase, and a
+corrupt file failing alone.
 
 A codec that the GPU's NVDEC does not decode (AV1 on an H200) is skipped, saying so.
 
@@ -17,6 +18,7 @@ from pipeline.errors import CodecUnsupportedError, VideoError
 from pipeline.media.backends import backend_class
 from pipeline.media.decode import FrameDecoder
 from pipeline.media.encode import encoder_available
+from pipeline.media.phases import DECODE_PHASES, PhaseClock
 from pipeline.media.streams import SegmentReader
 
 pytestmark = [
@@ -69,6 +71,16 @@ def test_one_decoder_serves_clips_of_other_sizes_and_codecs_in_turn(tmp_path_fac
     for clip in clips + clips:
         assert (grey_levels(decoder.decode(clip, 4), reference(clip)[:4]) < TOLERANCE).all()
     assert list(decoder._backends) == [backend]  # one backend object all along
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_a_profiled_decode_reports_every_phase_and_the_same_frames(tmp_path_factory, backend):
+    clip = video_clip(tmp_path_factory, "h264", width=256, height=256, frames=8)
+    decoder = FrameDecoder("cuda:0", backend=backend)
+    plain = decoder.decode(clip)
+    clock = PhaseClock("cuda:0")
+    assert torch.equal(decoder.decode(clip, phases=clock), plain)
+    assert tuple(clock.seconds) == DECODE_PHASES
 
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 
+from pipeline.media.phases import NO_PHASES, Phases
 from pipeline.media.probe import VideoInfo
 
 
@@ -19,6 +21,9 @@ class DecodeBackend(ABC):
     name: str  # as --decode-backend spells it
     codecs: tuple[str, ...]  # FFmpeg codec names (probe.VideoInfo.codec) it decodes
     devices: tuple[str, ...]  # device types its frames can land on ("cpu", "cuda")
+    # Where `decode` marks the end of each phase it has (phases.py): set only while a decode is
+    # profiled (`reporting`). Optional: a backend that marks nothing still decodes.
+    phases: Phases = NO_PHASES
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -35,6 +40,15 @@ class DecodeBackend(ABC):
     @abstractmethod
     def chunks(self, info: VideoInfo, chunk: int) -> Iterator[torch.Tensor]:
         """The whole clip in consecutive pieces of at most `chunk` frames, memory bounded by one."""
+
+    @contextmanager
+    def reporting(self, phases: Phases):
+        """`decode` reports its phases to `phases` inside the block."""
+        self.phases = phases
+        try:
+            yield self
+        finally:
+            self.phases = NO_PHASES
 
     def open(self, info: VideoInfo, chunk: int) -> "FrameSource":
         """The clip's decoder of its own, kept open and positioned between reads (a stream): one

@@ -18,6 +18,7 @@ import torch
 from pipeline.errors import VideoError
 from pipeline.media.backends.base import DecodeBackend
 from pipeline.media.colour import yuv_to_rgb
+from pipeline.media.phases import NO_PHASES, Phases
 from pipeline.media.probe import VideoInfo
 
 _ERROR_OPTS = {
@@ -34,7 +35,9 @@ class PyAvBackend(DecodeBackend):
     devices = ("cpu", "cuda")
 
     def decode(self, info: VideoInfo, start: int, count: int) -> torch.Tensor:
-        return self._to_device_rgb(list(_frames(info, start, count)), info)
+        frames = list(_frames(info, start, count, self.phases))
+        self.phases.mark("decode")
+        return self._to_device_rgb(frames, info)
 
     def chunks(self, info: VideoInfo, chunk: int) -> Iterator[torch.Tensor]:
         batch: list[av.VideoFrame] = []
@@ -51,7 +54,10 @@ class PyAvBackend(DecodeBackend):
         y = torch.from_numpy(np.stack(ys)).to(self.device, non_blocking=True)
         u = torch.from_numpy(np.stack(us)).to(self.device, non_blocking=True)
         v = torch.from_numpy(np.stack(vs)).to(self.device, non_blocking=True)
-        return yuv_to_rgb(y, u, v, info.colour)
+        self.phases.mark("copy")
+        rgb = yuv_to_rgb(y, u, v, info.colour)
+        self.phases.mark("colour")
+        return rgb
 
 
 def _planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,9 +72,11 @@ def _planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out[0], out[1], out[2]
 
 
-def _frames(info: VideoInfo, start: int, count: int | None) -> Iterator[av.VideoFrame]:
+def _frames(info: VideoInfo, start: int, count: int | None,
+            phases: Phases = NO_PHASES) -> Iterator[av.VideoFrame]:
     """Decoded frames start..start+count-1 (count None: to the end); raises VideoError on any
-    decoder error, a frame flagged corrupt, or fewer frames than the file lists."""
+    decoder error, a frame flagged corrupt, or fewer frames than the file lists. `phases`: where
+    the container is opened and the decoder set up ("setup")."""
     path = info.path
     want = info.frames - start if count is None else count
     n = 0
@@ -77,6 +85,7 @@ def _frames(info: VideoInfo, start: int, count: int | None) -> Iterator[av.Video
             stream = container.streams.video[0]
             stream.codec_context.options = dict(_ERROR_OPTS)
             stream.thread_type = "AUTO"
+            phases.mark("setup")
             for frame in container.decode(stream):
                 if frame.is_corrupt:
                     raise VideoError(path, f"corrupt data in frame {n}")

@@ -68,11 +68,13 @@ class PyNvVideoCodecBackend(DecodeBackend):
                 self._decoder = self._new_decoder(info)
             else:
                 self._decoder.reconfigure_decoder(str(info.path))
+            self.phases.mark("setup")
             if start == 0:
                 frames = self._decoder.get_batch_frames(count)
             else:
                 frames = self._decoder.get_batch_frames_by_index(list(range(start,
                                                                             start + count)))
+            self.phases.mark("decode")
             out = self._to_rgb(frames, info)
         except VideoError:
             raise
@@ -139,7 +141,11 @@ class PyNvVideoCodecBackend(DecodeBackend):
             us.append(uv[..., 0])
             vs.append(uv[..., 1])
         # torch.stack copies: the decoder may reuse its surfaces on its next call
-        return yuv_to_rgb(torch.stack(ys), torch.stack(us), torch.stack(vs), info.colour)
+        y, u, v = torch.stack(ys), torch.stack(us), torch.stack(vs)
+        self.phases.mark("copy")
+        rgb = yuv_to_rgb(y, u, v, info.colour)
+        self.phases.mark("colour")
+        return rgb
 
 
 def _torch_context(device: torch.device) -> int:
