@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Decode on GPUs, in parts that each fit one command of at most 10 minutes on two H200s (run
-# decode and serve on one machine, in order; phases and capacity stand alone):
+# decode and serve on one machine, in order; split, phases and capacity stand alone):
 #   decode   the GPU decode correctness tests of every GPU backend (2 min at most), then the
 #            decode-only benchmark on all GPUs (7 min at most) in two runs over the same clips:
 #            the NVDEC decoders (PyNvVideoCodec, DALI) over H.264, HEVC, VP9 and AV1, 256x256 and
@@ -10,6 +10,8 @@
 #   serve    the model alone at 720p, 720p camera streams at saturation on one GPU (whole) and on
 #            two (replicated), and the shipped 256x256 configs (flavr-split, flavr-replicated) at
 #            saturation with each decoder (DALI NVDEC, PyNvVideoCodec NVDEC, PyAV on the CPU);
+#   split    (under 5 min) flavr-split with PyNvVideoCodec, its decode next to the encoder (as
+#            shipped), next to the decoder step, and on both GPUs (configs.txt);
 #   phases   (under 2 min) where a clip request's decode time goes, phase by phase (decode-only
 #            --phases: probe, set-up, decode, copy, colour, the worker's rows into a slot), for
 #            PyNvVideoCodec and DALI on NVDEC, one worker per GPU on all GPUs: the shipped
@@ -20,7 +22,7 @@
 #            against the target of 207 clips/s on two GPUs;
 #   all      every part, in that order (the default; more than one 10-minute command).
 #
-#   bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|phases|capacity|all]
+#   bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|split|phases|capacity|all]
 #                                               (OUT_DIR: $OUT, else logs/gpu-decode-<time>)
 #
 # Wheels: nvidia-dali-cuda130, av (PyAV), pynvvideocodec 2.2.x (cp312 manylinux_2_28: it declares
@@ -39,8 +41,8 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-logs/gpu-decode-$(date +%y%m%d_%H%M%S)}}
 part=${2:-all}
 case $part in
-  decode|serve|phases|capacity|all) ;;
-  *) echo "usage: bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|phases|capacity|all]" >&2
+  decode|serve|split|phases|capacity|all) ;;
+  *) echo "usage: bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|split|phases|capacity|all]" >&2
      exit 2 ;;
 esac
 note=""  # what stood in for missing footage (part serve)
@@ -85,6 +87,39 @@ done
 (( ${#csvs[@]} )) && awk 'FNR > 1 || NR == 1' "${csvs[@]}" > "$out/decode.csv"
 fi
 
+# CONFIG LABEL BACKEND [--set ...]: one run of configs/CONFIG.yaml at saturation, its figures
+# as one JSON line in configs.txt under LABEL
+config_run() {
+  local c=$1 label=$2 backend=$3 tag
+  shift 3
+  tag=$(echo "$label-$backend" | tr -c 'A-Za-z0-9_-' '_')
+  timeout 100 python3 benchmark.py -c "configs/$c.yaml" --decode-backend "$backend" "$@" -mi 0 \
+    -v 200 --warmup 16 -qs 512 --logs "$work/configs/$tag" --no-progress > "$work/$tag.txt" 2>&1
+  local rc=$?
+  python3 - "$label" "$backend" "$rc" "$work/configs/$tag" "$work/$tag.txt" \
+    >> "$out/configs.txt" <<'PY'
+import json, sys
+from pathlib import Path
+config, backend, rc, runs, text = sys.argv[1:6]
+found = sorted(Path(runs).glob("*/report.json"))
+if not found:
+    tail = Path(text).read_text().strip().splitlines()[-3:] if Path(text).exists() else []
+    print(json.dumps({"config": config, "backend": backend, "exit": int(rc), "tail": tail}))
+    sys.exit()
+r = json.loads(found[-1].read_text())
+print(json.dumps({
+    "config": config, "backend": backend, "exit": int(rc),
+    "ok": r["counts"]["ok"], "measured": r["counts"]["measured"],
+    "requests_per_s": r["throughput"]["requests_per_s"],
+    "decode_share": r["shares"].get("decode_compute_share"),
+    "decode_busy": (r.get("decode") or {}).get("decode_busy"),
+    "starved": (r.get("decode") or {}).get("starved"),
+    "gpu_util": [g.get("util_mean_pct") for g in r["gpus"]["per_gpu"]],
+    "p50_ms": r["latency_s"]["p50"] * 1e3 if r["latency_s"].get("p50") is not None else None,
+    "warnings": r.get("warnings", [])}))
+PY
+}
+
 if [[ $part == all || $part == serve ]]; then
 # 3. the model alone at 720p (the reference for the streams), then streams whole vs replicated
 timeout 100 python3 benchmark.py --model-only --device cuda:0 --sizes 720x1280 --factor 2 \
@@ -112,36 +147,23 @@ done
 : > "$out/configs.txt"
 for c in flavr-split flavr-replicated; do
   for backend in dali-gpu pynvvideocodec pyav; do
-    timeout 100 python3 benchmark.py -c "configs/$c.yaml" --decode-backend $backend -mi 0 -v 200 \
-      --warmup 16 -qs 512 --logs "$work/configs/$c-$backend" --no-progress \
-      > "$work/$c-$backend.txt" 2>&1
-    rc=$?
-    python3 - "$c" "$backend" "$rc" "$work/configs/$c-$backend" "$work/$c-$backend.txt" \
-      >> "$out/configs.txt" <<'PY'
-import json, sys
-from pathlib import Path
-config, backend, rc, runs, text = sys.argv[1:6]
-found = sorted(Path(runs).glob("*/report.json"))
-if not found:
-    tail = Path(text).read_text().strip().splitlines()[-3:] if Path(text).exists() else []
-    print(json.dumps({"config": config, "backend": backend, "exit": int(rc), "tail": tail}))
-    sys.exit()
-r = json.loads(found[-1].read_text())
-print(json.dumps({
-    "config": config, "backend": backend, "exit": int(rc),
-    "ok": r["counts"]["ok"], "measured": r["counts"]["measured"],
-    "requests_per_s": r["throughput"]["requests_per_s"],
-    "decode_share": r["shares"].get("decode_compute_share"),
-    "decode_busy": (r.get("decode") or {}).get("decode_busy"),
-    "starved": (r.get("decode") or {}).get("starved"),
-    "gpu_util": [g.get("util_mean_pct") for g in r["gpus"]["per_gpu"]],
-    "p50_ms": r["latency_s"]["p50"] * 1e3 if r["latency_s"].get("p50") is not None else None,
-    "warnings": r.get("warnings", [])}))
-PY
+    config_run "$c" "$c" "$backend"
   done
 done
 fi
 
+if [[ $part == all || $part == split ]]; then
+# 4b. where the split's decode runs: next to the encoder (as shipped), next to the decoder step,
+#     or on both GPUs (PyNvVideoCodec; one line each in configs.txt)
+[[ $part == split ]] && : > "$out/configs.txt"
+config_run flavr-split "flavr-split, decode on 0" pynvvideocodec
+if (( ngpu >= 2 )); then
+  config_run flavr-split "flavr-split, decode on 1" pynvvideocodec \
+    --set "pipeline[0].gpus=[1]" --set pipeline[0].queue=global
+  config_run flavr-split "flavr-split, decode on 0+1" pynvvideocodec \
+    --set "pipeline[0].gpus=[0,1]" --set pipeline[0].queue=global
+fi
+fi
 if [[ $part == all || $part == phases ]]; then
 # 5. decode phase by phase, one worker per GPU, the NVDEC decoders: the shipped configs' clips
 #    (4 distinct 256x256 VP9 clips of 16 frames, requests of 8), then short 720p H.264 clips;
@@ -229,17 +251,17 @@ for name in ("streams-1gpu", "streams-2gpu"):
 cfg = out / "configs.txt"
 if cfg.exists() and cfg.read_text().strip():
     print("\nshipped 256x256 configs, -mi 0 -v 200 -qs 512 (synthetic VP9, 8 frames a request)")
-    print(f"{'config':<17} {'decoder':<15} {'req/s':>7} {'decode/model':>12} {'GPU util %':>12} "
+    print(f"{'config':<28} {'decoder':<15} {'req/s':>7} {'decode/model':>12} {'GPU util %':>12} "
           f"{'starved':>7}")
     for line in cfg.read_text().splitlines():
         r = json.loads(line)
         if "requests_per_s" not in r:
-            print(f"{r['config']:<17} {r['backend']:<15} no report (exit {r['exit']}): "
+            print(f"{r['config']:<28} {r['backend']:<15} no report (exit {r['exit']}): "
                   f"{' | '.join(r['tail'])[:150]}")
             continue
         util = "/".join(f"{u:.0f}" for u in r["gpu_util"] if u is not None) or "-"
         share = f"{r['decode_share'] * 100:.0f}%" if r["decode_share"] is not None else "-"
-        print(f"{r['config']:<17} {r['backend']:<15} {r['requests_per_s']:7.1f} {share:>12} "
+        print(f"{r['config']:<28} {r['backend']:<15} {r['requests_per_s']:7.1f} {share:>12} "
               f"{util:>12} {str(r['starved']):>7}"
               + (f"  ({r['ok']}/{r['measured']} ok)" if r["ok"] < r["measured"] else ""))
 if (out / "phases.csv").exists():
