@@ -117,8 +117,10 @@ def build_model(factor: int | None = None, checkpoint=None, device="cpu",
     trust: allow full unpickling of a torch.save file that holds more than weights.
     """
     if checkpoint is None:
-        warn_random_weights("FLAVR", "Pass --checkpoint with a FLAVR_2x/4x/8x.pth or a "
-                                     ".safetensors file for real output.")
+        warn_random_weights("FLAVR", "For real output, set model.checkpoint (benchmark) or "
+                                     "--checkpoint (interpolate) to a .safetensors or FLAVR_2x/"
+                                     "4x/8x.pth file, or leave it unset for the shipped 2x "
+                                     "weights.")
         config = FLAVRConfig(factor if factor is not None else 2)
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
