@@ -62,6 +62,10 @@ class SyntheticSpec:
         None, doc="static-camera clips instead: this fraction of the frame moves (a seeded "
                   "rectangle) and the rest is still (pipeline/media/moving_fraction.py); 0: "
                   "nothing moves; none: the usual clips, which move everywhere", ge=0, le=1)
+    truth_factor: int | None = setting(
+        None, doc="also write each clip's true frames at F times its frame rate beside it "
+                  "(CLIP.truth.npz), which --check-outputs scores the model against; a multiple "
+                  "of model.factor; at most 64 (the truth holds F frames per frame)", ge=1, le=64)
 
 
 @dataclass(kw_only=True)
