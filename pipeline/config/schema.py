@@ -266,9 +266,11 @@ class RunSettings:
                                             "run's logs folder", flags=("--save-outputs",))
     save_tensors: bool = setting(False, doc="with --save-outputs: raw output tensors instead of "
                                             "videos", flags=("--save-tensors",))
-    check_outputs: bool = setting(False, doc="check every output value is finite (costs a pass "
-                                             "over the output in the sink)",
-                                  flags=("--check-outputs",))
+    check_outputs: bool = setting(False, doc="check every output value is finite, and score "
+                                             "the outputs of clips with ground truth beside them "
+                                             "(pipeline/media/truth.py): PSNR and SSIM next to "
+                                             "averaging and repeating frames (costs time in the "
+                                             "sink)", flags=("--check-outputs",))
     progress: bool = setting(True, doc="progress bars", flags=("--progress",))
     cpu_threads: int | None = setting(None, doc="torch threads per CPU model process (default: "
                                                 "cores / replicas)", ge=1, le=1024,

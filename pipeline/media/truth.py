@@ -117,7 +117,7 @@ def truths_for(videos, model_factor: int) -> dict[str, TruthInfo]:
         try:
             info = describe_truth(v, model_factor)
         except VideoError as exc:
-            if Path(exc.path) == Path(v):  # the clip itself is bad: its requests fail later
+            if Path(exc.path).resolve() == Path(v).resolve():  # a bad clip: its requests fail later
                 continue
             raise
         if info is not None:

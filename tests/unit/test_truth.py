@@ -22,6 +22,7 @@ from pipeline.media.truth import (
     main,
     truth_path,
     truth_video_path,
+    truths_for,
     write_truth_npz,
 )
 
@@ -64,6 +65,14 @@ def test_a_truth_too_short_for_its_clip_is_refused(tmp_path):
 
 def test_a_clip_without_truth_has_none(tmp_path):
     assert describe_truth(small_clip(tmp_path / "c.webm"), 2) is None
+
+
+def test_a_bad_clip_with_truth_is_left_to_fail_its_own_requests(tmp_path):
+    good = small_clip(tmp_path / "good.webm", truth_factor=2)
+    bad = tmp_path / "bad.webm"
+    bad.write_bytes(b"not a video")
+    write_truth_npz(bad, np.zeros((9, 32, 32, 3), np.uint8), 2)
+    assert list(truths_for([good, bad], 2)) == [str(good)]
 
 
 def test_decimate_keeps_every_other_frame_and_the_original_is_the_truth(tmp_path):
