@@ -7,6 +7,9 @@
 #   .cache/streams/vtest-720p.mp4     the same scaled to 1280x720 (720p-class)
 #   .cache/streams/megamind.mp4       720x528, 270 frames: animation with shot cuts
 #   .cache/streams/megamind-720p.mp4  the same scaled to 1280x720
+#   .cache/streams/vtest-720p-half.mp4  every other frame of the 720p street (398 frames, 5 fps),
+#       with vtest-720p-half.truth.mp4 (all 795, 10 fps) as its ground truth for --check-outputs
+#       (python -m pipeline.media.truth decimate)
 #
 #   bash scripts/stream_clips.sh [CACHE_DIR]      (default: .cache)
 #
@@ -28,3 +31,12 @@ make "$cache/opencv-doc/vtest.avi" "$cache/streams/vtest.mp4"
 make "$cache/opencv-doc/vtest.avi" "$cache/streams/vtest-720p.mp4" 720x1280
 make "$cache/opencv-doc/Megamind.avi" "$cache/streams/megamind.mp4"
 make "$cache/opencv-doc/Megamind.avi" "$cache/streams/megamind-720p.mp4" 720x1280
+# Static real footage with ground truth: the clip keeps 1 frame in 2, the truth is all of them.
+half="$cache/streams/vtest-720p-half.mp4"
+if [[ ! -s "$half" || ! -s "${half%.mp4}.truth.mp4" ]]; then
+    python -m pipeline.media.truth decimate "$cache/opencv-doc/vtest.avi" "${half%.mp4}.part.mp4" \
+        --factor 2 --size 720x1280 > /dev/null
+    mv "${half%.mp4}.part.truth.mp4" "${half%.mp4}.truth.mp4"
+    mv "${half%.mp4}.part.mp4" "$half"
+fi
+echo "$half"

@@ -42,6 +42,12 @@ Columns of requests.csv (one row per request, in request-id order):
     psnr_vs_full_db    float  change-based fidelity run (model.change_based.check): PSNR of the
                               request's new frames against the full model's on the same windows,
                               outputs clamped to [0, 1]; identical outputs read 100
+    truth_frames       int    --check-outputs, a clip with ground truth (media/truth.py): new
+                              frames scored against their truth (empty: none). Means over them,
+                              8-bit rounded as in `interpolate --eval` (analysis/quality.py):
+    truth_psnr_db, truth_ssim      float  the model's frames (PSNR capped at 100)
+    avg_psnr_db, avg_ssim          float  averaging the two input frames around each gap
+    nearest_psnr_db, nearest_ssim  float  repeating the nearer input frame
     client.lag_s       float  scheduled -> the client began to issue it (the client behind schedule)
     client.put_s       float  -> it was in the first queue (a full queue under --on-full block)
     <step>.device      str    e.g. cuda:1 or cpu:0 (logical GPU id on CPU runs)
@@ -95,11 +101,13 @@ CLIENT_TIMES = ("lag_s", "put_s")
 PATH_TIMES = ("queue_wait_s", "handoff_exposed_s", "slot_wait_s", "stream_wait_s", "compute_s",
               "publish_s")
 STEP_FIELDS = ("device", "replica", "batch") + PATH_TIMES + ("handoff_s",)
+TRUTH_COLUMNS = ("truth_frames", "truth_psnr_db", "truth_ssim", "avg_psnr_db", "avg_ssim",
+                 "nearest_psnr_db", "nearest_ssim")
 BASE_COLUMNS = (
     "request_id", "video", "stream", "segment", "frames", "output_frames", "warmup", "status", "error",
     "scheduled_s", "issued_s", "done_s", "latency_s",
     "computed_fraction", "windows_whole", "psnr_vs_full_db",
-)
+) + TRUTH_COLUMNS
 FINAL = ("ok", "error", "dropped")
 
 
@@ -163,6 +171,20 @@ class Fidelity(_Report):
 
 
 @dataclass
+class TruthScores(_Report):
+    """--check-outputs on a clip with ground truth: the request's frames against the truth (the
+    columns of the same names)."""
+
+    truth_frames: int
+    truth_psnr_db: float
+    truth_ssim: float
+    avg_psnr_db: float
+    avg_ssim: float
+    nearest_psnr_db: float
+    nearest_ssim: float
+
+
+@dataclass
 class Outcome(_Report):
     """How a request ended, from whoever decided it."""
 
@@ -220,6 +242,13 @@ class RequestRow:
     computed_fraction: float | None = None  # change-based inference (see the module docstring)
     windows_whole: int | None = None
     psnr_vs_full_db: float | None = None
+    truth_frames: int | None = None  # against ground truth (see the module docstring)
+    truth_psnr_db: float | None = None
+    truth_ssim: float | None = None
+    avg_psnr_db: float | None = None
+    avg_ssim: float | None = None
+    nearest_psnr_db: float | None = None
+    nearest_ssim: float | None = None
 
     def accounted_s(self) -> float | None:
         """The sum of the columns that add up to the latency; None where one is missing."""
@@ -249,7 +278,8 @@ class RequestRow:
                   lag_s=get(f"{CLIENT}.lag_s"), put_s=get(f"{CLIENT}.put_s"),
                   stream=get("stream"), segment=get("segment"),
                   computed_fraction=get("computed_fraction"), windows_whole=get("windows_whole"),
-                  psnr_vs_full_db=get("psnr_vs_full_db"))
+                  psnr_vs_full_db=get("psnr_vs_full_db"),
+                  **{k: get(k) for k in TRUTH_COLUMNS})
         if row.latency_s is None and row.done_s is not None and row.scheduled_s is not None:
             row.latency_s = round(row.done_s - row.scheduled_s, 6)
         for name in step_names:
@@ -258,8 +288,8 @@ class RequestRow:
 
 
 _INT_FIELDS = {"request_id", "stream", "segment", "frames", "output_frames", "warmup", "replica",
-               "batch", "windows_whole"}
-_FLOAT_FIELDS = {"computed_fraction", "psnr_vs_full_db"}
+               "batch", "windows_whole", "truth_frames"}
+_FLOAT_FIELDS = {"computed_fraction", "psnr_vs_full_db", *TRUTH_COLUMNS[1:]}
 
 
 def cell_value(key: str, value):
@@ -302,6 +332,7 @@ class RequestState:
     outcome: Outcome | None = None
     change: ChangeCounts | None = None
     fidelity: Fidelity | None = None
+    truth: TruthScores | None = None
 
     def apply(self, record) -> None:
         if isinstance(record, Admission):
@@ -312,6 +343,8 @@ class RequestState:
             self.change = record
         elif isinstance(record, Fidelity):
             self.fidelity = record
+        elif isinstance(record, TruthScores):
+            self.truth = record
         elif isinstance(record, Outcome):
             # A failure recorded earlier is the first cause; later reports must not overwrite it.
             if self.outcome is None or self.outcome.status not in ("error", "dropped"):

@@ -15,6 +15,7 @@ from pipeline.analysis.statistics import (
     percentile,
 )
 from pipeline.analysis.summary import summarize, summary_from_run_dir
+from pipeline.analysis.truth import truth_lines
 
 # The report's entry points: what a run's numbers are, and how they read.
 __all__ = ["format_report", "summarize", "summary_from_run_dir", "percentile",
@@ -47,6 +48,7 @@ def format_report(summary: dict) -> str:
     lines += _steps(summary)
     lines += _breakdown(summary)
     lines += change_lines(summary.get("change"))
+    lines += truth_lines(summary.get("truth"))
     lines += _gpus(summary)
     if summary["failures"]:
         lines.append("failures (all requests, warm-up included)")

@@ -26,6 +26,7 @@ from pipeline.analysis.change import change_summary
 from pipeline.analysis.records import CLIENT, CLIENT_TIMES, PATH_TIMES, SINK, RequestRow
 from pipeline.analysis.requests_csv import read_csv
 from pipeline.analysis.statistics import PERCENTILE_METHOD, describe, event_rate
+from pipeline.analysis.truth import truth_summary
 from pipeline.serving.gpu_monitor import relative_time
 
 STEP_TIMES = PATH_TIMES + ("handoff_s",)  # per-step columns with statistics in the report
@@ -159,6 +160,7 @@ def summarize(rows, step_names, run_info: dict, nvml_samples=None) -> dict:
         "decode": placement.decode_placement(ok, steps, window["duration_s"]),
         "streams": placement.per_stream(ok),
         "change": change_summary(ok, run_info),
+        "truth": truth_summary(ok, run_info),
     }
     summary["validity"] = validity.judge(summary)
     summary["warnings"] = validity.warnings(summary)

@@ -18,6 +18,7 @@ going on; the columns sum to done - scheduled exactly.
 from __future__ import annotations
 
 from pipeline.analysis.records import (
+    TRUTH_COLUMNS,
     RequestRow,
     RequestState,
     StepStamps,
@@ -77,6 +78,9 @@ def to_row(state: RequestState, step_names, t0: float) -> RequestRow:
         row.windows_whole = c.windows_whole
     if state.fidelity is not None:
         row.psnr_vs_full_db = state.fidelity.psnr_db
+    if state.truth is not None:
+        for name in TRUTH_COLUMNS:
+            setattr(row, name, getattr(state.truth, name))
     if out is not None:
         row.frames = out.frames if out.frames is not None else row.frames
         row.output_frames = out.output_frames

@@ -8,35 +8,10 @@ not yet compared. A gap after the last kept frame has no window and is not count
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from models.flavr.windows import StreamingWindows
-from pipeline.analysis.quality import METHODS, baselines, psnr, quantize, ssim
-
-
-class GapScores:
-    """Running sums of PSNR and SSIM per method over the compared frames."""
-
-    def __init__(self):
-        self.n = 0
-        self.sums = {m: {"psnr": 0.0, "ssim": 0.0} for m in METHODS}
-
-    def add(self, guesses: dict[str, torch.Tensor], truth: torch.Tensor) -> None:
-        """guesses: method -> (k, 3, H, W) frames; truth: (k, 3, H, W)."""
-        for method, frames in guesses.items():
-            q = quantize(frames.float())
-            # A frame equal to its truth has infinite PSNR: cap it at 100 dB (8-bit frames never
-            # get there otherwise) so one identical frame cannot make the mean infinite.
-            self.sums[method]["psnr"] += psnr(q, truth).clamp(max=100.0).sum().item()
-            self.sums[method]["ssim"] += ssim(q, truth).sum().item()
-        self.n += truth.shape[0]
-
-    def table(self) -> dict[str, dict[str, float]]:
-        if self.n == 0:
-            return {m: {"psnr": math.nan, "ssim": math.nan} for m in METHODS}
-        return {m: {k: v / self.n for k, v in s.items()} for m, s in self.sums.items()}
+from pipeline.analysis.quality import METHODS, GapScores, baselines
 
 
 def evaluate_clip(model, chunks, factor: int, batch: int = 4) -> tuple[dict, int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.config.schema import Config
 from pipeline.errors import ConfigError
+from pipeline.media.truth import is_truth_file
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def resolve_videos(cfg: Config, synthetic_root=None) -> list[Path]:
         s = cfg.videos.synthetic
         root = Path(synthetic_root) if synthetic_root is not None else _REPO_ROOT / "videos" / "synthetic"
         made = ensure_synthetic_set(root, s.count, s.width, s.height, s.frames, s.fps, s.codec,
-                                    s.seed, s.moving_fraction)
+                                    s.seed, s.moving_fraction, s.truth_factor)
         return [Path(p) for p in made]
     out: list[Path] = []
     for i, text in enumerate(cfg.videos.paths):
@@ -55,8 +56,10 @@ def resolve_videos(cfg: Config, synthetic_root=None) -> list[Path]:
         if _GLOB_CHARS.search(pattern):
             for base in bases:
                 full = pattern if base is None else str(base / pattern)
+                # A clip's ground truth (CLIP.truth.<ext>) is never a request of its own.
                 found = itertools.islice((m for m in glob.iglob(full, recursive=True)
-                                          if os.path.isfile(m)), MAX_CLIPS + 1)
+                                          if os.path.isfile(m) and not is_truth_file(m)),
+                                         MAX_CLIPS + 1)
                 matches = sorted(Path(m).absolute() for m in found)
                 if matches:
                     out += matches

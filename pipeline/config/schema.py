@@ -62,6 +62,10 @@ class SyntheticSpec:
         None, doc="static-camera clips instead: this fraction of the frame moves (a seeded "
                   "rectangle) and the rest is still (pipeline/media/moving_fraction.py); 0: "
                   "nothing moves; none: the usual clips, which move everywhere", ge=0, le=1)
+    truth_factor: int | None = setting(
+        None, doc="also write each clip's true frames at F times its frame rate beside it "
+                  "(CLIP.truth.npz), which --check-outputs scores the model against; a multiple "
+                  "of model.factor; at most 64 (the truth holds F frames per frame)", ge=1, le=64)
 
 
 @dataclass(kw_only=True)
@@ -262,9 +266,11 @@ class RunSettings:
                                             "run's logs folder", flags=("--save-outputs",))
     save_tensors: bool = setting(False, doc="with --save-outputs: raw output tensors instead of "
                                             "videos", flags=("--save-tensors",))
-    check_outputs: bool = setting(False, doc="check every output value is finite (costs a pass "
-                                             "over the output in the sink)",
-                                  flags=("--check-outputs",))
+    check_outputs: bool = setting(False, doc="check every output value is finite, and score "
+                                             "the outputs of clips with ground truth beside them "
+                                             "(pipeline/media/truth.py): PSNR and SSIM next to "
+                                             "averaging and repeating frames (costs time in the "
+                                             "sink)", flags=("--check-outputs",))
     progress: bool = setting(True, doc="progress bars", flags=("--progress",))
     cpu_threads: int | None = setting(None, doc="torch threads per CPU model process (default: "
                                                 "cores / replicas)", ge=1, le=1024,

@@ -12,6 +12,9 @@ through a lossy codec (H.264) the still part flickers by a few levels, which a c
 must absorb (`still_noise` measures by how much).
 
     python -m pipeline.media.moving_fraction OUT.mkv --fraction 0.1 --width 768 --height 576
+
+`--truth-factor F` also writes the true frames at t = i + k/F beside the clip (OUT.truth.npz,
+pipeline/media/truth.py).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import torch
 from pipeline.media.decode import resize
 from pipeline.media.encode import VideoWriter
 from pipeline.media.synthetic import make_scene, render
+from pipeline.media.truth import write_truth_npz
 
 PAN_PX_PER_FRAME = 3.0  # the moving scene's pan: 72 px/s at 24 fps
 MAX_WAVELENGTH_PX = 32.0  # its texture's coarsest detail
@@ -72,20 +76,24 @@ def moving_scene(width: int, height: int, frames: int, seed: int) -> list:
     return [background, *discs]
 
 
-def render_clip(height: int, width: int, frames: int, fraction: float, seed: int = 0
-                ) -> tuple[np.ndarray, Region]:
-    """(frames, H, W, 3) uint8 RGB with `fraction` of the frame moving, and where it moves."""
+def render_clip(height: int, width: int, frames: int, fraction: float, seed: int = 0,
+                truth_factor: int | None = None) -> tuple[np.ndarray, Region]:
+    """(frames, H, W, 3) uint8 RGB with `fraction` of the frame moving, and where it moves. With
+    truth_factor F the frames at t = j/F instead, j = 0 .. (frames-1)*F: the clip's true
+    in-between frames, its own every F-th (the scene is rendered analytically at any t)."""
     if frames < 1 or height < 1 or width < 1:
         raise ValueError(f"need frames, height and width >= 1, got {frames}, {height}, {width}")
+    f = truth_factor or 1
+    times = np.arange((frames - 1) * f + 1) / f
     region = moving_region(height, width, fraction, seed)
     still = render(make_scene(width, height, frames, seed), 0.0, width, height)
     moving = moving_scene(region.width, region.height, frames, seed + 1)
-    out = np.empty((frames, height, width, 3), dtype=np.uint8)
+    out = np.empty((len(times), height, width, 3), dtype=np.uint8)
     still_u8 = (still * 255.0).round().astype(np.uint8)
-    for t in range(frames):
-        out[t] = still_u8
+    for j, t in enumerate(times):
+        out[j] = still_u8
         window = render(moving, float(t), region.width, region.height)
-        out[t, region.top:region.top + region.height, region.left:region.left + region.width] = (
+        out[j, region.top:region.top + region.height, region.left:region.left + region.width] = (
             (window * 255.0).round().astype(np.uint8))
     return out, region
 
@@ -167,9 +175,15 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crf", type=int, default=None, help="lossy quality (lower is better)")
+    ap.add_argument("--truth-factor", type=int, default=None, metavar="F",
+                    help="also write the true frames at t = i + k/F to OUT.truth.npz")
     args = ap.parse_args(argv)
-    frames, region = render_clip(args.height, args.width, args.frames, args.fraction, args.seed)
+    frames, region = render_clip(args.height, args.width, args.frames, args.fraction, args.seed,
+                                 args.truth_factor)
     out = Path(args.out)
+    if args.truth_factor:
+        write_truth_npz(out, frames, args.truth_factor)
+        frames = frames[::args.truth_factor]
     if out.suffix.lower() == ".mkv":
         write_lossless(out, frames, args.fps)
     else:

@@ -57,6 +57,7 @@ class SegmentReader:
         self.held: torch.Tensor | None = None  # frames [position - kept_behind, position + kept_ahead)
         self.kept_ahead = 0
         self.position = 0  # stream index of the next segment's first frame
+        self.first = 0  # stream index of the last segment's first frame
         self.segments = 0
         self.ended = False
 
@@ -85,6 +86,7 @@ class SegmentReader:
         keep = min(self.behind, behind + count) + ahead
         self.held = frames[frames.shape[0] - keep:].clone()
         self.kept_ahead = ahead
+        self.first = self.position
         self.position += count
         self.segments += 1
         return frames, behind, ahead
@@ -130,6 +132,11 @@ class StreamSet:
             raise
         self.last[stream_id] = segment
         return out
+
+    def first_frame(self, stream_id: int) -> int:
+        """Where in its stream the stream's last segment started (a stream that restarted counts
+        from its restart)."""
+        return self.readers[stream_id].first
 
     def close(self) -> None:
         for reader in self.readers.values():

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.media.truth import truth_path, write_truth_npz
+
 CONTAINER = {"vp9": ".webm", "vp8": ".webm", "h264": ".mp4", "hevc": ".mp4", "av1": ".mp4"}
 
 
@@ -105,10 +107,6 @@ def render(layers: list[Layer], t: float, width: int, height: int) -> np.ndarray
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def truth_path(clip: Path) -> Path:
-    return clip.with_suffix(".truth.npz")
-
-
 def write_clip(out, width: int = 128, height: int = 128, frames: int = 16, fps: float = 24,
                codec: str = "vp9", seed: int = 0, truth_factor: int | None = None,
                crf: int | None = None) -> Path:
@@ -127,33 +125,41 @@ def write_clip(out, width: int = 128, height: int = 128, frames: int = 16, fps: 
         f = int(truth_factor)
         times = np.arange((frames - 1) * f + 1) / f
         truth = np.stack([render(layers, float(t), width, height) for t in times])
-        np.savez_compressed(truth_path(out), frames=(truth * 255.0).round().astype(np.uint8),
-                            times=times, factor=f)
+        write_truth_npz(out, (truth * 255.0).round().astype(np.uint8), f)
     return out
 
 
 def write_moving_fraction_clip(out, width: int, height: int, frames: int, fps: float, codec: str,
-                               seed: int, fraction: float) -> Path:
-    """A static-camera clip: `fraction` of the frame moves, the rest is still (0: all still)."""
+                               seed: int, fraction: float, truth_factor: int | None = None) -> Path:
+    """A static-camera clip: `fraction` of the frame moves, the rest is still (0: all still).
+    With truth_factor F also OUT.truth.npz, as write_clip."""
     from pipeline.media.moving_fraction import render_clip, write_lossy
 
     still = fraction == 0
-    images, _ = render_clip(height, width, 1 if still else frames, 1.0 if still else fraction, seed)
+    f = truth_factor or 1
+    images, _ = render_clip(height, width, 1 if still else frames, 1.0 if still else fraction,
+                            seed, None if still else truth_factor)
     if still:  # the moving scene's first frame, held: not a pixel changes
-        images = np.repeat(images, frames, axis=0)
-    write_lossy(out, images, fps, codec=codec)
+        images = np.repeat(images, (frames - 1) * f + 1, axis=0)
+    write_lossy(out, images[::f], fps, codec=codec)
+    if truth_factor:
+        write_truth_npz(out, images, f)
     return Path(out)
 
 
 def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int, fps: float,
-                         codec: str, seed: int, moving_fraction: float | None = None) -> list[Path]:
+                         codec: str, seed: int, moving_fraction: float | None = None,
+                         truth_factor: int | None = None) -> list[Path]:
     """`count` clips under root/<name derived from the parameters>/, written once and reused:
     a later call with the same parameters returns the cached files. moving_fraction: static-camera
-    clips where that fraction of the frame moves (write_moving_fraction_clip)."""
+    clips where that fraction of the frame moves (write_moving_fraction_clip); truth_factor: each
+    clip with its true frames at t = i + k/F beside it (CLIP.truth.npz)."""
     ext = CONTAINER[codec]
     name = f"{codec}_{width}x{height}_{frames}f_{fps:g}fps_seed{seed}"
     if moving_fraction is not None:
         name += f"_moving{moving_fraction:g}"
+    if truth_factor:
+        name += f"_truth{truth_factor}"
     folder = Path(root) / name
     paths = [folder / f"clip{i:04d}{ext}" for i in range(count)]
     stamp = folder / "params.json"
@@ -162,18 +168,27 @@ def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int,
         from pipeline.media.moving_fraction import SCENE_VERSION
 
         params.update(moving_fraction=moving_fraction, moving_scene=SCENE_VERSION)
-    if stamp.exists() and json.loads(stamp.read_text()) == params and all(
-            p.exists() and p.stat().st_size > 0 for p in paths):
+    if truth_factor:
+        params.update(truth_factor=truth_factor)
+
+    def made(p: Path) -> bool:
+        return (p.exists() and p.stat().st_size > 0
+                and (not truth_factor or truth_path(p).exists()))
+
+    if stamp.exists() and json.loads(stamp.read_text()) == params and all(map(made, paths)):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(paths):
-        if not (p.exists() and p.stat().st_size > 0 and stamp.exists()):
+        if not (made(p) and stamp.exists()):
             tmp = p.with_name(p.stem + ".tmp" + ext)  # write-then-rename: no half clips cached
             if moving_fraction is None:
-                write_clip(tmp, width, height, frames, fps, codec, seed * 100003 + i)
+                write_clip(tmp, width, height, frames, fps, codec, seed * 100003 + i,
+                           truth_factor)
             else:
                 write_moving_fraction_clip(tmp, width, height, frames, fps, codec,
-                                           seed * 100003 + i, moving_fraction)
+                                           seed * 100003 + i, moving_fraction, truth_factor)
+            if truth_factor:  # the truth first: a clip in place means its truth is too
+                truth_path(tmp).replace(truth_path(p))
             tmp.replace(p)
     stamp.write_text(json.dumps(params))
     return paths

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Iterator
 
 import av
 import torch
@@ -18,18 +19,32 @@ import torch
 from pipeline.media.encode import VideoWriter
 
 
+def target_format(container, size: tuple[int, int] | None = None, fps: float | None = None
+                  ) -> tuple[float, int, int]:
+    """(frame rate, height, width) to write an open container's video at: the source's (sides
+    made even) unless given."""
+    stream = container.streams.video[0]
+    h, w = size or (stream.height - stream.height % 2, stream.width - stream.width % 2)
+    return fps or float(stream.average_rate or stream.guessed_rate or 25), h, w
+
+
+def rgb_frames(container, height: int, width: int) -> Iterator[torch.Tensor]:
+    """The container's video frames, one at a time, as (3, H, W) float RGB in [0, 1] at the
+    given size (bicubic, by FFmpeg)."""
+    for frame in container.decode(container.streams.video[0]):
+        rgb = frame.reformat(width=width, height=height, format="rgb24",
+                             interpolation="BICUBIC").to_ndarray()
+        yield torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+
+
 def transcode(src, dst, size: tuple[int, int] | None = None, crf: int = 12,
               fps: float | None = None, codec: str = "h264") -> int:
     """Write `src` to `dst`; returns the frames written. size (H, W) must be even."""
     with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        h, w = size or (stream.height - stream.height % 2, stream.width - stream.width % 2)
-        rate = fps or float(stream.average_rate or stream.guessed_rate or 25)
+        rate, h, w = target_format(container, size, fps)
         with VideoWriter(dst, rate, w, h, codec=codec, crf=crf) as writer:
-            for frame in container.decode(stream):
-                rgb = frame.reformat(width=w, height=h, format="rgb24",
-                                     interpolation="BICUBIC").to_ndarray()
-                writer.write(torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0))
+            for frame in rgb_frames(container, h, w):
+                writer.write(frame)
             return writer.frames_written
 
 

@@ -38,6 +38,7 @@ from pipeline.serving.runlog import (
 )
 from pipeline.serving.transport.messages import Attached, Measure, Ready, Start
 from pipeline.serving.transport.queues import Output, drain
+from pipeline.serving.truth_check import run_truths
 from pipeline.serving.workers.child import ChildContext
 from pipeline.serving.workers.client import ClientSpec, client_main
 from pipeline.serving.workers.decode import DecodeSpec, decode_main
@@ -67,6 +68,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         cfg = replace(cfg, model=replace(cfg.model, resolution=tuple(served.input_size)))
     videos = resolve_videos(cfg, synthetic_root=opts.video_cache)
     clips = survey_clips(cfg, videos)
+    truths = run_truths(videos, served, notices) if opts.check_outputs else {}
     if opts.mps == "on" and not use_mps:
         notices.append(f"--mps on has no effect: {mps_reason}")
     if checkpoint is None and "model" in topo.kinds:
@@ -82,7 +84,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         launcher = make_launcher(p.launcher, opts.ray_address or cfg.ray.address)
     except (LaunchError, RuntimeError) as exc:  # Ray missing, or its cluster out of reach
         raise ConfigError(_launcher_error_field(exc, opts, cfg), str(exc)) from None
-    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served)
+    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served, truths)
     run.state.notices = notices
     try:
         # The daemon outlives every child: started before the first, stopped after the last.
@@ -110,7 +112,7 @@ def _launcher_error_field(exc: Exception, opts, cfg) -> str:
 
 
 class _Run:
-    def __init__(self, cfg, opts, topo, device_kind, videos, clips, launcher, served):
+    def __init__(self, cfg, opts, topo, device_kind, videos, clips, launcher, served, truths):
         self.cfg, self.opts, self.topo = cfg, opts, topo
         self.served = served  # the model as a workload (models/base.py)
         self.device_kind = device_kind
@@ -133,6 +135,7 @@ class _Run:
         self.signals = None  # the handlers to restore once the logs are written
         self.mps = "off"  # what the run did about MPS (mps.MpsState.text)
         self.bar = None  # progress of the requests, while serving
+        self.truths = truths  # clip -> its ground truth, scored by the sink (--check-outputs)
         self.requests_csv: RequestsCsv | None = None  # streamed as requests end
         self.unwritten: list[int] = []  # ended before t0 was known (warm-ups): rows to stream
         self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
@@ -176,7 +179,8 @@ class _Run:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
         L.start(SINK, "the sink", sink_main, sink_ctx, SinkSpec(
             self.in_queues[topo.n_steps][None], self._upstream_free(topo.n_steps, None),
-            self.served, save_dir, opts.save_tensors, opts.check_outputs))
+            self.served, save_dir, opts.save_tensors, opts.check_outputs, self.truths,
+            opts.decode_backend))
         for i, replicas in enumerate(topo.replicas):
             step_cfg = cfg.steps[i]
             out = Output(self.in_queues[i + 1], topo.queue_names(i + 1),

@@ -1,7 +1,7 @@
 """Change-based inference through the real pipeline on the CPU: static-camera clips decoded by the
 decode worker, tiles planned by the step that runs the stem, the change state handed between the
 steps of a split through slot pools, frames composed at the head, and the per-request columns
-(computed_fraction, windows_whole, psnr_vs_full_db) in requests.csv.
+(computed_fraction, windows_whole, psnr_vs_full_db, and against ground truth) in requests.csv.
 
 48x48 frames, 16-pixel tiles with an 8-pixel halo: a 3x3 grid of tiles, each run on a 32x32 crop
 (fallback 4: tiles even where their crops cover more than the frame, so a small frame still has
@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from models.flavr.served import FLAVRServed
 from models.flavr.tiles import TileGrid, block_change, pad_frames, tiles_to_compute
+from pipeline.analysis.quality import psnr, quantize
 from pipeline.config import config_from_dict
 from pipeline.media.decode import FrameDecoder
 from pipeline.media.synthetic import write_moving_fraction_clip
+from pipeline.media.truth import truth_path
 from pipeline.serving.orchestrator import RunOptions, run
 
 SIZE, TILE, HALO, THRESHOLD = 48, 16, 8, 0.04
@@ -45,29 +48,31 @@ def config(clips, steps, name, streams=None, check=True):
         "pipeline": steps})
 
 
-def options(tmp_path, n):
+def options(tmp_path, n, check_outputs=False):
     return RunOptions(mean_interval_ms=0, videos=n, warmup=0, logs_root=str(tmp_path / "logs"),
                       progress=False, cpu_threads=1, start_timeout_s=300, stall_timeout_s=300,
-                      save_outputs=True, save_tensors=True)
+                      save_outputs=True, save_tensors=True, check_outputs=check_outputs)
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """A still clip (not a pixel moves) and one where a 11x11 patch moves (3% of the frame)."""
+    """A still clip (not a pixel moves) and one where a 11x11 patch moves (3% of the frame), each
+    with its ground truth at 2x beside it."""
     folder = tmp_path_factory.mktemp("change-clips")
-    return [write_moving_fraction_clip(folder / f"{name}.webm", SIZE, SIZE, 12, 24, "vp9", 5, f)
+    return [write_moving_fraction_clip(folder / f"{name}.webm", SIZE, SIZE, 12, 24, "vp9", 5, f,
+                                       truth_factor=2)
             for name, f in (("a-still", 0.0), ("b-patch", 0.03))]
 
 
 @pytest.fixture(scope="module")
 def runs(clips, tmp_path_factory):
     """The two clips as two requests, through the whole model and through a split (a fidelity
-    run: the full model's reference too)."""
+    run: the full model's reference too, and the outputs checked against the truth)."""
     out = {}
     for name, steps in (("whole", WHOLE), ("split", SPLIT)):
         tmp = tmp_path_factory.mktemp(f"change-{name}")
         result = run(config(clips, steps, f"change-{name}", check=name == "split"),
-                     options(tmp, 2))
+                     options(tmp, 2, check_outputs=name == "split"))
         assert result.error is None, result.error
         assert [r["status"] for r in result.rows] == ["ok", "ok"], result.rows
         saved = [torch.load(result.run_dir / "outputs" / f"request{i:06d}.pt") for i in range(2)]
@@ -129,6 +134,18 @@ def test_the_fidelity_column_is_the_psnr_against_the_full_model_on_the_same_wind
     change = result.summary["change"]
     assert change["fidelity_run"] and change["psnr_requests"] == 2
     assert "PSNR against the full model" in result.report
+
+
+def test_a_fidelity_run_scores_the_change_based_outputs_against_the_truth_too(clips, runs):
+    result, saved = runs["split"]
+    for i, clip in enumerate(clips):
+        truth = torch.from_numpy(np.load(truth_path(clip))["frames"][1:2 * FRAMES - 1:2])
+        truth = truth.permute(0, 3, 1, 2).double() / 255.0
+        expected = psnr(quantize(saved[i][:, 0]), truth).clamp(max=100.0).mean().item()
+        row = result.rows[i]
+        assert row["truth_frames"] == FRAMES - 1 and row["psnr_vs_full_db"] is not None
+        assert round(row["truth_psnr_db"], 6) == round(expected, 6)
+    assert "model (change-based)" in result.report
 
 
 def test_a_streams_later_segments_use_the_gates_of_its_earlier_whole_window(clips, tmp_path):

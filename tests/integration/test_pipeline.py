@@ -7,22 +7,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from video_helpers import truth_frames
 
-from pipeline.analysis.requests_csv import read_csv, read_rows
+from pipeline.analysis.quality import psnr, quantize
 from pipeline.analysis.report import summary_from_run_dir
+from pipeline.analysis.requests_csv import read_csv, read_rows
 from pipeline.config import config_from_dict, config_to_dict
+from pipeline.media.decode import FrameDecoder
 from pipeline.serving.orchestrator import RunOptions, run
 
 SIZE = 16  # frames are 16x16: the model's full graph (its deepest maps 2x2), quick on 2 cores
 
 
 def make_config(tmp_path: Path, steps: list[dict], name: str = "t", size: int = SIZE,
-                **over) -> object:
+                truth_factor: int | None = None, **over) -> object:
     cfg = {
         "name": name,
         "device": "cpu",
         "videos": {"synthetic": {"count": 2, "width": size, "height": size, "frames": 6,
-                                 "fps": 24, "codec": "vp9", "seed": 1}},
+                                 "fps": 24, "codec": "vp9", "seed": 1,
+                                 "truth_factor": truth_factor}},
         "frames_per_request": 4,
         "model": {"factor": 2, "precision": "fp32", "resolution": [size, size]},
         "pipeline": steps,
@@ -50,7 +54,8 @@ def options(tmp_path: Path, **over) -> RunOptions:
 
 # One run of each placement, shared by the tests below that only read its results and logs (a run
 # costs seconds of child start-up on two cores): 8 measured requests and a warm-up, Poisson
-# arrivals every 30 ms on average, the outputs saved as tensors.
+# arrivals every 30 ms on average, the outputs saved as tensors and checked against the clips'
+# ground truth.
 PLACEMENTS = {"whole": WHOLE, "split": SPLIT, "replicated": REPLICATED}
 SHARED_VIDEOS = 8
 
@@ -62,9 +67,9 @@ def shared_run(tmp_path_factory):
     def get(name: str):
         if name not in runs:
             tmp = tmp_path_factory.mktemp(f"shared-{name}")
-            runs[name] = run(make_config(tmp, PLACEMENTS[name], name=name),
+            runs[name] = run(make_config(tmp, PLACEMENTS[name], name=name, truth_factor=2),
                              options(tmp, videos=SHARED_VIDEOS, mean_interval_ms=30,
-                                     save_outputs=True, save_tensors=True))
+                                     save_outputs=True, save_tensors=True, check_outputs=True))
         return runs[name]
 
     return get
@@ -108,6 +113,26 @@ def test_split_output_equals_whole_output_exactly(shared_run):
     assert len(outs["whole"]) == SHARED_VIDEOS + 1
     for key in outs["whole"]:
         assert torch.equal(outs["whole"][key], outs["split"][key]), key
+
+
+@pytest.mark.parametrize("name", ["whole", "split"])
+def test_outputs_are_scored_against_ground_truth_as_computed_from_the_files(shared_run, name):
+    # Each request holds the clip's first 4 frames: gap r lies between frames r and r+1, and its
+    # truth is the truth file's frame 2r+1. The sink's scores equal the direct computation from
+    # the decoded clip, the truth file and the saved outputs (to the CSV's 6 decimals).
+    result = shared_run(name)
+    rows = read_rows(result.run_dir / "requests.csv")
+    assert rows and all(r.truth_frames == 3 for r in rows)
+    for r in rows:
+        frames = FrameDecoder("cpu").decode(r.video, 4)
+        truth = truth_frames(Path(r.video))[0][1:7:2] / 255.0
+        out = torch.load(result.run_dir / "outputs" / f"request{r.request_id:06d}.pt")[:, 0]
+        for guess, column in (((frames[:-1] + frames[1:]) / 2, r.avg_psnr_db),
+                              (frames[:-1], r.nearest_psnr_db), (out, r.truth_psnr_db)):
+            assert column == round(psnr(quantize(guess), truth).mean().item(), 6)
+    summary = json.loads((result.run_dir / "report.json").read_text())["truth"]
+    assert summary["requests"] == SHARED_VIDEOS and summary["frames"] == 3 * SHARED_VIDEOS
+    assert "against ground truth (means over 8 requests, 24 new frames" in result.report
 
 
 def test_batching_groups_queued_requests_into_one_model_call(tmp_path):

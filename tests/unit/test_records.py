@@ -11,6 +11,7 @@ from pipeline.analysis.records import (
     RequestRow,
     StepStamps,
     StepTimes,
+    TruthScores,
     columns,
 )
 from pipeline.analysis.requests_csv import read_rows, write_csv
@@ -181,6 +182,18 @@ def test_a_row_comes_back_from_the_csv_as_it_was(tmp_path):
                               for k, s in enumerate(STEPS)})
     write_csv(tmp_path / "requests.csv", [row], columns(STEPS))
     assert read_rows(tmp_path / "requests.csv") == [row]
+
+
+def test_scores_against_ground_truth_become_the_rows_truth_columns_and_survive_the_csv(tmp_path):
+    scores = TruthScores(6, 29.123456, 0.91, 28.5, 0.9, 26.25, 0.88)
+    row = row_of(stamps("decode", 1000.0, finished=1000.01, compute=0.01), scores, steps=["decode"])
+    assert (row.truth_frames, row.truth_psnr_db, row.avg_ssim, row.nearest_psnr_db) == (
+        6, 29.123456, 0.9, 26.25)
+    bare = row_of(stamps("decode", 1000.0, finished=1000.01, compute=0.01), steps=["decode"])
+    write_csv(tmp_path / "requests.csv", [row, bare], columns(["decode"]))
+    back, back_bare = read_rows(tmp_path / "requests.csv")
+    assert back.truth_ssim == 0.91 and back.avg_psnr_db == 28.5 and back.truth_frames == 6
+    assert back_bare.truth_frames is None and back_bare.truth_psnr_db is None  # empty cells
 
 
 def test_the_csv_has_the_clients_and_each_steps_columns_in_path_order():

@@ -40,6 +40,22 @@ def test_ssim_of_constant_images_follows_the_luminance_term():
     assert float(ssim(x, y)) == pytest.approx(expected, abs=1e-12)
 
 
+def test_ssim_uses_the_11x11_gaussian_window_of_wang_et_al():
+    # Its separable passes give what one 2-D Gaussian window (sigma 1.5, 'valid') gives.
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 24, 20, generator=g, dtype=torch.float64)
+    y = (x + 0.3 * torch.rand(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    r = torch.arange(11, dtype=torch.float64) - 5
+    w = torch.exp(-r ** 2 / (2 * 1.5 ** 2))
+    w = torch.outer(w, w) / w.sum() ** 2
+    blur = lambda t: torch.nn.functional.conv2d(t, w.expand(3, 1, 11, 11), groups=3)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = (2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    assert torch.allclose(ssim(x, y), s.mean(dim=(1, 2, 3)), rtol=0, atol=1e-14)
+
+
 def test_baselines_repeat_the_nearest_input_and_average_the_neighbours():
     inputs = torch.stack([torch.full((3, 4, 4), float(v)) for v in (0, 1, 3, 9)], dim=1)[None]
     two = baselines(inputs, 2)

@@ -31,6 +31,7 @@ class Part:
     frames: int
     stream_id: int | None = None  # carried from the Request: rows of one stream, in order
     segment: int = 0
+    position: int = 0  # the stream's frame the rows start at (a clip's: 0), for truth checks
 
 
 @dataclass

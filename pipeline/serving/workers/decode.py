@@ -105,6 +105,7 @@ def _loop(ctx, spec, decoder, streams, pool, router, device, model) -> None:
         try:
             if spec.limits is not None:  # probing is cached: the decoder's own probe is free
                 spec.limits.check(req.video)
+            position = 0
             if req.stream_id is None:
                 frames = decoder.decode(req.video, req.frames)
                 rows_in = model.make_rows(frames)
@@ -114,6 +115,7 @@ def _loop(ctx, spec, decoder, streams, pool, router, device, model) -> None:
                                                         req.frames)
                 rows_in = model.make_segment_rows(frames, behind, ahead)
                 n_used = frames.shape[0] - behind - ahead
+                position = streams.first_frame(req.stream_id)
             if device.type == "cuda":
                 torch.cuda.current_stream(device).synchronize()
             decoded = now()
@@ -136,7 +138,7 @@ def _loop(ctx, spec, decoder, streams, pool, router, device, model) -> None:
             _pass_on_notices(ctx, decoder)
         size = tuple(rows_in.shape[-2:])
         del frames, rows_in
-        part = Part(req.request_id, 0, n, req.video, n_used, req.stream_id, req.segment)
+        part = Part(req.request_id, 0, n, req.video, n_used, req.stream_id, req.segment, position)
         item = Item(pool.pool_id, slot, n, [part], size, layout)
         try:
             if not router.put(item, ctx.should_stop):

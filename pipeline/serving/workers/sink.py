@@ -1,6 +1,7 @@
 """The sink process: the end of the pipeline. It says how each request ended (ok, or an output
 check failed), optionally saves the output (as the model says: FLAVR's interpolated video,
-R(2+1)D's top classes), and gives the slot back.
+R(2+1)D's top classes), and gives the slot back. When checking, it also scores the outputs of
+clips with ground truth (pipeline/serving/truth_check.py), after giving the slot back.
 
 It does not stamp completion: the last step's runner does, when its GPU work completes (one queue's
 FIFO order here would make a small request finished on one GPU wait behind a large one on
@@ -10,7 +11,7 @@ producer writes that slot again only on its own stream, after the work it is rep
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,7 +29,9 @@ class SinkSpec:
     model: object  # the ServedModel (models/base.py): output counts, how an output is saved
     save_dir: str | None  # write each request's output here
     save_tensors: bool  # with save_dir: the raw output tensors as .pt instead (exact comparisons)
-    check_outputs: bool  # verify every output value is finite
+    check_outputs: bool  # verify every output value is finite, and score against truth
+    truths: dict = field(default_factory=dict)  # clip -> media.truth.TruthInfo, where it has one
+    decode_backend: str = "auto"  # the run's: how the truth check decodes input frames again
 
 
 def sink_main(ctx: ChildContext, spec: SinkSpec) -> None:
@@ -44,16 +47,52 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
     for data in handles.values():
         h = load_handle(data)
         readers[h.pool_id] = open_reader(h, spec.upstream_free[h.pool_id])
+    check = None
+    if spec.check_outputs and spec.truths:
+        from pipeline.serving.truth_check import TruthCheck
+
+        check = TruthCheck(spec.truths, spec.model.factor, spec.decode_backend, ctx.should_stop)
     ctx.attached()
-    while not ctx.should_stop():
-        batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
-        if not batch:
-            break
-        item = batch[0]
-        reader = readers[item.pool_id]
-        for p, outcome in zip(item.parts, _outcomes(ctx, spec, reader, item)):
-            ctx.record(p.request_id, outcome)
-        reader.release(item.slot)
+    try:
+        while not ctx.should_stop():
+            batch, _ = get_batch(spec.in_queue, 1, ctx.should_stop)
+            if not batch:
+                break
+            item = batch[0]
+            reader = readers[item.pool_id]
+            outcomes = _outcomes(ctx, spec, reader, item)
+            kept = _for_truth(spec, reader, item, outcomes) if check is not None else []
+            reader.release(item.slot)
+            for p, new in kept:  # scores first: a request's row is written once it is ok
+                _score(ctx, check, p, new)
+            for p, outcome in zip(item.parts, outcomes):
+                ctx.record(p.request_id, outcome)
+    finally:
+        if check is not None:
+            check.close()
+
+
+def _for_truth(spec: SinkSpec, reader, item, outcomes) -> list:
+    """Copies of the new frames of the ok parts whose clip has truth: the slot goes back before
+    they are scored."""
+    out = reader.tensors(item).get("out")
+    kept = [(p, out[p.start:p.start + p.rows].clone()) for p, o in zip(item.parts, outcomes)
+            if o.status == "ok" and p.video in spec.truths and out is not None]
+    if kept and out.is_cuda:  # copied before the producer may write the slot again
+        torch.cuda.current_stream(out.device).synchronize()
+    return kept
+
+
+def _score(ctx: ChildContext, check, part, new) -> None:
+    try:
+        scores = check.score(part, new)
+    except Exception as exc:  # a by-product, like saving: the request itself is done
+        if part.video not in check.failed:  # said once per clip
+            check.failed.add(part.video)
+            ctx.notice(f"request {part.request_id}: could not score against ground truth: {exc}")
+        return
+    if scores is not None:
+        ctx.record(part.request_id, scores)
 
 
 def _outcomes(ctx: ChildContext, spec: SinkSpec, reader, item) -> list[Outcome]:
