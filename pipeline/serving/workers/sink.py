@@ -62,11 +62,14 @@ def _serve(ctx: ChildContext, spec: SinkSpec) -> None:
             reader = readers[item.pool_id]
             outcomes = _outcomes(ctx, spec, reader, item)
             kept = _for_truth(spec, reader, item, outcomes) if check is not None else []
-            reader.release(item.slot)
+            if kept:  # the slot goes back before the (slow) scoring, which works on copies
+                reader.release(item.slot)
             for p, new in kept:  # scores first: a request's row is written once it is ok
                 _score(ctx, check, p, new)
             for p, outcome in zip(item.parts, outcomes):
                 ctx.record(p.request_id, outcome)
+            if not kept:  # as soon as what was saved is also recorded
+                reader.release(item.slot)
     finally:
         if check is not None:
             check.close()
