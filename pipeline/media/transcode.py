@@ -48,6 +48,19 @@ def transcode(src, dst, size: tuple[int, int] | None = None, crf: int = 12,
             return writer.frames_written
 
 
+def even_size(text: str | None, ap: argparse.ArgumentParser) -> tuple[int, int] | None:
+    """--size HxW as (H, W), both even and at least 16 (4:2:0 video), or None when not given."""
+    if not text:
+        return None
+    try:
+        size = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or size[0] % 2 or size[1] % 2 or min(size) < 16:
+        ap.error("--size: HxW with even sides >= 16")
+    return size
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src")
@@ -56,11 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--crf", type=int, default=12, help="quality, lower is better (12)")
     ap.add_argument("--fps", type=float, default=None, help="frame rate written (the source's)")
     args = ap.parse_args(argv)
-    size = None
-    if args.size:
-        size = tuple(int(x) for x in args.size.lower().split("x"))
-        if len(size) != 2 or size[0] % 2 or size[1] % 2 or min(size) < 16:
-            ap.error("--size: HxW with even sides >= 16")
+    size = even_size(args.size, ap)
     n = transcode(args.src, args.dst, size, args.crf, args.fps)
     print(f"{args.dst}: {n} frames")
     return 0

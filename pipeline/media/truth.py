@@ -170,6 +170,8 @@ def decimate(src, clip, factor: int, size: tuple[int, int] | None = None, crf: i
 
 
 def main(argv=None) -> int:
+    from pipeline.media.transcode import even_size  # PyAV only for the command
+
     ap = argparse.ArgumentParser(prog="python -m pipeline.media.truth",
                                  description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -181,11 +183,7 @@ def main(argv=None) -> int:
     d.add_argument("--size", default=None, help="HxW, even (default: the source's, made even)")
     d.add_argument("--crf", type=int, default=12, help="quality of both, lower is better (12)")
     args = ap.parse_args(argv)
-    size = None
-    if args.size:
-        size = tuple(int(x) for x in args.size.lower().split("x"))
-        if len(size) != 2 or size[0] % 2 or size[1] % 2 or min(size) < 16:
-            ap.error("--size: HxW with even sides >= 16")
+    size = even_size(args.size, ap)
     if args.factor < 2:
         ap.error("--factor: at least 2")
     kept, total = decimate(args.src, args.out, args.factor, size, args.crf)
