@@ -1,5 +1,6 @@
 """Threshold sweep of change-based inference: speed-up over the full model against fidelity.
 
+    python -m pipeline.bench.change_sweep --replot DIR     (sweep.png again from DIR/sweep.csv)
     python -m pipeline.bench.change_sweep --out DIR [--video .cache/opencv-doc/vtest.avi]
         [--sizes 576x768,720x960] [--synthetic 0.01,0.1,0.5,1] [--thresholds 0.01,0.02,...]
         [--tile 64 --halo 8,16 --fallback 0.5 --refresh 16] [--precision bf16] [--device auto]
@@ -62,7 +63,9 @@ def parse_ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.bench.change_sweep",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="folder for sweep.csv/.png/.json")
+    p.add_argument("--out", type=Path, help="folder for sweep.csv/.png/.json")
+    p.add_argument("--replot", type=Path, metavar="DIR",
+                   help="measure nothing: draw DIR/sweep.png again from DIR/sweep.csv")
     p.add_argument("--video", default=str(DEFAULT_VIDEO),
                    help="real clip ('none' to skip; fetch with scripts/fetch_opencv_videos.sh)")
     p.add_argument("--start", type=int, default=0, help="first frame of the real clip")
@@ -203,34 +206,75 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    fig = Figure(figsize=(12, 4.5))
+    """Two panels: speed-up per threshold, and PSNR against speed-up. A clip keeps one colour,
+    a halo one line style, a size one marker; identical outputs are drawn on a band above the
+    highest finite PSNR (they would squash the rest at any fixed height)."""
+    fig = Figure(figsize=(13, 5))
     left, right = fig.subplots(1, 2)
+    finite = [r["psnr_db"] for r in rows if r["psnr_db"] is not None and r["psnr_db"] < float("inf")]
+    top = (max(finite) if finite else 50.0) + 3.0
+    colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(r["clip"] for r in rows))}
+    styles = {h: s for h, s in zip(sorted({r["halo"] for r in rows}), ("-", "--", ":", "-."))}
+    markers = {z: m for z, m in zip(dict.fromkeys(r["size"] for r in rows), "osD^v")}
     for key in dict.fromkeys((r["clip"], r["size"], r["halo"]) for r in rows):
         series = [r for r in rows if (r["clip"], r["size"], r["halo"]) == key]
-        label = f"{key[0]} {key[1]} halo {key[2]}"
-        thresholds = [r["threshold"] for r in series]
-        left.plot(thresholds, [r["speedup"] for r in series], marker="o", label=label)
-        # Identical frames (PSNR +inf) are drawn at IDENTICAL_DB.
-        psnr = [min(r["psnr_db"], IDENTICAL_DB) for r in series]
-        right.plot([r["speedup"] for r in series], psnr, marker="o", label=label)
-        for r, y in zip(series, psnr):
-            right.annotate(f"{r['threshold']:g}", (r["speedup"], y), fontsize=7,
-                           textcoords="offset points", xytext=(3, 3))
+        look = dict(color=colours[key[0]], linestyle=styles.get(key[2], "-"),
+                    marker=markers.get(key[1], "o"), label=f"{key[0]} {key[1]} halo {key[2]}")
+        left.plot([r["threshold"] for r in series], [r["speedup"] for r in series], **look)
+        psnr = [min(r["psnr_db"], top) for r in series]
+        right.plot([r["speedup"] for r in series], psnr, **look)
+        if key[0] == "real":  # thresholds on the real clip's curves only, to stay readable
+            for r, y in zip(series, psnr):
+                right.annotate(f"{r['threshold']:g}", (r["speedup"], y), fontsize=7,
+                               textcoords="offset points", xytext=(3, 3), color=look["color"])
     left.axhline(1.0, color="grey", lw=0.8)
-    left.set(xlabel="threshold (mean change of an 8x8 block, 0..1)", ylabel="speed-up over full model",
-             title="model time, full / change-based")
-    right.set(xlabel="speed-up over full model",
-              ylabel=f"PSNR against full model (dB; identical at {IDENTICAL_DB})",
-              title="fidelity vs speed-up (labels: threshold)")
+    right.axhline(top, color="grey", lw=0.8, ls=":")
+    right.annotate("identical to the full model", (0.01, top), xycoords=("axes fraction", "data"),
+                   fontsize=7, textcoords="offset points", xytext=(0, 3), color="grey")
+    right.axhline(40.0, color="firebrick", lw=0.8, ls=":")
+    right.set_ylim(min(finite + [40.0]) - 2.0, top + 2.0)
+    left.set(xlabel="threshold (mean change of an 8x8 block, 0..1)",
+             ylabel="speed-up over the full model", title="model time, full / change-based")
+    right.set(xlabel="speed-up over the full model", ylabel="PSNR against the full model (dB)",
+              title="fidelity against speed-up (labels: the real clip's thresholds)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    left.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def read_rows(path: Path) -> list[dict]:
+    """sweep.csv back into rows with numbers (empty cells: None)."""
+    text = {"clip", "size"}
+    rows = []
+    for raw in csv.DictReader(open(path, newline="")):
+        row = {}
+        for k, v in raw.items():
+            if k in text:
+                row[k] = v
+            elif v == "":
+                row[k] = None
+            else:
+                row[k] = int(v) if k in ("halo", "windows", "whole", "renewals") else float(v)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.replot:
+        source = args.replot / "sweep.csv"
+        if not source.is_file():
+            print(f"error: --replot {args.replot}: no sweep.csv there", file=sys.stderr)
+            return 2
+        plot(read_rows(source), args.replot / "sweep.png")
+        print(f"wrote {args.replot}/sweep.png")
+        return 0
+    if args.out is None:
+        print("error: --out: required (a folder for sweep.csv, sweep.png, sweep.json)",
+              file=sys.stderr)
+        return 2
     if args.video != "none" and not Path(args.video).is_file():
         print(f"error: --video {args.video}: not found (bash scripts/fetch_opencv_videos.sh "
               f"fetches it; --video none skips it)", file=sys.stderr)

@@ -20,8 +20,19 @@ def test_the_sweep_writes_a_row_per_clip_and_threshold_and_a_plot(tmp_path, caps
     assert float(high["psnr_db"]) < 60
     assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "sweep.json").is_file()
     assert "speed-up" in capsys.readouterr().out
+    # The plot can be drawn again from the csv alone (infinite PSNR and empty cells included).
+    (tmp_path / "sweep.png").unlink()
+    assert main(["--replot", str(tmp_path)]) == 0
+    assert (tmp_path / "sweep.png").stat().st_size > 0
 
 
 def test_a_missing_real_clip_is_refused_by_name(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--video", str(tmp_path / "absent.avi")]) == 2
     assert "--video" in capsys.readouterr().err
+
+
+def test_replot_without_a_csv_and_a_run_without_out_are_refused_by_flag(tmp_path, capsys):
+    assert main(["--replot", str(tmp_path)]) == 2
+    assert "--replot" in capsys.readouterr().err
+    assert main(["--video", "none"]) == 2
+    assert "--out" in capsys.readouterr().err
