@@ -127,7 +127,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
         h, w = info.height, info.width
         if h % 2 or w % 2:
             raise VideoError(info.path, f"{w}x{h}: odd frame sizes are not read as NV12 here")
-        ys, us, vs = [], [], []
+        surfaces = []
         for frame in frames:
             nv12 = torch.from_dlpack(frame)
             if nv12.dim() == 3 and nv12.shape[-1] == 1:
@@ -136,14 +136,13 @@ class PyNvVideoCodecBackend(DecodeBackend):
                 raise VideoError(info.path, f"PyNvVideoCodec gave a {nv12.dtype} surface of "
                                             f"shape {tuple(nv12.shape)}, not NV12 "
                                             f"({h + h // 2}, {w}): only 8-bit 4:2:0 is read")
-            uv = nv12[h:].unflatten(-1, (w // 2, 2))
-            ys.append(nv12[:h])
-            us.append(uv[..., 0])
-            vs.append(uv[..., 1])
-        # torch.stack copies: the decoder may reuse its surfaces on its next call
-        y, u, v = torch.stack(ys), torch.stack(us), torch.stack(vs)
+            surfaces.append(nv12)
+        # One copy of every surface (the decoder may reuse them on its next call), then the
+        # planes as views of it: one kernel where a stack per plane took three.
+        nv12 = torch.stack(surfaces)
         self.phases.mark("copy")
-        rgb = yuv_to_rgb(y, u, v, info.colour)
+        uv = nv12[:, h:].unflatten(-1, (w // 2, 2))
+        rgb = yuv_to_rgb(nv12[:, :h], uv[..., 0], uv[..., 1], info.colour)
         self.phases.mark("colour")
         return rgb
 
