@@ -88,6 +88,14 @@ class SyntheticSection:
     sway_px: float = setting(
         2.0, ge=0.0, le=16.0, doc="largest amplitude of the sway, pixels"
     )
+    flutter: float = setting(
+        0.0, ge=0.0, le=1.0, doc="share of samples whose background flutters: small "
+        "displacements drawn afresh in every frame on a fine grid, strong in some places and "
+        "absent in others (leaves in wind: motion that the frames before cannot predict)"
+    )
+    flutter_px: float = setting(
+        1.0, ge=0.0, le=8.0, doc="largest displacement of the flutter, pixels"
+    )
     rotation_deg: float = setting(1.0, ge=0.0, le=30.0, doc="largest rotation per frame, degrees")
     zoom: float = setting(0.01, ge=0.0, le=0.2, doc="largest relative zoom per frame")
     accel: float = setting(

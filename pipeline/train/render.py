@@ -7,7 +7,10 @@ time, so the frames between the inputs are as true as the inputs themselves. A s
 (`still_camera`) keeps the camera fixed, as video analytics' cameras are: the model must then
 give back static texture as it is, which a moving camera never asks of it. Another share
 (`sway`) bends the background in place, unevenly and back and forth, as foliage and water do:
-motion that is neither rigid nor steady. Optional sensor noise (`noise`) differs from frame to
+motion that is neither rigid nor steady. A share (`flutter`) jitters it by small displacements drawn
+afresh in every frame, as leaves in wind move: the frame between two inputs is then not
+predictable from them, and the loss teaches the model to hedge there (towards the average of
+the possible frames) instead of committing to one. Optional sensor noise (`noise`) differs from frame to
 frame, targets included, as in real footage.
 
 Each source (background or layer) is one `grid_sample` call: the T time steps are stacked along
@@ -130,6 +133,26 @@ def _sway(draw: _Draw, batch: int, times: torch.Tensor, crop: int, amplitude: fl
     return d.permute(0, 1, 3, 4, 2) * on.view(batch, 1, 1, 1, 1)
 
 
+def _flutter(draw: _Draw, batch: int, frames: int, crop: int, amplitude: float,
+             on: torch.Tensor) -> torch.Tensor:
+    """Displacements drawn independently for every frame, in output pixels: (B, T, H, W, 2),
+    zero for samples where `on` is 0. Each frame's field is the sum of two random fields, on
+    grids of 4 and 12 px cells (bilinearly upsampled), each up to half the amplitude with a
+    per-sample weight, times a smooth envelope in [0, 1] (a 3x3 grid) so that some places
+    flutter and others stay still. Fixed grid sizes keep every draw on the device."""
+    fields = 0
+    for cell in (4, 12):
+        n = max(2, round(crop / cell))
+        g = draw.in_disc((batch * frames, n, n), amplitude / 2).permute(0, 3, 1, 2)
+        g = F.interpolate(g, size=(crop, crop), mode="bilinear", align_corners=False)
+        weight = draw.uniform((batch, 1, 1, 1, 1), 0.0, 1.0)
+        fields = fields + weight * g.view(batch, frames, 2, crop, crop)
+    envelope = draw.uniform((batch, 1, 3, 3), 0.0, 1.0)
+    envelope = F.interpolate(envelope, size=(crop, crop), mode="bilinear", align_corners=False)
+    d = fields * envelope[:, None]                                            # (B, T, 2, H, W)
+    return d.permute(0, 1, 3, 4, 2) * on.view(batch, 1, 1, 1, 1)
+
+
 def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
                  cfg: SyntheticSection, gen: torch.Generator) -> torch.Tensor:
     """`batch` synthetic clips of `frames` frames, (B, 3, T, crop, crop) float in [0, 1] on the
@@ -165,6 +188,10 @@ def render_batch(photos: torch.Tensor, batch: int, frames: int, crop: int,
     if cfg.sway > 0:  # drawn only when asked, as above
         swaying = (draw.uniform((batch,), 0.0, 1.0) < cfg.sway).float()
         bend = _sway(draw, batch, times, crop, cfg.sway_px, swaying)
+    if cfg.flutter > 0:  # drawn only when asked, as above
+        fluttering = (draw.uniform((batch,), 0.0, 1.0) < cfg.flutter).float()
+        jitter = _flutter(draw, batch, frames, crop, cfg.flutter_px, fluttering)
+        bend = jitter if bend is None else bend + jitter
     out, _ = source(0, camera, bend)
     for k in range(1, n_sources):
         m = _motion(draw, batch, crop, cfg.layer_speed, cfg.rotation_deg, cfg.zoom,

@@ -140,3 +140,24 @@ def test_a_swaying_background_bends_unevenly_and_smoothly_in_time():
     between = (d[:, 1:-1] - (d[:, :-2] + d[:, 2:]) / 2).norm(dim=-1).mean()
     step = (d[:, 1:] - d[:, :-1]).norm(dim=-1).mean()
     assert 0 < between < 0.5 * step
+
+
+def test_a_fluttering_background_jitters_unevenly_and_afresh_in_every_frame():
+    from pipeline.train.render import _Draw, _flutter
+
+    assert torch.equal(_render(still_camera=1.0), _render(still_camera=1.0, flutter=0.0))
+    still = _render(still_camera=1.0, flutter=1.0, flutter_px=0.0)  # the same draws, no amplitude
+    assert torch.equal(still, still[:, :, :1].expand_as(still))
+    jittered = _render(still_camera=1.0, flutter=1.0, flutter_px=1.0)
+    assert ((jittered - still).abs().mean(dim=(1, 2, 3, 4)) > 0.002).all()  # every sample moves
+    # The displacement itself: within its amplitude, off where asked, uneven in space, and as
+    # far from its neighbours' mean as from either neighbour (no smooth path to follow).
+    on = torch.tensor([1.0, 1.0, 0.0])
+    d = _flutter(_Draw(torch.Generator().manual_seed(0), "cpu"), 3, 9, 48, 1.0, on)
+    assert d.shape == (3, 9, 48, 48, 2) and not d[2].any()
+    assert float(d.norm(dim=-1).max()) <= 1.0 + 1e-5
+    per_place = d[:2].norm(dim=-1).mean(dim=1).flatten(1)
+    assert (per_place.quantile(0.9, dim=1) > 2 * per_place.quantile(0.1, dim=1)).all()
+    between = (d[:2, 1:-1] - (d[:2, :-2] + d[:2, 2:]) / 2).norm(dim=-1).mean()
+    step = (d[:2, 1:] - d[:2, :-1]).norm(dim=-1).mean()
+    assert between > 0.6 * step > 0
