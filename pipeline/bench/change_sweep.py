@@ -45,7 +45,6 @@ from pipeline.media.moving_fraction import (
 )
 
 DEFAULT_VIDEO = Path(".cache/opencv-doc/vtest.avi")
-IDENTICAL_DB = 100.0
 COLUMNS = ("clip", "size", "halo", "threshold", "windows", "whole", "renewals", "tiles_computed", "cost",
            "full_ms", "change_ms", "speedup", "renewal_time_share", "psnr_db", "psnr_worst_window_db",
            "psnr_tiles_db", "psnr_tiles_own_gates_db", "psnr_tiles_exact_gates_db",
@@ -211,7 +210,8 @@ def plot(rows: list[dict], path: Path) -> None:
     highest finite PSNR (they would squash the rest at any fixed height)."""
     fig = Figure(figsize=(13, 5))
     left, right = fig.subplots(1, 2)
-    finite = [r["psnr_db"] for r in rows if r["psnr_db"] is not None and r["psnr_db"] < float("inf")]
+    finite = [r["psnr_db"] for r in rows
+              if r["psnr_db"] is not None and r["psnr_db"] < float("inf")]
     top = (max(finite) if finite else 50.0) + 3.0
     colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(r["clip"] for r in rows))}
     styles = {h: s for h, s in zip(sorted({r["halo"] for r in rows}), ("-", "--", ":", "-."))}

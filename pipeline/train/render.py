@@ -7,11 +7,11 @@ time, so the frames between the inputs are as true as the inputs themselves. A s
 (`still_camera`) keeps the camera fixed, as video analytics' cameras are: the model must then
 give back static texture as it is, which a moving camera never asks of it. Another share
 (`sway`) bends the background in place, unevenly and back and forth, as foliage and water do:
-motion that is neither rigid nor steady. A share (`flutter`) jitters it by small displacements drawn
-afresh in every frame, as leaves in wind move: the frame between two inputs is then not
+motion that is neither rigid nor steady. A share (`flutter`) jitters it by small displacements
+drawn afresh in every frame, as leaves in wind move: the frame between two inputs is then not
 predictable from them, and the loss teaches the model to hedge there (towards the average of
-the possible frames) instead of committing to one. Optional sensor noise (`noise`) differs from frame to
-frame, targets included, as in real footage.
+the possible frames) instead of committing to one. Optional sensor noise (`noise`) differs from
+frame to frame, targets included, as in real footage.
 
 Each source (background or layer) is one `grid_sample` call: the T time steps are stacked along
 the output's height, so the photo is read once per sample and never copied T times.
