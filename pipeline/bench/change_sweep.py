@@ -247,8 +247,10 @@ def plot(rows: list[dict], path: Path) -> None:
 def read_rows(path: Path) -> list[dict]:
     """sweep.csv back into rows with numbers (empty cells: None)."""
     text = {"clip", "size"}
+    with open(path, newline="") as f:
+        raws = list(csv.DictReader(f))
     rows = []
-    for raw in csv.DictReader(open(path, newline="")):
+    for raw in raws:
         row = {}
         for k, v in raw.items():
             if k in text:

@@ -11,6 +11,9 @@ on a GPU NVDEC's differ by up to a grey level), the truth is read, and SSIM conv
 
 A stream's segments follow one another, so each stream (and each clip) is read front to back by a
 cursor of its own that keeps its last frames: the next segment starts where the last one ended.
+
+The decoders are imported where used: the orchestrator imports this module for `run_truths`, and
+its start-up need not load them.
 """
 from __future__ import annotations
 
