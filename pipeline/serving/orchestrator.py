@@ -19,14 +19,13 @@ from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.analysis.records import SINK, RecordTable
 from pipeline.clock import now
 from pipeline.config import config_to_dict, resolve_checkpoint, resolve_videos
-from pipeline.errors import ConfigError
 from pipeline.serving import mps, signals
 from pipeline.serving.control import ControlChannel, RunState, RunStopped
 from pipeline.serving.finish import RunResult, close_records, write_results
 from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import GpuMonitor, cpu_affinity_for_gpu
 from pipeline.serving.heartbeat import HeartbeatBoard
-from pipeline.serving.launch import make_launcher
+from pipeline.serving.launch import launcher_for_run
 from pipeline.serving.launch.base import LaunchError, Where
 from pipeline.serving.plan import RunOptions, plan_run, survey_clips
 from pipeline.serving.runlog import (
@@ -80,10 +79,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     if p.launcher != "local" and device_kind == "cuda" and topo.named_nodes:
         notices.append("GPU utilisation is sampled only on this machine's GPUs: not for a "
                        "placement that names nodes")
-    try:
-        launcher = make_launcher(p.launcher, opts.ray_address or cfg.ray.address)
-    except (LaunchError, RuntimeError) as exc:  # Ray missing, or its cluster out of reach
-        raise ConfigError(_launcher_error_field(exc, opts, cfg), str(exc)) from None
+    launcher = launcher_for_run(p.launcher, opts.ray_address, cfg.ray.address)
     run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served, truths)
     run.state.notices = notices
     try:
@@ -101,14 +97,6 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         return run.finish(config_to_dict(cfg), args_for_log or asdict(opts))
     finally:
         signals.restore(run.signals)
-
-
-def _launcher_error_field(exc: Exception, opts, cfg) -> str:
-    """The flag or config field a launcher's start-up error is about: the cluster address when
-    one was given and could not be joined; otherwise the launcher choice (Ray not installed)."""
-    if isinstance(exc, LaunchError) and (opts.ray_address or cfg.ray.address):
-        return "--ray-address" if opts.ray_address else "ray.address"
-    return "launcher"
 
 
 class _Run:

@@ -26,4 +26,20 @@ def make_launcher(name: str, ray_address: str | None = None):
     return cls(address=ray_address) if name == "ray" else cls()
 
 
+def launcher_for_run(name: str, flag_address: str | None, config_address: str | None):
+    """make_launcher for a run (--ray-address over ray.address). A launcher that cannot start
+    raises a ConfigError naming what it is about: the cluster address when one was given and
+    could not be joined; otherwise the launcher choice (Ray not installed)."""
+    from pipeline.errors import ConfigError
+    from pipeline.serving.launch.base import LaunchError
+
+    try:
+        return make_launcher(name, flag_address or config_address)
+    except (LaunchError, RuntimeError) as exc:  # Ray missing, or its cluster out of reach
+        field = "launcher"
+        if isinstance(exc, LaunchError) and (flag_address or config_address):
+            field = "--ray-address" if flag_address else "ray.address"
+        raise ConfigError(field, str(exc)) from None
+
+
 LAUNCHERS = ("local", "ray")
