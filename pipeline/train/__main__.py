@@ -3,9 +3,10 @@
     python -m pipeline.train -c configs/train/flavr-2x.yaml [--set FIELD=VALUE ...]
                              [--resume DIR] [--out DIR] [--max-minutes M] [--dry-run]
     torchrun --standalone --nproc_per_node N -m pipeline.train -c ...     (all GPUs of a host)
-    python -m pipeline.train export CKPT_DIR OUT.safetensors [--dtype bf16]
+    python -m pipeline.train export CKPT_DIR OUT.safetensors [--dtype bf16] [--raw]
     python -m pipeline.train bench [...]                                   (see pipeline.train.bench)
     python -m pipeline.train summary RUN_DIR                               (a run's short table)
+    python -m pipeline.train compare OUT.png LABEL=RUN_DIR ...             (runs' PSNR side by side)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.train.bench import main as bench_main
 from pipeline.train.checkpoint import export
 from pipeline.train.config import describe, load_train_config
+from pipeline.train import logs
 from pipeline.train.logs import summary
 from pipeline.train.loop import train
 
@@ -59,9 +61,33 @@ def _export(argv) -> int:
     ap.add_argument("checkpoint", type=Path, help="checkpoint or weights folder")
     ap.add_argument("out", type=Path, help="OUT.safetensors")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    ap.add_argument("--raw", action="store_true",
+                    help="the trained weights, not their moving average (optim.ema) where the "
+                         "checkpoint has one")
     args = ap.parse_args(argv)
-    path = export(args.checkpoint, args.out, args.dtype)
+    path = export(args.checkpoint, args.out, args.dtype, args.raw)
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB ({args.dtype})")
+    return 0
+
+
+def _compare(argv) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train compare",
+                                 description="plot held-out PSNR against step of several runs")
+    ap.add_argument("png", type=Path, help="OUT.png")
+    ap.add_argument("runs", nargs="+", metavar="LABEL=VAL_CSV",
+                    help="a label and a run's val.csv (or its folder)")
+    args = ap.parse_args(argv)
+    runs = []
+    for item in args.runs:
+        label, sep, path = item.partition("=")
+        if not sep or not label:
+            ap.error(f"{item!r} is not LABEL=VAL_CSV")
+        path = Path(path) / "val.csv" if Path(path).is_dir() else Path(path)
+        if not path.is_file():
+            ap.error(f"{path}: no such file")
+        runs.append((label, path))
+    logs.plot_compare(runs, args.png)
+    print(f"wrote {args.png}")
     return 0
 
 
@@ -70,6 +96,8 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] == "export":
             return _export(argv[1:])
+        if argv and argv[0] == "compare":
+            return _compare(argv[1:])
         if argv and argv[0] == "summary":
             for folder in argv[1:]:
                 print(summary(Path(folder)))

@@ -2,6 +2,7 @@
 
 A full checkpoint folder (what a run saves every N steps, at the end and on SIGTERM/Ctrl-C):
   model-KKKKK.safetensors   fp32 weights, FLAVR's own key names
+  ema-KKKKK.safetensors     fp32 moving average of the weights (only with optim.ema)
   optim-KKKKK.safetensors   Adam's moments and step counts
   rng.safetensors           each rank's torch CPU/CUDA generator and data-sampler generators
   state.json                step, optimizer param groups, scheduler, numpy/python RNG, config
@@ -177,14 +178,19 @@ def _replace_folder(tmp: Path, folder: Path) -> None:
 
 
 def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: list[dict],
-         config: dict | None = None, extra: dict | None = None) -> Path:
-    """A full checkpoint (see module doc); rank_states[r] comes from rank_state() on rank r."""
+         config: dict | None = None, extra: dict | None = None, average=None) -> Path:
+    """A full checkpoint (see module doc); rank_states[r] comes from rank_state() on rank r;
+    `average` a WeightAverage (pipeline/train/ema.py) or None."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_sharded(_model_tensors(flavr, torch.float32), tmp, "model",
                  _model_metadata(flavr, step, torch.float32))
+    if average is not None:
+        save_sharded(_model_tensors(average.module, torch.float32), tmp, "ema",
+                     {**_model_metadata(average.module, step, torch.float32),
+                      "updates": str(average.updates)})
     opt = optimizer.state_dict()
     tensors = {f"{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v)
                for i, s in opt["state"].items() for k, v in s.items()}
@@ -245,6 +251,20 @@ def _match_param_layouts(optimizer) -> None:
                     st[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+def has_average(folder) -> bool:
+    return Path(folder).is_dir() and any(Path(folder).glob("ema-*.safetensors"))
+
+
+def load_average(folder, average) -> bool:
+    """Put a checkpoint's moving average into `average` (a WeightAverage); False where the
+    checkpoint has none (the average then starts from the loaded weights)."""
+    if not has_average(folder):
+        return False
+    weights, meta = load_sharded(Path(folder), "ema")
+    average.load(weights, int(meta.get("updates", 0)))
+    return True
+
+
 def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print) -> tuple[int, bool]:
     """Restore what `folder` holds into the given objects; return the step to continue from and
     whether the checkpoint was full (False: weights only, the caller reseeds its sampler).
@@ -298,15 +318,18 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     return int(state["step"]), True
 
 
-def export(folder, out, dtype: str = "bf16") -> Path:
-    """One inference weight file (FLAVR's key names) from a checkpoint or weights folder."""
-    weights, meta = load_sharded(Path(folder), "model")
+def export(folder, out, dtype: str = "bf16", raw: bool = False) -> Path:
+    """One inference weight file (FLAVR's key names) from a checkpoint or weights folder: the
+    moving average of the weights where the checkpoint has one, unless `raw`."""
+    prefix = "ema" if has_average(folder) and not raw else "model"
+    weights, meta = load_sharded(Path(folder), prefix)
     tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in weights.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": "weights",
                                            "factor": meta.get("factor", ""),
-                                           "step": meta.get("step", ""), "dtype": dtype})
+                                           "step": meta.get("step", ""), "dtype": dtype,
+                                           "average": str(prefix == "ema").lower()})
     os.replace(tmp, out)
     return out

@@ -114,6 +114,10 @@ class SyntheticSection:
 
 @dataclass
 class OptimSection:
+    loss: str = setting(
+        "l1", choices=("l1", "l2"),
+        doc="l1 (the FLAVR paper's; sharp) or l2 (hedges where motion is uncertain; PSNR's own)",
+    )
     lr: float = setting(
         2e-4, ge=1e-7, le=0.1, doc="peak learning rate (Adam; the FLAVR paper's 2e-4)"
     )
@@ -129,6 +133,11 @@ class OptimSection:
     )
     grad_clip: float = setting(
         0.0, ge=0.0, le=1e6, doc="clip the global gradient norm to this (0: off)"
+    )
+    ema: float = setting(
+        0.0, ge=0.0, le=0.99999,
+        doc="decay per step of a moving average of the weights (0: off; e.g. 0.999). When on, "
+        "validation's model columns, the weights folder and export are the average's",
     )
     rewarm_steps: int = setting(
         200,

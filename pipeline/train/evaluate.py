@@ -54,4 +54,5 @@ def summary_line(step: int, rows: list[dict]) -> str:
     return (f"val @ {step}: PSNR model {m['model_psnr']:.2f} dB  average {m['average_psnr']:.2f}  "
             f"nearest {m['nearest_psnr']:.2f}  ({gain:+.2f} dB vs average)  |  SSIM model "
             f"{m['model_ssim']:.4f}  average {m['average_ssim']:.4f}  nearest {m['nearest_ssim']:.4f}"
+            + (f"  (weights without averaging: {m['raw_psnr']:.2f} dB)" if "raw_psnr" in m else "")
             + ("" if math.isfinite(gain) else "  (non-finite)"))

@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 TRAIN_COLUMNS = ("step", "loss", "lr", "samples_per_s", "gpu_util_pct", "elapsed_s")
+# With optim.ema the model columns are the moving average's and raw_* the trained weights' own.
 VAL_COLUMNS = ("step", "clip", "frames", "model_psnr", "average_psnr", "nearest_psnr",
-               "model_ssim", "average_ssim", "nearest_ssim")
+               "model_ssim", "average_ssim", "nearest_ssim", "raw_psnr", "raw_ssim")
 
 
 class CsvLog:
@@ -52,18 +53,19 @@ def read_rows(path: Path) -> list[dict]:
 
 def continue_logs(out: Path, resume: Path | None, step: int) -> None:
     """Before a resumed run writes: take the logs from the checkpoint folder where the output
-    folder has none, and cut both files back to rows at or before `step`."""
-    for name in ("train.csv", "val.csv"):
+    folder has none, cut both files back to rows at or before `step`, and give them today's
+    columns (a file written before a column was added keeps its rows, the new column empty)."""
+    for name, columns in (("train.csv", TRAIN_COLUMNS), ("val.csv", VAL_COLUMNS)):
         target = out / name
         if not target.exists() and resume is not None and (Path(resume) / name).is_file():
             shutil.copyfile(Path(resume) / name, target)
         if target.exists():
-            with open(target, newline="") as f:
-                rows = list(csv.reader(f))
-            if rows:
-                kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-                with open(target, "w", newline="") as f:
-                    csv.writer(f).writerows(kept)
+            rows = read_rows(target)
+            kept = [r for r in rows if r.get("step") and int(float(r["step"])) <= step]
+            with open(target, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(columns)
+                w.writerows([r.get(c) or "" for c in columns] for r in kept)
 
 
 def _steps_in_thousands(ax) -> None:
@@ -86,7 +88,7 @@ def plot_train(csv_path: Path, png_path: Path) -> None:
     step = [int(r["step"]) for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     axes[0].plot(step, [float(r["loss"]) for r in rows])
-    axes[0].set_ylabel("L1 loss")
+    axes[0].set_ylabel("training loss (optim.loss)")
     axes[0].set_yscale("log")
     axes[1].plot(step, [float(r["lr"]) for r in rows])
     axes[1].set_ylabel("learning rate")
@@ -123,14 +125,51 @@ def plot_val(csv_path: Path, png_path: Path) -> None:
         step = [int(r["step"]) for r in mine]
         for i, metric in enumerate(("psnr", "ssim")):
             ax = axes[i][j]
-            for method, style in (("model", "-o"), ("average", "--"), ("nearest", ":")):
-                ax.plot(step, [float(r[f"{method}_{metric}"]) for r in mine], style,
-                        label=method, markersize=3)
+            for method, style in (("model", "-o"), ("raw", "-x"), ("average", "--"), ("nearest", ":")):
+                points = [(s, float(r[f"{method}_{metric}"])) for s, r in zip(step, mine)
+                          if r.get(f"{method}_{metric}")]
+                if points:  # raw: the trained weights next to their moving average (optim.ema)
+                    ax.plot(*zip(*points), style, markersize=3,
+                            label="model, not averaged" if method == "raw" else method)
             ax.set_title(f"{clip}: {metric.upper()}")
             ax.grid(alpha=0.3)
             ax.set_xlabel("step")
             _steps_in_thousands(ax)
         axes[0][j].legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+
+
+def plot_compare(runs: list[tuple[str, Path]], png_path: Path) -> None:
+    """Held-out PSNR against step of several runs (label, val.csv), one panel per clip and the
+    mean, with averaging the neighbours as the baseline: recipes side by side at equal steps."""
+    tables = [(label, read_rows(path)) for label, path in runs]
+    tables = [(label, rows) for label, rows in tables if rows]
+    if not tables:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clips = list(dict.fromkeys(r["clip"] for _, rows in tables for r in rows))
+    fig, axes = plt.subplots(1, len(clips), figsize=(4.5 * len(clips), 3.8), squeeze=False)
+    for ax, clip in zip(axes[0], clips):
+        baseline = None
+        for label, rows in tables:
+            mine = [r for r in rows if r["clip"] == clip]
+            if mine:
+                ax.plot([int(r["step"]) for r in mine], [float(r["model_psnr"]) for r in mine],
+                        "-o", markersize=3, label=label)
+                baseline = float(mine[-1]["average_psnr"])
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", linestyle="--", label="averaging")
+        ax.set_title(f"{clip}: PSNR (dB)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        _steps_in_thousands(ax)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
@@ -154,8 +193,13 @@ def summary(out: Path) -> str:
         lines.append(f"  validation at step {step}:")
         lines.append(f"  {'clip':14} {'PSNR model':>10} {'average':>8} {'nearest':>8}  "
                      f"{'SSIM model':>10} {'average':>8} {'nearest':>8}")
-        for r in (r for r in val if r["step"] == step):
+        last = [r for r in val if r["step"] == step]
+        raw = all(r.get("raw_psnr") for r in last)
+        if raw:
+            lines[-1] += f"  {'not averaged':>12}"
+        for r in last:
             lines.append(f"  {r['clip']:14} {float(r['model_psnr']):10.2f} {float(r['average_psnr']):8.2f} "
                          f"{float(r['nearest_psnr']):8.2f}  {float(r['model_ssim']):10.4f} "
-                         f"{float(r['average_ssim']):8.4f} {float(r['nearest_ssim']):8.4f}")
+                         f"{float(r['average_ssim']):8.4f} {float(r['nearest_ssim']):8.4f}"
+                         + (f"  {float(r['raw_psnr']):12.2f}" if raw else ""))
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from pipeline.train import logs
 from pipeline.train.config import TrainConfig, config_to_dict, describe
 from pipeline.train.data import TrainData, ValData
 from pipeline.train.distributed import Dist, all_reduce, cleanup, gather_objects, setup
+from pipeline.train.ema import WeightAverage
 from pipeline.train.evaluate import evaluate, summary_line
 from pipeline.train.model import (
     build_train_model,
@@ -104,6 +105,11 @@ class Trainer:
             if not full:
                 self.data.reseed(stream_seed(t.seed, self.d.rank, self.step))
             self.log(f"resumed from {resume} at step {self.step} ({'full' if full else 'weights only'})")
+        # The moving average lives where validation and saving happen (rank 0); a checkpoint
+        # without one (or weights only) starts it from the weights just loaded.
+        self.average = WeightAverage(self.flavr, o.ema) if o.ema > 0 and self.d.main else None
+        if self.average is not None and resume is not None and ckpt.load_average(resume, self.average):
+            self.log(f"moving average of the weights continued ({self.average.updates} updates)")
         # Every rank loaded the same weights; DDP also broadcasts rank 0's at construction.
         self.net = parallelize(net, self.d.device, self.d.world, t.compile)
         self.monitor, self._seen = None, 0
@@ -130,17 +136,25 @@ class Trainer:
         if self.d.main:
             folder = ckpt.save(self.out / "checkpoint", self.flavr, self.optimizer, self.scheduler,
                                self.step, states, config_to_dict(self.cfg),
-                               {"rewarm_from": self.rewarm_from})
+                               {"rewarm_from": self.rewarm_from}, self.average)
             self.log(f"saved {folder} at step {self.step}")
 
     def validate(self) -> None:
         if self.val is None or not self.val.clips:
             return
-        rows = evaluate(self.flavr, self.val, self.cfg.val.batch_size, self.cfg.train.precision)
+        size, precision = self.cfg.val.batch_size, self.cfg.train.precision
+        rows = evaluate(self.inference_model(), self.val, size, precision)
+        if self.average is not None:  # the trained weights themselves, next to their average
+            for r, raw in zip(rows, evaluate(self.flavr, self.val, size, precision)):
+                r["raw_psnr"], r["raw_ssim"] = raw["model_psnr"], raw["model_ssim"]
         for r in rows:
             self.val_csv.write({"step": self.step, **r})
         self.log(summary_line(self.step, rows))
         self.plots()
+
+    def inference_model(self):
+        """What is validated and exported: the moving average where there is one."""
+        return self.flavr if self.average is None else self.average.module
 
     def plots(self) -> None:
         if self.d.main:
@@ -173,8 +187,10 @@ class Trainer:
             while self.step < total:
                 inputs, targets = self.data.next_batch(batch)
                 loss_sum += train_step(self.net, self.optimizer, inputs, targets, t.precision,
-                                       cfg.optim.grad_clip)
+                                       cfg.optim.grad_clip, cfg.optim.loss)
                 self.scheduler.step()
+                if self.average is not None:
+                    self.average.update()
                 self.step += 1
                 window_steps += 1
                 busy = False
@@ -213,7 +229,7 @@ class Trainer:
             self.log(f"stopping at step {self.step}: {reason} ({self.minutes():.1f} min)")
             self.save()
             if self.d.main:
-                ckpt.save_weights(self.out / "weights", self.flavr, self.step, "bf16")
+                ckpt.save_weights(self.out / "weights", self.inference_model(), self.step, "bf16")
             if not flag.reason:  # a signal asks for a quick exit: no validation
                 self.validate()
             self.plots()

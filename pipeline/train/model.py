@@ -109,12 +109,19 @@ def parallelize(net: nn.Module, device: torch.device, world: int, compile: bool)
     return torch.compile(net) if compile else net
 
 
+# L1 (the FLAVR paper's) predicts each pixel's median: sharp, but where the inputs cannot say
+# where things will be it commits to one guess. L2 predicts the mean, which is what PSNR rewards.
+LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
-               targets: torch.Tensor, precision: str, grad_clip: float = 0.0) -> torch.Tensor:
-    """Forward, L1 loss, backward, optimizer step; returns the loss (a device scalar, no sync)."""
+               targets: torch.Tensor, precision: str, grad_clip: float = 0.0,
+               loss: str = "l1") -> torch.Tensor:
+    """Forward, loss (LOSSES), backward, optimizer step; returns the loss (a device scalar, no
+    sync)."""
     with autocast(precision, inputs.device):
         out = net(inputs)
-    loss = F.l1_loss(out.float(), targets)  # FLAVR's output is fp32 already; the loss stays fp32
+    loss = LOSSES[loss](out.float(), targets)  # FLAVR's output is fp32 already; so is the loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:

@@ -14,6 +14,7 @@ from train_helpers import build, tiny_config
 from models.flavr.checkpoint import build_model
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.data import TrainData
+from pipeline.train.logs import read_rows
 from pipeline.train.loop import Trainer, train
 from pipeline.train.model import (
     build_train_model,
@@ -45,13 +46,14 @@ def stopped_at_2(dataset, tmp_path_factory):
     return cfg, out
 
 
-def test_a_few_steps_on_fixed_data_lower_the_loss(dataset):
+@pytest.mark.parametrize("loss", ["l1", "l2"])
+def test_a_few_steps_on_fixed_data_lower_the_loss(dataset, loss):
     torch.manual_seed(0)
     cfg = tiny_config(dataset, data={"real_fraction": 0.5, "crop": 64})
     inputs, targets = TrainData(cfg, "cpu", seed=0, log=lambda *a: None).next_batch(2)
     flavr, net = build_train_model(2, "cpu", seed=0)
     opt = make_optimizer(net.parameters(), lr=5e-4)
-    losses = [float(train_step(net, opt, inputs, targets, "fp32")) for _ in range(12)]
+    losses = [float(train_step(net, opt, inputs, targets, "fp32", loss=loss)) for _ in range(12)]
     assert sum(losses[-3:]) / 3 < 0.85 * losses[0], losses
 
 
@@ -108,6 +110,32 @@ def test_an_exported_weights_file_resumes_at_its_step(stopped_at_2, tmp_path):
         assert trainer.run() == 0 and trainer.step == 4
     finally:
         trainer.close()
+
+
+def test_a_moving_average_resumes_exactly_and_is_what_is_validated_and_exported(dataset, tmp_path):
+    cfg = tiny_config(dataset, train={"steps": 4, "log_every": 1}, val={"every": 2},
+                      optim={"ema": 0.5})
+    assert train(cfg, tmp_path / "whole") == 0
+    assert train(cfg, tmp_path / "piece", stop_at=2) == 0
+    assert train(cfg, tmp_path / "rest", resume=tmp_path / "piece" / "checkpoint") == 0
+    whole, rest = (ckpt.load_sharded(tmp_path / r / "checkpoint", "ema") for r in ("whole", "rest"))
+    assert whole[1]["updates"] == rest[1]["updates"] == "4"
+    assert all(torch.equal(whole[0][k], rest[0][k]) for k in whole[0])
+    trained = weights(tmp_path / "whole" / "checkpoint")
+    assert not all(torch.equal(whole[0][k], trained[k]) for k in trained)
+    # Validation: the model columns are the average's, raw_* the trained weights'.
+    rows = [r for run in ("piece", "rest") for r in read_rows(tmp_path / run / "val.csv")]
+    assert [r["step"] for r in rows] == ["2", "2", "4", "4"]
+    assert all(r["raw_psnr"] and r["raw_ssim"] for r in rows)
+    # The weights folder and the default export hold the average; --raw the trained weights.
+    folder = weights(tmp_path / "whole" / "weights")
+    assert all(torch.equal(folder[k], whole[0][k].to(torch.bfloat16)) for k in folder)
+    out = ckpt.export(tmp_path / "whole" / "checkpoint", tmp_path / "avg.safetensors", "fp32")
+    raw = ckpt.export(tmp_path / "whole" / "checkpoint", tmp_path / "raw.safetensors", "fp32", raw=True)
+    got, meta = ckpt.load_sharded(out, "model")
+    assert meta["average"] == "true" and all(torch.equal(got[k], whole[0][k]) for k in got)
+    got, meta = ckpt.load_sharded(raw, "model")
+    assert meta["average"] == "false" and all(torch.equal(got[k], trained[k]) for k in got)
 
 
 def test_validation_rows_and_plots_are_written(dataset, tmp_path):
