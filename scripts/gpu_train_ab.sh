@@ -11,8 +11,9 @@
 #   W=/tmp/flavr-train/ab; RESUME_DIR=$W/$(cat $W/winner)/checkpoint \
 #     TRAIN_ARGS="$(cat $W/winner.args) --set train.steps=40000" bash scripts/gpu_train.sh
 #
-# OUT gets gpu_train_ab.log and ab.tar (both runs' train.csv, val.csv, logs; ab.png plots them). Knobs: MINUTES (7),
-# CONFIG (configs/train/flavr-2x.yaml), A_ARGS, B_ARGS, RESUME_DIR (weights or a checkpoint).
+# OUT gets gpu_train_ab.log and ab.tar (both runs' train.csv, val.csv, logs; ab.png plots them).
+# Knobs: MINUTES (7), CONFIG (configs/train/flavr-2x.yaml), A_ARGS, B_ARGS, RESUME_DIR (weights or
+# a checkpoint).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -42,10 +43,11 @@ RC=0
 for p in "${pids[@]}"; do wait "$p" || RC=1; done
 
 $PY - "$AB" <<'EOF'
-import csv, sys
+import sys
 from pathlib import Path
+from pipeline.train.logs import read_rows
 ab = Path(sys.argv[1])
-rows = {n: {(int(r["step"]), r["clip"]): r for r in csv.DictReader(open(ab / n / "val.csv"))}
+rows = {n: {(int(r["step"]), r["clip"]): r for r in read_rows(ab / n / "val.csv")}
         for n in "ab" if (ab / n / "val.csv").exists()}
 if len(rows) < 2:
     sys.exit("error: a run wrote no validation rows; see a.log and b.log")

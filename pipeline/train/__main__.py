@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.train import logs
 from pipeline.train.bench import main as bench_main
 from pipeline.train.checkpoint import export
 from pipeline.train.config import describe, load_train_config
-from pipeline.train import logs
-from pipeline.train.logs import summary
 from pipeline.train.loop import train
 
 
@@ -100,7 +99,7 @@ def main(argv=None) -> int:
             return _compare(argv[1:])
         if argv and argv[0] == "summary":
             for folder in argv[1:]:
-                print(summary(Path(folder)))
+                print(logs.summary(Path(folder)))
             return 0
         if argv and argv[0] == "bench":
             return bench_main(argv[1:])

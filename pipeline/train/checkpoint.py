@@ -251,6 +251,17 @@ def _match_param_layouts(optimizer) -> None:
                     st[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+@torch.no_grad()
+def copy_weights(module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Copy saved tensors (any dtype, any device) into `module`, naming `source` if any is missing."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    if missing:
+        raise ValueError(f"{source}: weights lack {missing[:3]}")
+    for k, v in own.items():
+        v.copy_(weights[k].to(v.dtype))  # copy_ keeps the module's device and memory layout
+
+
 def has_average(folder) -> bool:
     return Path(folder).is_dir() and any(Path(folder).glob("ema-*.safetensors"))
 
@@ -277,13 +288,7 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     factor = int(meta.get("factor", flavr.config.factor))
     if factor != flavr.config.factor:
         raise ValueError(f"{folder}: holds a {factor}x model; this run trains {flavr.config.factor}x")
-    with torch.no_grad():
-        own = flavr.state_dict()
-        missing = sorted(set(own) - set(weights))
-        if missing:
-            raise ValueError(f"{folder}: weights lack {missing[:3]}")
-        for k, v in own.items():
-            v.copy_(weights[k].to(v.dtype))  # copy_ keeps the module's device and memory layout
+    copy_weights(flavr, weights, str(folder))
     if not is_full(folder):
         step = int(meta.get("step", 0))
         warnings.warn(f"{folder}: weights only ({meta.get('dtype', '?')}); Adam's moments start "

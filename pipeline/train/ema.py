@@ -9,6 +9,8 @@ import copy
 import torch
 from torch import nn
 
+from pipeline.train.checkpoint import copy_weights
+
 
 class WeightAverage:
     def __init__(self, model: nn.Module, decay: float, updates: int = 0):
@@ -42,13 +44,7 @@ class WeightAverage:
             dst.copy_(src)
         self.updates += 1
 
-    @torch.no_grad()
     def load(self, weights: dict[str, torch.Tensor], updates: int) -> None:
         """Take saved average weights (any dtype, any device) and the count of updates."""
-        own = self.module.state_dict()
-        missing = sorted(set(own) - set(weights))
-        if missing:
-            raise ValueError(f"average weights lack {missing[:3]}")
-        for k, v in own.items():
-            v.copy_(weights[k].to(v.dtype))
+        copy_weights(self.module, weights, "moving average")
         self.updates = updates
