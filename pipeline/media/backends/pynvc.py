@@ -21,6 +21,7 @@ brings its own libavformat/libavutil for demuxing and loads the driver's libnvcu
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Iterator
 
 import torch
@@ -35,6 +36,10 @@ _import_error: str | None = None
 
 
 def _nvc():
+    # Its logger prints a warning on stderr for every WebM/Matroska clip a decoder is pointed at
+    # ("Seek accuracy may be impacted"; this backend never seeks): thousands of lines a run.
+    # Errors only, unless the user set a level; the library reads it when it loads.
+    os.environ.setdefault("LOGGER_LEVEL", "ERROR")
     import PyNvVideoCodec as nvc
 
     return nvc
