@@ -7,9 +7,11 @@
 #            1280x720, 1, 2 and 4 workers per GPU; then the CPU references (PyAV, DALI's CPU
 #            decoder) at 1 and 2 workers per GPU (on two H200s the whole grid at 1, 2 and 4 did
 #            not fit in 260 s);
-#   serve    the model alone at 720p, 720p camera streams at saturation on one GPU (whole) and on
-#            two (replicated), and the shipped 256x256 configs (flavr-split, flavr-replicated) at
-#            saturation with each decoder (DALI NVDEC, PyNvVideoCodec NVDEC, PyAV on the CPU);
+#   serve    the model alone at 720p (8 windows a call), 720p camera streams at saturation on
+#            one GPU (whole) and on two (replicated), and the shipped 256x256 configs
+#            (flavr-split, flavr-replicated) at saturation with each decoder (DALI NVDEC,
+#            PyNvVideoCodec NVDEC, PyAV on the CPU);
+#            on a one-GPU host: the streams on one GPU, and one GPU's half of flavr-replicated;
 #   split    (under 5 min) flavr-split with PyNvVideoCodec, its decode next to the encoder (as
 #            shipped), next to the decoder step, and on both GPUs (configs.txt);
 #   phases   (under 2 min) where a clip request's decode time goes, phase by phase (decode-only
@@ -24,6 +26,8 @@
 #
 #   bash scripts/gpu_decode.sh [OUT_DIR] [decode|serve|split|phases|capacity|all]
 #                                               (OUT_DIR: $OUT, else logs/gpu-decode-<time>)
+#   RUN_ARGS="--set model.checkpoint=random" ... more arguments for every serving run (serve,
+#                                               split), e.g. when the weights are not carried
 #
 # Wheels: nvidia-dali-cuda130, av (PyAV), pynvvideocodec 2.2.x (cp312 manylinux_2_28: it declares
 # no dependencies); put the .whl files in .wheels/ (carried with the repo) and they are installed
@@ -94,7 +98,8 @@ config_run() {
   shift 3
   tag=$(echo "$label-$backend" | tr -c 'A-Za-z0-9_-' '_')
   timeout 100 python3 benchmark.py -c "configs/$c.yaml" --decode-backend "$backend" "$@" -mi 0 \
-    -v 200 --warmup 16 -qs 512 --logs "$work/configs/$tag" --no-progress > "$work/$tag.txt" 2>&1
+    -v 200 --warmup 16 -qs 512 --logs "$work/configs/$tag" --no-progress ${RUN_ARGS:-} \
+    > "$work/$tag.txt" 2>&1
   local rc=$?
   python3 - "$label" "$backend" "$rc" "$work/configs/$tag" "$work/$tag.txt" \
     >> "$out/configs.txt" <<'PY'
@@ -121,9 +126,10 @@ PY
 }
 
 if [[ $part == all || $part == serve ]]; then
-# 3. the model alone at 720p (the reference for the streams), then streams whole vs replicated
+# 3. the model alone at 720p (the reference for the streams) at the streams' batch: a segment of
+#    8 frames is one call of 8 windows; then streams whole vs replicated
 timeout 100 python3 benchmark.py --model-only --device cuda:0 --sizes 720x1280 --factor 2 \
-  --batch 1 --modes fast --iters 20 > "$out/model-alone.txt" 2>&1
+  --batch 8 --modes fast --iters 20 > "$out/model-alone.txt" 2>&1
 streams=.cache/streams note="real footage (opencv-doc, scripts/stream_clips.sh)"
 if [[ ! -s $streams/vtest-720p.mp4 || ! -s $streams/megamind-720p.mp4 ]]; then
   streams=$work/streams note="synthetic 1280x720 H.264 stand-ins (no .cache/streams carried)"
@@ -138,17 +144,30 @@ for c in streams-720p-1gpu streams-720p-2gpu; do
   [[ $c == *2gpu && $ngpu -lt 2 ]] && continue
   n=160; [[ $c == *2gpu ]] && n=320
   timeout 150 python3 benchmark.py -c "configs/$c.yaml" --set "videos.paths=$paths" -mi 0 -v $n \
-    --warmup 16 -qs 1024 --logs "$work/runs" --no-progress > "$out/${c#streams-720p-}.txt" 2>&1
+    --warmup 16 -qs 1024 --logs "$work/runs" --no-progress ${RUN_ARGS:-} \
+    > "$out/${c#streams-720p-}.txt" 2>&1
   echo "$c: exit $?" >> "$out/${c#streams-720p-}.txt"
   mv "$out/${c#streams-720p-}.txt" "$out/streams-${c#streams-720p-}.txt"
 done
 
-# 4. the shipped 256x256 configs at saturation, with each decoder (same synthetic VP9 clips)
+# 4. the shipped 256x256 configs at saturation, with each decoder (same synthetic VP9 clips);
+#    on a one-GPU host, one GPU's half of flavr-replicated instead (its decode worker and its
+#    model replica both on GPU 0), and only the decoders that import here
 : > "$out/configs.txt"
-for c in flavr-split flavr-replicated; do
-  for backend in dali-gpu pynvvideocodec pyav; do
-    config_run "$c" "$c" "$backend"
-  done
+backends=()
+for b in dali-gpu:nvidia.dali pynvvideocodec:PyNvVideoCodec pyav:av; do
+  python3 -c "import ${b#*:}" 2>/dev/null && backends+=("${b%%:*}")
+done
+for backend in "${backends[@]}"; do
+  if (( ngpu >= 2 )); then
+    config_run flavr-split flavr-split "$backend"
+  else
+    config_run flavr-replicated "flavr-replicated, one GPU" "$backend" \
+      --set "pipeline[0].gpus=[0]" --set "pipeline[1].gpus=[0]"
+  fi
+done
+(( ngpu >= 2 )) && for backend in "${backends[@]}"; do
+  config_run flavr-replicated flavr-replicated "$backend"
 done
 fi
 
