@@ -158,17 +158,18 @@ backends=()
 for b in dali-gpu:nvidia.dali pynvvideocodec:PyNvVideoCodec pyav:av; do
   python3 -c "import ${b#*:}" 2>/dev/null && backends+=("${b%%:*}")
 done
-for backend in "${backends[@]}"; do
-  if (( ngpu >= 2 )); then
-    config_run flavr-split flavr-split "$backend"
-  else
+if (( ngpu >= 2 )); then
+  for c in flavr-split flavr-replicated; do
+    for backend in "${backends[@]}"; do
+      config_run "$c" "$c" "$backend"
+    done
+  done
+else
+  for backend in "${backends[@]}"; do
     config_run flavr-replicated "flavr-replicated, one GPU" "$backend" \
       --set "pipeline[0].gpus=[0]" --set "pipeline[1].gpus=[0]"
-  fi
-done
-(( ngpu >= 2 )) && for backend in "${backends[@]}"; do
-  config_run flavr-replicated flavr-replicated "$backend"
-done
+  done
+fi
 fi
 
 if [[ $part == all || $part == split ]]; then

@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.flavr.checkpoint import build_model
-from models.flavr.model import LEAKY_SLOPE
 from pipeline.analysis.quality import baselines, psnr, quantize
 from pipeline.train.config import load_train_config
 from pipeline.train.data import ValData
@@ -35,13 +34,15 @@ MIXES = (0.75, 0.5)
 
 
 def model_and_features(model, inputs):
-    """The model's frames (B, 1, 3, H, W) and the features its 7x7 output conv reads (B, 64, H, W)."""
-    h, w = inputs.shape[-2:]
-    state = model.run_stages({"frames": inputs, "size": (h, w)}, last="dec4")
-    x = torch.cat(state["feat"].unbind(dim=2), dim=1)
-    x = F.leaky_relu(model.feature_fuse(x), LEAKY_SLOPE)
-    frames = model.outconv(x)[..., :h, :w].unflatten(1, (-1, 3))
-    return frames + state["mean"][:, None, :, None, None], x[..., :h, :w]
+    """The model's frames (B, 1, 3, H, W) and the features its output conv reads (B, 64, H, W),
+    taken on their way into that conv by a hook, so the head runs as the model defines it."""
+    seen = []
+    hook = model.outconv.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    try:
+        out = model(inputs)
+    finally:
+        hook.remove()
+    return out, seen[0][..., :inputs.shape[-2], :inputs.shape[-1]]
 
 
 def oracle_mix(model_out, average, target, block: int) -> torch.Tensor:
