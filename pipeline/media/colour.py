@@ -84,6 +84,13 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, colour: Colour
     return apply_3x3(yuv_to_rgb_matrix(colour), yn, uvn[:, 0], uvn[:, 1])
 
 
+def nv12_to_rgb(nv12: torch.Tensor, height: int, width: int, colour: Colour) -> torch.Tensor:
+    """NV12 frames stacked as (T, H + H/2, W) uint8 (the Y plane over the interleaved Cb/Cr
+    plane) -> RGB float32 (T,3,H,W) in [0,1]: yuv_to_rgb on views of the planes."""
+    uv = nv12[:, height:].unflatten(-1, (width // 2, 2))
+    return yuv_to_rgb(nv12[:, :height], uv[..., 0], uv[..., 1], colour)
+
+
 def apply_3x3(m: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
     """(T,3,H,W) = m @ (a, b, c) per pixel, clamped to [0,1]. Elementwise on purpose (no matmul
     reduction whose order depends on the batch): a frame converts to the same bits whether it

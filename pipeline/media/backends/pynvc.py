@@ -11,7 +11,8 @@ CodecUnsupportedError (nvdec_support.py), so that the default choice can hand th
 Frames come out in their native NV12 (use_device_memory, OutputColorType.NATIVE), one DLPack
 tensor of (H + H/2, W) uint8 per frame: the Y plane over the interleaved Cb/Cr plane. They are
 converted with the stream's own matrix by colour.yuv_to_rgb, exactly as PyAV's planes are, so
-the two backends agree to NVDEC's and FFmpeg's decoding of the same bitstream. The decoder runs
+the two backends agree to NVDEC's and FFmpeg's decoding of the same bitstream; small frames
+through a CUDA graph of those kernels (colour_graphs.py), the same bits in one launch. The decoder runs
 in torch's CUDA context on torch's current stream of the device, so the conversion that follows
 is ordered after it; the planes are copied out at once (the decoder reuses its surfaces).
 
@@ -28,7 +29,7 @@ import torch
 
 from pipeline.errors import VideoError
 from pipeline.media.backends.base import DecodeBackend
-from pipeline.media.colour import yuv_to_rgb
+from pipeline.media.colour_graphs import NV12ToRGB
 from pipeline.media.nvdec_support import codec_unsupported
 from pipeline.media.probe import VideoInfo
 
@@ -53,6 +54,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
     def __init__(self, device: torch.device):
         super().__init__(device)
         self._decoder = None  # the SimpleDecoder reconfigured for each clip
+        self._convert = NV12ToRGB(device)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -132,7 +134,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
         h, w = info.height, info.width
         if h % 2 or w % 2:
             raise VideoError(info.path, f"{w}x{h}: odd frame sizes are not read as NV12 here")
-        surfaces = []
+        surfaces = []  # views of the decoder's own surfaces, which it reuses on its next call
         for frame in frames:
             nv12 = torch.from_dlpack(frame)
             if nv12.dim() == 3 and nv12.shape[-1] == 1:
@@ -142,12 +144,8 @@ class PyNvVideoCodecBackend(DecodeBackend):
                                             f"shape {tuple(nv12.shape)}, not NV12 "
                                             f"({h + h // 2}, {w}): only 8-bit 4:2:0 is read")
             surfaces.append(nv12)
-        # One copy of every surface (the decoder may reuse them on its next call), then the
-        # planes as views of it: one kernel where a stack per plane took three.
-        nv12 = torch.stack(surfaces)
-        self.phases.mark("copy")
-        uv = nv12[:, h:].unflatten(-1, (w // 2, 2))
-        rgb = yuv_to_rgb(nv12[:, :h], uv[..., 0], uv[..., 1], info.colour)
+        # One copy of every surface, then the planes as views of it (colour_graphs.py).
+        rgb = self._convert(surfaces, h, w, info.colour, self.phases)
         self.phases.mark("colour")
         return rgb
 
