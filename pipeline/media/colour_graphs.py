@@ -2,11 +2,10 @@
 
 For a clip request of the shipped configs (8 frames of 256x256) the conversion is about 18 small
 element-wise kernels. On the GPU each takes microseconds; launching them from Python took
-0.48 ms of a 3.0 ms clip decode on one H200 (docs/results.md section 9), and in a serving run
-each of them also waits for room beside the model's kernels. So the kernels of
-`colour.nv12_to_rgb` are captured once per (frames, height, width, colour) and replayed: the same
-kernels on the same data, so the same bits as running it eagerly, which the CPU, large frames
-and `FLAVR_COLOUR_GRAPHS=off` keep.
+0.45-0.49 ms of a 3.0 ms clip decode on one H200, 0.08-0.09 ms as a graph (docs/results.md
+section 9). So the kernels of `colour.nv12_to_rgb` are captured once per (frames, height, width,
+colour) and replayed: the same kernels on the same data, so the same bits as running it eagerly,
+which the CPU, large frames and `FLAVR_COLOUR_GRAPHS=off` keep.
 
 A graph reads a fixed input buffer and writes a fixed output buffer: the surfaces are stacked
 into its input (the one copy out of the decoder's surfaces that is needed anyway) and the output
