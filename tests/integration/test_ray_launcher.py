@@ -131,6 +131,28 @@ def test_a_measured_clock_offset_is_within_its_bound(cluster):
         ray.shutdown()
 
 
+def test_a_hub_queue_hands_over_what_is_queued_in_one_call(cluster):
+    """get_many: the first item waited for, then only what is queued, up to the count asked."""
+    from pipeline.serving.launch.ray_hub import Hub, HubQueue
+
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    try:
+        hub = ray.remote(Hub).options(num_cpus=0, max_concurrency=100).remote()
+        ray.get(hub.new_queue.remote(1, 8))
+        q = HubQueue(hub, 1, 8)
+        assert q.get_many(4, timeout=0.05) == []
+        for i in range(3):
+            q.put(i)
+        assert q.get_many(2, timeout=1.0) == [0, 1]
+        assert q.get_many(4, timeout=1.0) == [2]
+        waiting = hub.get_many.remote(1, 4, 30.0)  # answered by the next put
+        q.put(7)
+        assert ray.get(waiting, timeout=30) == [7]
+        ray.kill(hub)
+    finally:
+        ray.shutdown()
+
+
 def test_a_node_no_cluster_node_offers_ends_the_run_naming_it(tmp_path, cluster):
     steps = [dict(s) for s in SPLIT_ACROSS]
     steps[2]["gpus"] = ["n3:0"]

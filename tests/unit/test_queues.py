@@ -18,6 +18,7 @@ from pipeline.serving.transport.queues import (
     drain,
     get_batch,
     queue_name,
+    take,
 )
 
 
@@ -102,6 +103,26 @@ def test_get_batch_runs_idle_while_waiting_and_returns_nothing_when_stopping():
                              idle=lambda: idle_calls.append(1))
     assert (batch, t_get) == ([], None)
     assert len(idle_calls) >= 2
+
+
+def test_take_waits_for_the_first_item_then_takes_only_what_is_queued():
+    q = queue.Queue()
+    threading.Timer(0.2, lambda: [q.put(i) for i in range(3)]).start()
+    assert take(q, 2, timeout=10.0) == [0, 1]
+    assert take(q, 5, timeout=0.01) == [2]
+    assert take(q, 5, timeout=0.05) == []  # nothing came within the timeout
+
+
+def test_take_asks_a_queue_that_offers_get_many_once():
+    class Hubbed(queue.Queue):  # the shape of a Ray run's HubQueue
+        def get_many(self, max_items, timeout=None):
+            self.calls = getattr(self, "calls", 0) + 1
+            return [self.get_nowait() for _ in range(min(max_items, self.qsize()))]
+
+    q = Hubbed()
+    for i in range(4):
+        q.put(i)
+    assert take(q, 3, timeout=1.0) == [0, 1, 2] and q.calls == 1
 
 
 def test_drain_empties_a_queue_without_waiting():

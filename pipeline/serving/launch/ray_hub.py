@@ -63,6 +63,19 @@ class Hub:
         except asyncio.TimeoutError:
             return False, None
 
+    async def get_many(self, qid: int, max_items: int, timeout: float | None) -> list:
+        """Up to max_items items: the first waited for (up to timeout), then what is queued."""
+        q = self.queues[qid]
+        items = []
+        if q.empty():
+            try:
+                items.append(await asyncio.wait_for(q.get(), timeout))
+            except asyncio.TimeoutError:
+                return items
+        while len(items) < max_items and not q.empty():
+            items.append(q.get_nowait())
+        return items
+
     async def set_flag(self, index: int) -> None:
         self.flags[index] = True
 
@@ -104,7 +117,8 @@ def _boot_id() -> str:
 
 
 class HubQueue:
-    """A queue of the run (put/put_nowait/get/get_nowait, raising queue.Full / queue.Empty)."""
+    """A queue of the run (put/put_nowait/get/get_nowait, raising queue.Full / queue.Empty, and
+    get_many)."""
 
     def __init__(self, hub, qid: int, maxsize: int):
         self.hub, self.qid, self.maxsize = hub, qid, maxsize
@@ -129,6 +143,11 @@ class HubQueue:
 
     def get_nowait(self):
         return self.get(block=False)
+
+    def get_many(self, max_items: int, timeout: float | None = None) -> list:
+        """Up to max_items items in one call to the hub (queues.take): the first waited for up to
+        timeout, then only what is already queued; [] when nothing came."""
+        return ray.get(self.hub.get_many.remote(self.qid, max_items, timeout))
 
 
 class HubFlag:

@@ -72,27 +72,38 @@ class Router:
         return False
 
 
-def get_batch(q, max_items: int, should_stop, poll_s: float = 0.05, idle=None):
-    """Up to `max_items` items and the time the first was taken: waits for the first item, then
-    takes only what is already queued (batching never delays a request to fill a batch).
-    `idle()` runs while waiting, e.g. to retire finished GPU work. ([], None) when stopping."""
-    first = None
-    while first is None:
+def take(q, max_items: int, timeout: float) -> list:
+    """Up to `max_items` items: waits up to `timeout` for the first, then takes only what is
+    already queued; [] when nothing came. A queue that offers `get_many` (a Ray run's queues,
+    held by its hub actor: every call is a round trip of a millisecond or two) answers in one
+    call; any other is asked once per item."""
+    get_many = getattr(q, "get_many", None)
+    if get_many is not None:
+        return get_many(max_items, timeout)
+    try:
+        items = [q.get(timeout=timeout)]
+    except queue_module.Empty:
+        return []
+    while len(items) < max_items:
         try:
-            first = q.get(timeout=poll_s)
-        except queue_module.Empty:
-            if idle is not None:
-                idle()
-            if should_stop():
-                return [], None
-    t_get = now()
-    batch = [first]
-    while len(batch) < max_items:
-        try:
-            batch.append(q.get_nowait())
+            items.append(q.get_nowait())
         except queue_module.Empty:
             break
-    return batch, t_get
+    return items
+
+
+def get_batch(q, max_items: int, should_stop, poll_s: float = 0.05, idle=None):
+    """Up to `max_items` items and the time they were taken: waits for the first item, then
+    takes only what is already queued (batching never delays a request to fill a batch).
+    `idle()` runs while waiting, e.g. to retire finished GPU work. ([], None) when stopping."""
+    while True:
+        batch = take(q, max_items, poll_s)
+        if batch:
+            return batch, now()
+        if idle is not None:
+            idle()
+        if should_stop():
+            return [], None
 
 
 def drain(q, limit: int = 100000) -> list:

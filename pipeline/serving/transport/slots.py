@@ -35,12 +35,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import queue as queue_module
 import weakref
 from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 
 import torch
+
+from pipeline.serving.transport.queues import take
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class SlotPool:
             raise ValueError(f"pool {pool_id}: groups {self.groups} must name each of "
                              f"{sorted(spec)} exactly once")
         self.free_queue = free_queue
+        self._free: list[int] = []  # free slot ids taken from the queue, not yet handed out
         self.slots = []
         self._files: list[dict[str, int]] = []  # CPU: per slot, each buffer's memory file
         for _ in range(n_slots):
@@ -213,13 +215,16 @@ class SlotPool:
         return pickle.dumps(handle, pickle.HIGHEST_PROTOCOL)
 
     def acquire(self, should_stop, poll_s: float = 0.1) -> int | None:
-        """A free slot id; waits (backpressure) until one is returned, or None when stopping."""
-        while True:
-            try:
-                return self.free_queue.get(timeout=poll_s)
-            except queue_module.Empty:
-                if should_stop():
-                    return None
+        """A free slot id; waits (backpressure) until one is returned, or None when stopping.
+
+        Takes every slot returned since the last time at once and keeps the rest for the next
+        calls: only this pool's producer takes from its free queue, and on a Ray run each call
+        to that queue is a round trip to the hub that would sit on every request's path."""
+        while not self._free:
+            self._free = take(self.free_queue, len(self.slots), poll_s)
+            if not self._free and should_stop():
+                return None
+        return self._free.pop(0)
 
     def write(self, slot: int, values: dict[str, torch.Tensor],
               rows: int | None = None) -> tuple[int, Layout]:
