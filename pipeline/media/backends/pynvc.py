@@ -12,9 +12,10 @@ Frames come out in their native NV12 (use_device_memory, OutputColorType.NATIVE)
 tensor of (H + H/2, W) uint8 per frame: the Y plane over the interleaved Cb/Cr plane. They are
 converted with the stream's own matrix by colour.yuv_to_rgb, exactly as PyAV's planes are, so
 the two backends agree to NVDEC's and FFmpeg's decoding of the same bitstream; small frames
-through a CUDA graph of those kernels (colour_graphs.py), the same bits in one launch. The decoder runs
-in torch's CUDA context on torch's current stream of the device, so the conversion that follows
-is ordered after it; the planes are copied out at once (the decoder reuses its surfaces).
+through a CUDA graph of those kernels (colour_graphs.py), the same bits in one launch. The
+decoder runs in torch's CUDA context on torch's current stream of the device, so the conversion
+that follows is ordered after it; the planes are copied out at once (the decoder reuses its
+surfaces).
 
 The wheel (manylinux_2_28, cp312: pynvvideocodec-2.2.4, 26.9 MB) declares no dependencies: it
 brings its own libavformat/libavutil for demuxing and loads the driver's libnvcuvid at run time.

@@ -58,10 +58,8 @@ class Hub:
                 return True, q.get_nowait()
             except asyncio.QueueEmpty:
                 return False, None
-        try:
-            return True, await asyncio.wait_for(q.get(), timeout)
-        except asyncio.TimeoutError:
-            return False, None
+        items = await self.get_many(qid, 1, timeout)
+        return (True, items[0]) if items else (False, None)
 
     async def get_many(self, qid: int, max_items: int, timeout: float | None) -> list:
         """Up to max_items items: the first waited for (up to timeout), then what is queued."""
