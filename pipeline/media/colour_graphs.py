@@ -7,7 +7,7 @@ section 9). So the kernels of `colour.nv12_to_rgb` are captured once per (frames
 colour) and replayed: the same kernels on the same data, so the same bits as running it eagerly,
 which the CPU, large frames and `FLAVR_COLOUR_GRAPHS=off` keep.
 
-A graph reads a fixed input buffer and writes a fixed output buffer: the surfaces are stacked
+A graph reads a fixed input buffer and writes a fixed output buffer: the surfaces are copied
 into its input (the one copy out of the decoder's surfaces that is needed anyway) and the output
 is cloned, so the frames handed back are the caller's to keep (a stream holds its last frames
 across segments) while the next replay overwrites the buffer.
@@ -18,6 +18,7 @@ import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -60,14 +61,21 @@ class NV12ToRGB:
 
     def __call__(self, surfaces: list[torch.Tensor], height: int, width: int, colour: Colour,
                  phases: Phases = NO_PHASES) -> torch.Tensor:
-        key = (len(surfaces), height, width, colour)
+        return self.convert(len(surfaces), height, width, colour,
+                            lambda nv12: torch.stack(surfaces, out=nv12), phases)
+
+    def convert(self, frames: int, height: int, width: int, colour: Colour,
+                fill: Callable[[torch.Tensor], None], phases: Phases = NO_PHASES) -> torch.Tensor:
+        """`fill(nv12)` writes the frames into the (frames, H + H/2, W) uint8 buffer it is given
+        (the graph's input, or a new one), on the device's current stream."""
+        key = (frames, height, width, colour)
         graph = self._graph(key) if self._wants_graph(key) else None
-        if graph is None:
-            nv12 = torch.stack(surfaces)
-            phases.mark("copy")
-            return nv12_to_rgb(nv12, height, width, colour)
-        torch.stack(surfaces, out=graph.nv12)
+        nv12 = graph.nv12 if graph is not None else torch.empty(
+            (frames, height + height // 2, width), dtype=torch.uint8, device=self.device)
+        fill(nv12)
         phases.mark("copy")
+        if graph is None:
+            return nv12_to_rgb(nv12, height, width, colour)
         graph.graph.replay()
         return graph.rgb.clone()
 

@@ -8,22 +8,24 @@ a new one per clip. A stream (`open`) gets a decoder of its own, read front to b
 `get_batch_frames`. A GPU whose NVDEC lacks the codec (AV1 on an H200) raises
 CodecUnsupportedError (nvdec_support.py), so that the default choice can hand the codec to PyAV.
 
-Frames come out in their native NV12 (use_device_memory, OutputColorType.NATIVE), one DLPack
-tensor of (H + H/2, W) uint8 per frame: the Y plane over the interleaved Cb/Cr plane. They are
+Frames come out in their native NV12 (use_device_memory, OutputColorType.NATIVE), a surface of
+(H + H/2, W) uint8 per frame: the Y plane over the interleaved Cb/Cr plane. They are
 converted with the stream's own matrix by colour.yuv_to_rgb, exactly as PyAV's planes are, so
 the two backends agree to NVDEC's and FFmpeg's decoding of the same bitstream; small frames
 through a CUDA graph of those kernels (colour_graphs.py), the same bits in one launch. The
 decoder runs in torch's CUDA context on torch's current stream of the device, so the conversion
 that follows is ordered after it; the planes are copied out at once (the decoder reuses its
-surfaces).
+surfaces). The driver copies each packed 8-bit surface from its address (cuda_driver.py), which
+costs microseconds where a DLPack import per frame costs about 40 us of host time; DLPack reads
+any other layout, and everything with `FLAVR_PYNVC_COPY=dlpack`.
 
 The wheel (manylinux_2_28, cp312: pynvvideocodec-2.2.4, 26.9 MB) declares no dependencies: it
 brings its own libavformat/libavutil for demuxing and loads the driver's libnvcuvid at run time.
 """
 from __future__ import annotations
 
-import ctypes
 import os
+import warnings
 from typing import Iterator
 
 import torch
@@ -31,10 +33,19 @@ import torch
 from pipeline.errors import VideoError
 from pipeline.media.backends.base import DecodeBackend
 from pipeline.media.colour_graphs import NV12ToRGB
+from pipeline.media.cuda_driver import AddressCopier, CudaDriverError, torch_context
 from pipeline.media.nvdec_support import codec_unsupported
 from pipeline.media.probe import VideoInfo
 
 _import_error: str | None = None
+COPY_ENV = "FLAVR_PYNVC_COPY"  # driver (default) | dlpack
+
+
+def driver_copies_wanted() -> bool:
+    value = os.environ.get(COPY_ENV, "driver")
+    if value not in ("driver", "dlpack"):
+        raise ValueError(f"{COPY_ENV}={value!r}: expected 'driver' or 'dlpack'")
+    return value == "driver"
 
 
 def _nvc():
@@ -56,6 +67,9 @@ class PyNvVideoCodecBackend(DecodeBackend):
         super().__init__(device)
         self._decoder = None  # the SimpleDecoder reconfigured for each clip
         self._convert = NV12ToRGB(device)
+        self._driver_copies = driver_copies_wanted()
+        self._copier: AddressCopier | None = None  # made with the first decoder
+        self._nv12 = None  # PyNvVideoCodec's NV12 pixel format
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -123,8 +137,14 @@ class PyNvVideoCodecBackend(DecodeBackend):
 
     def _new_decoder(self, info: VideoInfo):
         nvc = _nvc()
+        if self._driver_copies and self._copier is None:
+            self._nv12 = getattr(getattr(nvc, "Pixel_Format", None), "NV12", None)
+            try:
+                self._copier = AddressCopier(self.device)
+            except (OSError, CudaDriverError) as e:  # no libcuda to call: DLPack reads them
+                self._driver_copies_off(e)
         return nvc.SimpleDecoder(
-            str(info.path), gpu_id=self.device.index, cuda_context=_torch_context(self.device),
+            str(info.path), gpu_id=self.device.index, cuda_context=torch_context(self.device),
             cuda_stream=torch.cuda.current_stream(self.device).cuda_stream,
             use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
 
@@ -135,7 +155,54 @@ class PyNvVideoCodecBackend(DecodeBackend):
         h, w = info.height, info.width
         if h % 2 or w % 2:
             raise VideoError(info.path, f"{w}x{h}: odd frame sizes are not read as NV12 here")
-        surfaces = []  # views of the decoder's own surfaces, which it reuses on its next call
+        # one copy of every surface into a stack, then the planes as views of it
+        fill = self._fill_by_address(frames, info)
+        if fill is None:
+            rgb = self._convert(self._surfaces(frames, info), h, w, info.colour, self.phases)
+        else:
+            rgb = self._convert.convert(len(frames), h, w, info.colour, fill, self.phases)
+        self.phases.mark("colour")
+        return rgb
+
+    def _fill_by_address(self, frames, info: VideoInfo):
+        """A fill that has the driver copy each surface from its address, where the copies are
+        on and every surface is packed 8-bit NV12; else None (DLPack reads it, and says what is
+        wrong with a surface it cannot take)."""
+        if not self._driver_copies or self._copier is None or self._nv12 is None:
+            return None
+        h, w = info.height, info.width
+        nbytes = (h + h // 2) * w
+        sources = []
+        try:
+            for frame in frames:
+                if (frame.format != self._nv12 or frame.framesize() != nbytes
+                        or tuple(frame.shape) != (h + h // 2, w)
+                        or tuple(frame.strides) != (w, 1)):
+                    return None
+                sources.append(frame.GetPtrToPlane(0))
+        except AttributeError as e:  # a PyNvVideoCodec whose frames say less
+            self._driver_copies_off(e)
+            return None
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+
+        def fill(nv12: torch.Tensor) -> None:
+            try:
+                self._copier.copy(nv12, sources, nbytes, stream)
+            except CudaDriverError as e:  # this driver will not copy from the decoder's memory
+                self._driver_copies_off(e)
+                torch.stack(self._surfaces(frames, info), out=nv12)
+        return fill
+
+    def _driver_copies_off(self, why: Exception) -> None:
+        self._driver_copies = False
+        warnings.warn(f"PyNvVideoCodec's frames on {self.device} are read through DLPack from "
+                      f"now on: {why}", RuntimeWarning, stacklevel=3)
+
+    def _surfaces(self, frames, info: VideoInfo) -> list[torch.Tensor]:
+        """Views of the decoder's own surfaces (which it reuses on its next call) as DLPack
+        hands them over, each checked to be 8-bit NV12 of the clip's size."""
+        h, w = info.height, info.width
+        surfaces = []
         for frame in frames:
             nv12 = torch.from_dlpack(frame)
             if nv12.dim() == 3 and nv12.shape[-1] == 1:
@@ -145,21 +212,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
                                             f"shape {tuple(nv12.shape)}, not NV12 "
                                             f"({h + h // 2}, {w}): only 8-bit 4:2:0 is read")
             surfaces.append(nv12)
-        # One copy of every surface, then the planes as views of it (colour_graphs.py).
-        rgb = self._convert(surfaces, h, w, info.colour, self.phases)
-        self.phases.mark("colour")
-        return rgb
-
-
-def _torch_context(device: torch.device) -> int:
-    """The CUDA context torch uses on `device` (its primary context), so that the decoder's
-    work and torch's share one context and can share a stream."""
-    torch.zeros(1, device=device)  # torch creates (or retains) the primary context first
-    with torch.cuda.device(device):
-        ctx = ctypes.c_void_p()
-        if ctypes.CDLL("libcuda.so.1").cuCtxGetCurrent(ctypes.byref(ctx)) != 0:
-            raise RuntimeError("cuCtxGetCurrent failed")
-    return ctx.value or 0
+        return surfaces
 
 
 def _check_count(info: VideoInfo, frames: torch.Tensor, count: int) -> None:
