@@ -30,9 +30,10 @@ def _lib() -> ctypes.CDLL:
         lib.cuCtxPopCurrent_v2.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
         lib.cuMemcpyDtoDAsync_v2.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_size_t,
                                              ctypes.c_void_p]
+        lib.cuStreamWaitEvent.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
         lib.cuGetErrorName.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
         for name in ("cuCtxGetCurrent", "cuCtxPushCurrent_v2", "cuCtxPopCurrent_v2",
-                     "cuMemcpyDtoDAsync_v2", "cuGetErrorName"):
+                     "cuMemcpyDtoDAsync_v2", "cuStreamWaitEvent", "cuGetErrorName"):
             getattr(lib, name).restype = ctypes.c_int
         _libcuda = lib
     return _libcuda
@@ -57,14 +58,15 @@ def torch_context(device: torch.device) -> int:
 
 class AddressCopier:
     """Copies equal-sized blocks from raw device addresses into consecutive parts of a torch
-    tensor on `device`, asynchronously on the stream given (ordered after the work that wrote
-    them when that work ran on the same stream)."""
+    tensor on `device`, asynchronously on the stream given: after the work already queued on
+    it, and after the events in `after` (those of the work that wrote the blocks elsewhere)."""
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
         self.context = torch_context(self.device)
 
-    def copy(self, out: torch.Tensor, sources: list[int], nbytes: int, stream: int) -> None:
+    def copy(self, out: torch.Tensor, sources: list[int], nbytes: int, stream: int,
+             after: tuple[int, ...] = ()) -> None:
         if not out.is_contiguous() or out.device != self.device:
             raise ValueError(f"copies go into a contiguous tensor on {self.device}")
         if out.numel() * out.element_size() < len(sources) * nbytes:
@@ -74,6 +76,8 @@ class AddressCopier:
         # pushed, so that the copies need no current context on this thread (and run in torch's)
         _check(lib.cuCtxPushCurrent_v2(self.context), "cuCtxPushCurrent")
         try:
+            for event in after:
+                _check(lib.cuStreamWaitEvent(stream, event, 0), "cuStreamWaitEvent")
             for i, src in enumerate(sources):
                 _check(lib.cuMemcpyDtoDAsync_v2(dst + i * nbytes, src, nbytes, stream),
                        "cuMemcpyDtoDAsync")

@@ -25,9 +25,9 @@ def copies_made(monkeypatch) -> list[int]:
     """Records the number of surfaces of each copy the driver makes."""
     made, real = [], AddressCopier.copy
 
-    def copy(self, out, sources, nbytes, stream):
+    def copy(self, out, sources, nbytes, stream, after=()):
         made.append(len(sources))
-        return real(self, out, sources, nbytes, stream)
+        return real(self, out, sources, nbytes, stream, after)
 
     monkeypatch.setattr(AddressCopier, "copy", copy)
     return made
@@ -64,7 +64,7 @@ def test_a_driver_that_refuses_the_copies_leaves_them_to_dlpack(tmp_path_factory
     want = FrameDecoder(DEVICE, backend="pynvvideocodec").decode(clip, 8)
     tried = []
 
-    def refuse(self, out, sources, nbytes, stream):
+    def refuse(self, out, sources, nbytes, stream, after=()):
         tried.append(len(sources))
         raise CudaDriverError("cuMemcpyDtoDAsync failed: CUDA_ERROR_INVALID_VALUE (1)")
 
@@ -82,6 +82,23 @@ def test_the_copier_copies_blocks_from_addresses_in_order():
     stream = torch.cuda.current_stream(DEVICE).cuda_stream
     AddressCopier(DEVICE).copy(out, [b.data_ptr() for b in reversed(blocks)], 1000, stream)
     assert torch.equal(out, torch.cat(blocks[::-1]))
+
+
+def test_the_copier_waits_for_the_writers_event_on_another_stream():
+    """Blocks written on a side stream are copied once that stream's event has passed: the
+    copy stream is held back by a long kernel queued before the blocks are written."""
+    side = torch.cuda.Stream(DEVICE)
+    block = torch.zeros(1 << 20, dtype=torch.uint8, device=DEVICE)
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)  # ~tens of ms of GPU time before the write
+        block.fill_(7)
+        written = torch.cuda.Event()
+        written.record(side)
+    out = torch.zeros_like(block)
+    stream = torch.cuda.current_stream(DEVICE).cuda_stream
+    AddressCopier(DEVICE).copy(out, [block.data_ptr()], block.numel(), stream,
+                               after=(written.cuda_event,))
+    assert torch.equal(out, torch.full_like(block, 7))
 
 
 def test_the_copier_refuses_a_buffer_it_would_overrun_or_one_off_the_device():

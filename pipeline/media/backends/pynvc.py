@@ -172,7 +172,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
             return None
         h, w = info.height, info.width
         nbytes = (h + h // 2) * w
-        sources = []
+        sources, events = [], set()
         try:
             for frame in frames:
                 if (frame.format != self._nv12 or frame.framesize() != nbytes
@@ -180,14 +180,18 @@ class PyNvVideoCodecBackend(DecodeBackend):
                         or tuple(frame.strides) != (w, 1)):
                     return None
                 sources.append(frame.GetPtrToPlane(0))
+                # the decoder's work on it, which its DLPack export has the consumer wait for
+                # (the decoder was given our stream, so there is normally nothing left to wait)
+                events.add(frame.decoder_stream_event)
         except AttributeError as e:  # a PyNvVideoCodec whose frames say less
             self._driver_copies_off(e)
             return None
         stream = torch.cuda.current_stream(self.device).cuda_stream
+        after = tuple(e for e in events if e)
 
         def fill(nv12: torch.Tensor) -> None:
             try:
-                self._copier.copy(nv12, sources, nbytes, stream)
+                self._copier.copy(nv12, sources, nbytes, stream, after)
             except CudaDriverError as e:  # this driver will not copy from the decoder's memory
                 self._driver_copies_off(e)
                 torch.stack(self._surfaces(frames, info), out=nv12)
