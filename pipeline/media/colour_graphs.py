@@ -14,7 +14,6 @@ across segments) while the next replay overwrites the buffer.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from pipeline.media.colour import nv12_to_rgb
 from pipeline.media.phases import NO_PHASES, Phases
 from pipeline.media.probe import Colour
+from pipeline.switches import env_choice
 
 GRAPHS_ENV = "FLAVR_COLOUR_GRAPHS"  # on (default) | off
 # Graphs kept per converter, least recently used dropped first: a worker meets one shape per
@@ -37,10 +37,7 @@ MAX_PIXELS = 8 * 512 * 512
 
 
 def graphs_wanted() -> bool:
-    value = os.environ.get(GRAPHS_ENV, "on")
-    if value not in ("on", "off"):
-        raise ValueError(f"{GRAPHS_ENV}={value!r}: expected 'on' or 'off'")
-    return value == "on"
+    return env_choice(GRAPHS_ENV, ("on", "off")) == "on"
 
 
 @dataclass

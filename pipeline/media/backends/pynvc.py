@@ -36,16 +36,14 @@ from pipeline.media.colour_graphs import NV12ToRGB
 from pipeline.media.cuda_driver import AddressCopier, CudaDriverError, torch_context
 from pipeline.media.nvdec_support import codec_unsupported
 from pipeline.media.probe import VideoInfo
+from pipeline.switches import env_choice
 
 _import_error: str | None = None
 COPY_ENV = "FLAVR_PYNVC_COPY"  # driver (default) | dlpack
 
 
 def driver_copies_wanted() -> bool:
-    value = os.environ.get(COPY_ENV, "driver")
-    if value not in ("driver", "dlpack"):
-        raise ValueError(f"{COPY_ENV}={value!r}: expected 'driver' or 'dlpack'")
-    return value == "driver"
+    return env_choice(COPY_ENV, ("driver", "dlpack")) == "driver"
 
 
 def _nvc():

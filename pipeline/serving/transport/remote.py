@@ -49,6 +49,7 @@ import threading
 import torch
 
 from pipeline.clock import now
+from pipeline.switches import env_choice
 
 NODE_ENV = "FLAVR_NODE"  # set by a launcher whose processes may live on several nodes
 NCCL_PRIORITY_ENV = "FLAVR_NCCL_PRIORITY"  # high (default) | normal: NCCL's streams' priority
@@ -86,9 +87,7 @@ def _nccl_options(timeout: datetime.timedelta):
     receives are kernels: at normal priority the GPU schedules their blocks behind the pending
     blocks of the step's model kernels on the same GPU (a split's encoder keeps its GPU ~96%
     busy), which slows the transfers the consumer then waits for. (Gloo takes no options.)"""
-    priority = os.environ.get(NCCL_PRIORITY_ENV, "high")
-    if priority not in ("high", "normal"):
-        raise ValueError(f"{NCCL_PRIORITY_ENV}={priority!r}: expected 'high' or 'normal'")
+    priority = env_choice(NCCL_PRIORITY_ENV, ("high", "normal"))
     from torch.distributed import ProcessGroupNCCL
 
     options = ProcessGroupNCCL.Options(is_high_priority_stream=priority == "high")
