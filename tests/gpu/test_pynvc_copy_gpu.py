@@ -85,8 +85,9 @@ def test_the_copier_copies_blocks_from_addresses_in_order():
 
 
 def test_the_copier_waits_for_the_writers_event_on_another_stream():
-    """Blocks written on a side stream are copied once that stream's event has passed: the
-    copy stream is held back by a long kernel queued before the blocks are written."""
+    """A block written on a side stream is copied once that stream's event has passed: the
+    side stream runs a long kernel before the write, so a copy that did not wait would read
+    zeros."""
     side = torch.cuda.Stream(DEVICE)
     block = torch.zeros(1 << 20, dtype=torch.uint8, device=DEVICE)
     with torch.cuda.stream(side):
