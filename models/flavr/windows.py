@@ -52,8 +52,27 @@ def make_windows(frames: torch.Tensor, indices=None) -> torch.Tensor:
         raise ValueError(f"expected (T,3,H,W) frames, got {tuple(frames.shape)}")
     if indices is None:
         indices = window_indices(frames.shape[0])
-    idx = torch.tensor(indices, dtype=torch.long, device=frames.device).reshape(-1, WINDOW)
+    idx = _index_tensor(tuple(indices), frames.device)
     return frames[idx].permute(0, 2, 1, 3, 4)  # (rows,4,3,H,W) -> (rows,3,4,H,W)
+
+
+# Gather indices kept on their device, by (indices, device): a clip request of T frames always
+# has the same windows, a stream segment one of a few. Made anew, the index tensor is a blocking
+# copy from the host, after which torch synchronises the GPU stream: the decode worker would wait
+# for all its queued work once more per request, besides its own synchronisation.
+_INDEX_TENSORS: dict[tuple, torch.Tensor] = {}
+_MAX_INDEX_TENSORS = 64  # then the cache starts again (clear is one step, safe across threads)
+
+
+def _index_tensor(indices: tuple, device: torch.device) -> torch.Tensor:
+    key = (indices, device)
+    idx = _INDEX_TENSORS.get(key)
+    if idx is None:
+        if len(_INDEX_TENSORS) >= _MAX_INDEX_TENSORS:
+            _INDEX_TENSORS.clear()
+        idx = torch.tensor(indices, dtype=torch.long, device=device).reshape(-1, WINDOW)
+        _INDEX_TENSORS[key] = idx
+    return idx
 
 
 def interleave(frames: Sequence, new_frames: Sequence) -> list:

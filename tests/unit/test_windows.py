@@ -46,6 +46,21 @@ def test_make_windows_layout_is_b_c_t_h_w():
     assert windows[:, 0, :, 0, 0].tolist() == [list(ix) for ix in window_indices(5)]
 
 
+def test_windows_of_every_length_and_segment_stay_right_through_the_index_cache(monkeypatch):
+    """The gather indices are kept per (windows, device): a cache that fills starts again, and
+    every request still gets its own windows."""
+    from models.flavr import windows as w
+
+    monkeypatch.setattr(w, "_MAX_INDEX_TENSORS", 3)
+    for T in (2, 5, 9, 5, 3, 7, 9, 2):
+        got = make_windows(_numbered(T))[:, 0, :, 0, 0].tolist()
+        assert got == [list(ix) for ix in window_indices(T)], T
+    segment = w.segment_window_indices(10, 1, 6)
+    assert make_windows(_numbered(10), segment)[:, 0, :, 0, 0].tolist() == \
+        [list(ix) for ix in segment]
+    assert len(w._INDEX_TENSORS) <= 3
+
+
 def test_interleave_puts_new_frames_between_their_inputs():
     assert interleave(["f0", "f1", "f2"], [["a", "b"], ["c", "d"]]) == \
         ["f0", "a", "b", "f1", "c", "d", "f2"]
