@@ -67,9 +67,11 @@ ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 } > "$out/env.txt" 2>&1
 
 if [[ $part == all || $part == decode ]]; then
-# 1. every GPU backend against PyAV, ranges, reconfiguring across clips, streams, bad clips
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_decoders_gpu.py \
-  tests/gpu/test_decode_gpu.py > "$out/gpu-tests.log" 2>&1
+# 1. every GPU backend against PyAV, ranges, reconfiguring across clips, streams, bad clips;
+#    PyNvVideoCodec's surfaces copied by the driver (on each GPU) against DLPack
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m "gpu or gpu2" \
+  tests/gpu/test_decoders_gpu.py tests/gpu/test_decode_gpu.py tests/gpu/test_pynvc_copy_gpu.py \
+  > "$out/gpu-tests.log" 2>&1
 echo "gpu tests: exit $?" >> "$out/gpu-tests.log"
 
 # 2. decode alone on all GPUs: the NVDEC decoders over codecs x sizes x 1, 2, 4 workers per GPU

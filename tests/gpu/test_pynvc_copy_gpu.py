@@ -59,6 +59,24 @@ def test_driver_copies_give_the_bits_of_dlpack(tmp_path_factory, monkeypatch, co
 
 
 @needs_pynvc
+@pytest.mark.gpu2
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_driver_copies_on_a_second_gpu_give_the_bits_of_dlpack(tmp_path_factory, monkeypatch):
+    """The copies run in the second GPU's own context, pushed for them, while the first GPU is
+    the thread's current device."""
+    clip = video_clip(tmp_path_factory, "h264", 256, 256, frames=16)
+    second = torch.device("cuda:1")
+    torch.cuda.set_device(0)
+    made = copies_made(monkeypatch)
+    got = every_way(FrameDecoder(second, backend="pynvvideocodec"), clip)
+    assert made == [8, 8, 6, 6, 4] and all(t.device == second for t in got)
+    monkeypatch.setenv(COPY_ENV, "dlpack")
+    want = every_way(FrameDecoder(second, backend="pynvvideocodec"), clip)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@needs_pynvc
 def test_a_driver_that_refuses_the_copies_leaves_them_to_dlpack(tmp_path_factory, monkeypatch):
     clip = video_clip(tmp_path_factory, "h264", 256, 256, frames=16)
     want = FrameDecoder(DEVICE, backend="pynvvideocodec").decode(clip, 8)
