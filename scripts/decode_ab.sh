@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A setting of the GPU decode path (an environment variable) measured against another value on
 # the same GPU, in one command, the two values alternated run by run (A, B, A, B) so that drift
-# of a shared machine falls on both:
+# of a shared machine falls on both (times for the default two pairs):
 #   phases   (under 2 min) where a clip request's decode time goes, phase by phase, one
 #            PyNvVideoCodec worker on the shipped configs' clips (256x256 VP9, requests of 8);
 #   serve    (under 4 min) one GPU's half of flavr-replicated at saturation (a decode worker and
@@ -11,8 +11,10 @@
 #
 #   VAR=FLAVR_PYNVC_COPY A=driver B=dlpack bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity ...]
 #   RUN_ARGS="--set model.checkpoint=random" ... more arguments for the serving runs
+#   PAIRS=4 ...                                 pairs of runs per part (2): serving varies by
+#                                               run more than small changes move it
 #
-# Writes to OUT_DIR, per part and run i in 1 2: phases-<value>-<i>.txt, serve-<value>-<i>.txt,
+# Writes to OUT_DIR, per part and run i in 1..PAIRS: phases-<value>-<i>.txt, serve-<value>-<i>.txt,
 # capacity-<value>-<i>.txt (each run's whole output), then summary.txt (printed last): the
 # phases' means, requests/s and decode's share, and clips/s per worker count.
 set -uo pipefail
@@ -24,6 +26,11 @@ parts=${*:-phases serve capacity}
 for part in $parts; do
   case $part in phases|serve|capacity) ;; *) echo "unknown part: $part" >&2; exit 2 ;; esac
 done
+pairs=${PAIRS:-2}
+if ! [[ $pairs =~ ^[1-9][0-9]*$ ]]; then
+  echo "PAIRS=$pairs: expected a whole number from 1" >&2
+  exit 2
+fi
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 clips=$(mktemp -d /tmp/decode-ab.XXXXXX)
@@ -34,7 +41,7 @@ decode_only=(python benchmark.py --decode-only --gpus 0 --backends pynvvideocode
              --clip-frames 16)
 
 for part in $parts; do
-  for i in 1 2; do
+  for i in $(seq 1 "$pairs"); do
     for value in "$A" "$B"; do
       log="$out/$part-$value-$i.txt"
       echo "== $part: $VAR=$value, run $i" >&2
