@@ -66,7 +66,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
         self._decoder = None  # the SimpleDecoder reconfigured for each clip
         self._convert = NV12ToRGB(device)
         self._driver_copies = driver_copies_wanted()
-        self._copier: AddressCopier | None = None  # made with the first decoder
+        self._copier: AddressCopier | None = None  # made with the first decoder; None: DLPack
         self._nv12 = None  # PyNvVideoCodec's NV12 pixel format
 
     @classmethod
@@ -166,7 +166,7 @@ class PyNvVideoCodecBackend(DecodeBackend):
         """A fill that has the driver copy each surface from its address, where the copies are
         on and every surface is packed 8-bit NV12; else None (DLPack reads it, and says what is
         wrong with a surface it cannot take)."""
-        if not self._driver_copies or self._copier is None or self._nv12 is None:
+        if self._copier is None or self._nv12 is None:
             return None
         h, w = info.height, info.width
         nbytes = (h + h // 2) * w
@@ -184,19 +184,19 @@ class PyNvVideoCodecBackend(DecodeBackend):
         except AttributeError as e:  # a PyNvVideoCodec whose frames say less
             self._driver_copies_off(e)
             return None
-        stream = torch.cuda.current_stream(self.device).cuda_stream
+        copier, stream = self._copier, torch.cuda.current_stream(self.device).cuda_stream
         after = tuple(e for e in events if e)
 
         def fill(nv12: torch.Tensor) -> None:
             try:
-                self._copier.copy(nv12, sources, nbytes, stream, after)
+                copier.copy(nv12, sources, nbytes, stream, after)
             except CudaDriverError as e:  # this driver will not copy from the decoder's memory
                 self._driver_copies_off(e)
                 torch.stack(self._surfaces(frames, info), out=nv12)
         return fill
 
     def _driver_copies_off(self, why: Exception) -> None:
-        self._driver_copies = False
+        self._driver_copies, self._copier = False, None
         warnings.warn(f"PyNvVideoCodec's frames on {self.device} are read through DLPack from "
                       f"now on: {why}", RuntimeWarning, stacklevel=3)
 
