@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
-# A setting of the GPU decode path (an environment variable) measured against another value on
-# the same GPU, in one command, the two values alternated run by run (A, B, A, B) so that drift
-# of a shared machine falls on both (times for the default two pairs):
+# A setting of the GPU path (an environment variable) measured against another value on the same
+# GPUs, in one command, the two values alternated run by run (A, B, A, B) so that drift of a
+# shared machine falls on both (times for the default two pairs):
 #   phases   (under 2 min) where a clip request's decode time goes, phase by phase, one
 #            PyNvVideoCodec worker on the shipped configs' clips (256x256 VP9, requests of 8);
 #   serve    (under 4 min) one GPU's half of flavr-replicated at saturation (a decode worker and
 #            a model replica on GPU 0, -mi 0 -v 1000): requests/s and decode's share of the
 #            model's compute;
-#   capacity (under 4 min) decode alone, 1, 2 and 4 workers on the GPU, 400 clips each.
+#   capacity (under 4 min) decode alone, 1, 2 and 4 workers on the GPU, 400 clips each;
+#   split    (under 4 min; two GPUs) the shipped flavr-split at saturation (-mi 0 -v 1000):
+#            requests/s, each GPU's busy share, the encoder's slot wait and decode's share.
 #
 #   VAR=FLAVR_PYNVC_COPY A=driver B=dlpack bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity ...]
+#   VAR=FLAVR_SLOT_RETURN A=copied B=computed bash scripts/decode_ab.sh OUT_DIR split
 #   RUN_ARGS="--set model.checkpoint=random" ... more arguments for the serving runs
 #   PAIRS=4 ...                                 pairs of runs per part (2): serving varies by
 #                                               run more than small changes move it
 #
-# Writes to OUT_DIR, per part and run i in 1..PAIRS: phases-<value>-<i>.txt, serve-<value>-<i>.txt,
-# capacity-<value>-<i>.txt (each run's whole output), then summary.txt (printed last): the
-# phases' means, requests/s and decode's share, and clips/s per worker count.
+# Writes to OUT_DIR, per part and run i in 1..PAIRS: <part>-<value>-<i>.txt (each run's whole
+# output), then summary.txt (printed last): the phases' means, requests/s and decode's share,
+# clips/s per worker count, and for the split the GPUs' busy shares and the encoder's slot wait.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${VAR:?name the variable, e.g. VAR=FLAVR_PYNVC_COPY}" "${A:?first value}" "${B:?second value}"
-out=${1:?usage: VAR=... A=... B=... bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity ...]}
+out=${1:?usage: VAR=... A=... B=... bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity|split ...]}
 shift
 parts=${*:-phases serve capacity}
 for part in $parts; do
-  case $part in phases|serve|capacity) ;; *) echo "unknown part: $part" >&2; exit 2 ;; esac
+  case $part in phases|serve|capacity|split) ;; *) echo "unknown part: $part" >&2; exit 2 ;; esac
 done
+if [[ " $parts " == *" split "* ]] && (( $(nvidia-smi -L | grep -c '^GPU') < 2 )); then
+  echo "the split part needs two GPUs" >&2
+  exit 2
+fi
 pairs=${PAIRS:-2}
 if ! [[ $pairs =~ ^[1-9][0-9]*$ ]]; then
   echo "PAIRS=$pairs: expected a whole number from 1" >&2
@@ -57,6 +64,10 @@ for part in $parts; do
         capacity)
           env "$VAR=$value" "${decode_only[@]}" --workers 1,2,4 --clips 400 \
             --out "$logs/capacity-$value-$i" >"$log" 2>&1 ;;
+        split)
+          # shellcheck disable=SC2086
+          env "$VAR=$value" python benchmark.py -c configs/flavr-split.yaml ${RUN_ARGS:-} \
+            -mi 0 -v 1000 --warmup 16 -qs 1200 --logs "$logs" --no-progress >"$log" 2>&1 ;;
       esac
       echo "   exit $?" >&2
     done
@@ -74,6 +85,11 @@ done
         phases)   line=$(grep -m1 -E '^ *pynvvideocodec +vp9 +256x256 +1 +mean' "$f") ;;
         serve)    line="$(grep -m1 '^throughput' "$f" | awk '{print $2, "req/s"}'); $(grep -m1 -o 'decode [0-9.]*%' "$f")" ;;
         capacity) line=$(grep -E '^ *pynvvideocodec +vp9 +256x256 +[0-9]+ +[0-9]' "$f" | awk '{printf "w%s %s clips/s  ", $4, $5}') ;;
+        split)    line="$(grep -m1 '^throughput' "$f" | awk '{print $2, "req/s"}'); GPU busy $(
+                    awk '/^GPUs \(NVML/ {on = 1; getline; next} on && NF == 0 {on = 0}
+                         on {printf "%s%s%%", sep, $3; sep = " / "}' "$f"); encoder slot wait $(
+                    awk '$1 == "encoder" && $2 == "queue" {on = 1} on && $1 == "slot" {print $4 " ms"; exit}' "$f"); $(
+                    grep -m1 -o 'decode [0-9.]*%' "$f")" ;;
       esac
       printf '  %-24s %s\n' "$name" "${line:-(no figures: see the log)}"
     done

@@ -2,7 +2,9 @@
 CPU (tests/integration) and on GPUs (tests/gpu)."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import queue
 
 import torch
 
@@ -59,18 +61,8 @@ def producer(device: str, free_q, out_q, done, grouped=False):
 
 def consume(device_p: str, device_c: str, batch: int = 1, grouped: bool = False, costs=None):
     """costs: a list that gets (copy seconds, exposed seconds) of each gather."""
-    ctx = mp.get_context("spawn")
-    free_q, out_q, done = ctx.Queue(), ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=producer, args=(device_p, free_q, out_q, done, grouped))
-    proc.start()
-    try:
-        kind, data = out_q.get(timeout=120)
-        handle = load_handle(data)
-        dev = torch.device(device_c)
-        stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-        gather = InputGather(dev, stream)
-        reader = PoolReader(handle, free_q, dev)
-        gather.attach(reader)
+    with _producer(device_p, grouped) as (free_q, out_q):
+        gather, reader, stream = _consumer(out_q, free_q, device_c)
         seen, in_place = [], []
         pending = []
         while len(seen) < ROUNDS:
@@ -89,10 +81,21 @@ def consume(device_p: str, device_c: str, batch: int = 1, grouped: bool = False,
                 stream.synchronize()
                 if costs is not None:
                     costs.append((got.copy_seconds(), got.exposed_seconds()))
-            for it in items:
-                reader.release(it.slot)
+            gather.release(items, got.returned)
             pending.append((items, sums))
+        gather.close()
         return pending, in_place
+
+
+@contextlib.contextmanager
+def _producer(device: str, grouped: bool = False):
+    """A producer process running `producer`: yields its (free queue, output queue)."""
+    ctx = mp.get_context("spawn")
+    free_q, out_q, done = ctx.Queue(), ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=producer, args=(device, free_q, out_q, done, grouped))
+    proc.start()
+    try:
+        yield free_q, out_q
     finally:
         done.set()
         proc.join(30)
@@ -100,6 +103,58 @@ def consume(device_p: str, device_c: str, batch: int = 1, grouped: bool = False,
             proc.kill()
             proc.join(30)
         remove_ipc_leftovers([proc.pid])  # what its CUDA IPC left in /dev/shm, as the launcher does
+
+
+def _consumer(out_q, free_q, device: str):
+    """The consumer's gather, its reader of the producer's pool, and its stream."""
+    kind, data = out_q.get(timeout=120)
+    assert kind == "handle"
+    dev = torch.device(device)
+    stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+    gather = InputGather(dev, stream)
+    reader = PoolReader(load_handle(data), free_q, dev)
+    gather.attach(reader)
+    return gather, reader, stream
+
+
+HOLD_CYCLES = 4_000_000_000  # ~2 s of the consumer's stream busy after taking an item
+
+
+def hold_first(device_p: str, device_c: str):
+    """The consumer takes the first item, then keeps its stream busy for ~2 s before reading it.
+    Meanwhile the producer, whose pool has two slots, needs the first slot back for its third
+    item. Returns (the third item came while the consumer's stream was still busy, the first
+    slot was given back as its copy landed, every item's sums as the consumer read them)."""
+    with _producer(device_p) as (free_q, out_q):
+        gather, _, stream = _consumer(out_q, free_q, device_c)
+        items = [out_q.get(timeout=60)[1] for _ in range(N_SLOTS)]  # every slot in use
+        got = gather.gather(items[:1])
+        returned_early = 0 in got.returned
+        with torch.cuda.stream(stream):
+            torch.cuda._sleep(HOLD_CYCLES)
+            sums = _sums(got.tensors)
+        try:
+            items.append(out_q.get(timeout=1.5)[1])
+            came_while_busy = not stream.query()
+        except queue.Empty:
+            came_while_busy = False
+        stream.synchronize()
+        gather.release(items[:1], got.returned)
+        pending = [(items[:1], {k: v.cpu() for k, v in sums.items()})]
+        for n in range(1, ROUNDS):
+            item = items[n] if n < len(items) else out_q.get(timeout=60)[1]
+            got = gather.gather([item])
+            with torch.cuda.stream(stream):
+                sums = _sums(got.tensors)
+            stream.synchronize()
+            gather.release([item], got.returned)
+            pending.append(([item], {k: v.cpu() for k, v in sums.items()}))
+        gather.close()
+        return came_while_busy, returned_early, pending
+
+
+def _sums(tensors: dict) -> dict:
+    return {k: v.float().sum(dim=tuple(range(1, v.dim()))) for k, v in tensors.items()}
 
 
 class _null:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from handoff_helpers import ROUNDS, check, consume
+from handoff_helpers import ROUNDS, check, consume, hold_first
 
 
 @pytest.mark.gpu
@@ -38,4 +38,24 @@ def test_other_gpu_copies_an_early_group_while_the_producer_still_computes():
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_other_gpu_batches_of_two():
     pending, _ = consume("cuda:0", "cuda:1", batch=2)
+    check(pending)
+
+
+@pytest.mark.gpu2
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_other_gpu_gives_the_slot_back_once_copied_not_once_computed():
+    came_while_busy, returned_early, pending = hold_first("cuda:0", "cuda:1")
+    assert returned_early
+    # The producer got its slot back and wrote its third item into it while the consumer's
+    # stream was still busy before reading the first item, which it read from its own copy.
+    assert came_while_busy
+    check(pending)
+
+
+@pytest.mark.gpu2
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_slots_go_back_once_computed_when_asked(monkeypatch):
+    monkeypatch.setenv("FLAVR_SLOT_RETURN", "computed")
+    came_while_busy, returned_early, pending = hold_first("cuda:0", "cuda:1")
+    assert not returned_early and not came_while_busy
     check(pending)

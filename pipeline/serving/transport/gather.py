@@ -1,8 +1,9 @@
 """Bringing the slots of queue items onto a consumer's device, and what that cost.
 
 One item on the consumer's own device is read in place; from another GPU of the node, one peer
-copy per group of tensors (slots.py says why on a stream of the producer's GPU); from another
-node, a pull (remote.py). Several items (a batch) are concatenated on the consumer's stream.
+copy per group of tensors (slots.py says why on a stream of the producer's GPU), after which the
+producer's slot goes back at once (slot_returns.py); from another node, a pull (remote.py).
+Several items (a batch) are concatenated on the consumer's stream.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pipeline.serving.transport.slot_returns import SlotReturns, early_returns_wanted
 from pipeline.serving.transport.slots import PoolReader
 
 
@@ -27,6 +29,9 @@ class Gathered:
     # stream (change-based inference's change test).
     parts: list = field(default_factory=list)
     ready: list = field(default_factory=list)
+    # Indices of the items whose slots go back to their producers as their copies land: the
+    # consumer gives back only the others (InputGather.release).
+    returned: frozenset = frozenset()
 
     def copy_seconds(self) -> float:
         """Time the peer copies kept the link busy (call once their events completed)."""
@@ -45,10 +50,13 @@ class InputGather:
     several items (a batch) are concatenated on this device's stream.
     """
 
-    def __init__(self, device: torch.device, stream):
+    def __init__(self, device: torch.device, stream, name: str = "gather"):
         self.device = device
         self.stream = stream
+        self.name = name
         self.readers: dict[str, PoolReader] = {}
+        self.early_returns = device.type == "cuda" and early_returns_wanted()
+        self.returns: SlotReturns | None = None  # started with the first peer copy
         # Peer copies land through a stream of their own: torch makes a cross-device copy wait
         # for the destination device's *current* stream, and the consumer's compute stream is
         # busy with earlier batches, which would serialise every copy behind that compute.
@@ -61,8 +69,9 @@ class InputGather:
         """Call with this consumer's stream current."""
         cuda = self.device.type == "cuda"
         parts, timers, exposed, ready = [], [], [], []
+        copied = []  # (item index, reader, slot, event after its copies) of peer-copied items
         free = None  # where this consumer's stream stands: it could start this batch from there
-        for item in items:
+        for i, item in enumerate(items):
             reader = self.readers[item.pool_id]
             if reader.remote:  # from another node: pulled into this consumer's own buffers
                 dst, copies, exposure, landed = reader.receive(item, self.stream,
@@ -97,12 +106,36 @@ class InputGather:
             exposed.append((could_start, last))
             parts.append(dst)
             ready.append(last)
+            if self.early_returns:
+                landed = torch.cuda.Event(blocking=True)  # a thread sleeps on it
+                landed.record(reader.copy_stream)
+                copied.append((i, reader, item.slot, landed))
         if len(parts) == 1:
-            return Gathered(parts[0], timers, bool(timers), exposed, parts, ready)
-        # On the consumer stream, which has waited for every slot and every peer copy.
-        with torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
-            merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return Gathered(merged, timers, True, exposed, parts, ready)
+            merged = parts[0]
+        else:
+            # On the consumer stream, which has waited for every slot and every peer copy.
+            with torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
+                merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        # Handed over only now: if anything above raised, the caller gives every slot back.
+        if copied and self.returns is None:
+            self.returns = SlotReturns(self.name, self.device)
+        for _, reader, slot, landed in copied:
+            self.returns.add(reader, slot, landed)
+        return Gathered(merged, timers, bool(timers) or len(parts) > 1, exposed, parts, ready,
+                        frozenset(i for i, *_ in copied))
+
+    def release(self, items, returned: frozenset = frozenset()) -> None:
+        """Give the items' slots back to their producers once the consumer is done with them,
+        except those (indices) already given back as their copies landed (Gathered.returned)."""
+        for i, item in enumerate(items):
+            if i not in returned:
+                self.readers[item.pool_id].release(item.slot)
+
+    def close(self) -> None:
+        """Give back the slots whose copies are still landing, and stop their thread."""
+        if self.returns is not None:
+            self.returns.close()
+            self.returns = None
 
     def _peer_copy(self, reader: PoolReader, slot: int, src: dict):
         """One copy per group onto this device, on a stream of the producer's GPU that waits for

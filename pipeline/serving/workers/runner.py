@@ -5,7 +5,9 @@ a peer copy per group of tensors) -> take a slot of this runner's pool -> run th
 on this process's stream, writing each group of outputs into the slot (and marking it ready) as
 soon as the stage that finishes it has run -> hand the slot to the next queue. GPU work is never
 waited for in that loop: a thread stamps each batch's completion as it happens (_Completions), and
-the loop gives back its input slots and reports its timings (records.StepStamps) once it has.
+the loop gives back its input slots and reports its timings (records.StepStamps) once it has;
+input slots that were copied from another GPU go back earlier, as their copies land
+(transport/slot_returns.py).
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ class _InFlight:
     total: _Timer  # the whole step: its stages and its slot writes
     writes: list = field(default_factory=list)  # one _Timer per group written into the slot
     inputs: object = None  # the gathered inputs (gather.Gathered)
+    returned: frozenset = frozenset()  # items whose slots went back as their copies landed
     gathered: float | None = None  # host: inputs gathered (copies issued)
     slot_held: float | None = None  # host: output slot in hand, work launched
     handed_on: float | None = None  # host: the output item was in the next queue
@@ -181,7 +184,7 @@ class _Runner:
                     torch.cuda.empty_cache()
         self.pool = SlotPool(self.pool_id, self.device, out_spec, spec.n_slots, spec.free_queue,
                              self.step.output_groups())
-        self.gather = InputGather(self.device, self.stream)
+        self.gather = InputGather(self.device, self.stream, self.ctx.name)
         self.router = spec.output.router(self.ctx.output_key)
         self.ctx.ready(self.pool.handle_bytes())
         handles = self.ctx.wait_start()
@@ -236,6 +239,7 @@ class _Runner:
                 self._retire(self.pending.popleft(), wait=True)
         finally:
             self.completions.close()
+            self.gather.close()
 
     def _run_batch(self, items: list[Item], taken: float) -> None:
         parts, offset = [], 0
@@ -248,6 +252,7 @@ class _Runner:
         try:
             with torch.inference_mode(), _on(self.stream):
                 flight.inputs = self.gather.gather(items)
+                flight.returned = flight.inputs.returned
                 flight.gathered = now()
                 # The slot is taken before the stages run: groups are written as they finish.
                 slot = self.pool.acquire(self.ctx.should_stop)
@@ -332,8 +337,7 @@ class _Runner:
         # reads the inputs, so before the inputs are given back.
         reports = (flight.result.all_reports()
                    if flight.result is not None and not flight.failed else [])
-        for item in flight.items:
-            self.gather.readers[item.pool_id].release(item.slot)
+        self.gather.release(flight.items, flight.returned)
         if flight.failed:
             return
         # Slot writes are interleaved with the stages on one stream: compute is the rest.
