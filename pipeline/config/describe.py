@@ -5,7 +5,18 @@ import collections
 
 from models.registry import served_model
 from pipeline.analysis.records import SINK
+from pipeline.config.files import resolve_checkpoint
 from pipeline.config.schema import Config
+
+
+def _weights(cfg: Config) -> str:
+    """The weights the run will load, as the run resolves them (a missing file is the run's
+    ConfigError here too)."""
+    path = resolve_checkpoint(cfg)
+    if path is None:
+        return "none (random weights)"
+    return str(path) + (" (the project's weights for this model)"
+                        if cfg.model.checkpoint is None else "")
 
 
 def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
@@ -48,8 +59,7 @@ def describe_placement(cfg: Config, cpu_mode: bool | None = None) -> str:
     flags = [f for f in ("channels_last", "compile", "cuda_graphs", "trust_checkpoint")
              if getattr(m, f)]
     lines.append(f"model     {served.describe()}, {m.precision}, resolution {res}, "
-                 f"checkpoint {m.checkpoint or 'none (random weights)'}"
-                 + (f", {', '.join(flags)}" if flags else ""))
+                 f"checkpoint {_weights(cfg)}" + (f", {', '.join(flags)}" if flags else ""))
     c = m.change_based
     if c is not None:
         lines.append(f"          change-based: tiles of {c.tile} px with a {c.halo} px halo where "

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from models.registry import served_model
 from pipeline.config import (
     Config,
     ConfigFileError,
@@ -573,6 +574,17 @@ def test_describe_placement_lists_steps_replicas_and_queues():
     decode = next(line for line in lines if line.strip().startswith("decode "))
     assert "per_gpu -> enc" in decode
     assert "GPU 1: dec x2" in lines
+
+
+def test_describe_placement_names_the_weights_the_run_will_load():
+    d = split_dict()
+    d["model"]["checkpoint"] = None  # FLAVR 2x: the weights the project ships
+    shipped = served_model(config_from_dict(d).model).shipped_weights()
+    assert shipped is not None
+    assert f"checkpoint {shipped} (the project's weights for this model)" in describe_placement(
+        check(d))
+    d["model"]["checkpoint"] = "random"
+    assert "checkpoint none (random weights)" in describe_placement(check(d))
 
 
 def test_describe_placement_marks_sleep_steps_as_test_steps():
