@@ -11,7 +11,7 @@ from pathlib import Path
 
 from models.registry import RANDOM_WEIGHTS, served_model
 from pipeline.config.schema import Config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, VideoError
 from pipeline.media.truth import is_truth_file
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -45,8 +45,13 @@ def resolve_videos(cfg: Config, synthetic_root=None) -> list[Path]:
 
         s = cfg.videos.synthetic
         root = Path(synthetic_root) if synthetic_root is not None else _REPO_ROOT / "videos" / "synthetic"
-        made = ensure_synthetic_set(root, s.count, s.width, s.height, s.frames, s.fps, s.codec,
-                                    s.seed, s.moving_fraction, s.truth_factor)
+        try:
+            made = ensure_synthetic_set(root, s.count, s.width, s.height, s.frames, s.fps,
+                                        s.codec, s.seed, s.moving_fraction, s.truth_factor)
+        except OSError as exc:  # a file where the folder should be, no permission, a full disk
+            flag = " (--video-cache)" if synthetic_root is not None else ""
+            raise VideoError(root, f"the synthetic clips cannot be written in this folder{flag}: "
+                                   f"{exc.strerror or type(exc).__name__}") from None
         return [Path(p) for p in made]
     out: list[Path] = []
     for i, text in enumerate(cfg.videos.paths):

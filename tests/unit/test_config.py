@@ -18,7 +18,7 @@ from pipeline.config import (
     resolve_videos,
     validate,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, VideoError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHIPPED = sorted(p for p in CONFIGS.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
@@ -550,6 +550,15 @@ def test_glob_matching_nothing_names_its_entry(tmp_path):
     d["videos"] = {"paths": [str(tmp_path / "*.mp4")]}
     e = refused(d)
     assert e.field == "videos.paths[0]" and "matches no files" in e.reason
+
+
+def test_a_file_as_the_synthetic_clips_folder_is_an_error_naming_it_and_the_flag(tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_bytes(b"")
+    with pytest.raises(VideoError) as e:
+        resolve_videos(check(split_dict()), synthetic_root=cache)
+    assert str(e.value).startswith(f"{cache}: ") and "(--video-cache)" in str(e.value)
+    assert "Not a directory" in str(e.value)
 
 
 def test_missing_checkpoint(tmp_path):
