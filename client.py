@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.analysis.statistics import event_rate
 from pipeline.config import RunSettings, add_setting_flags, check_flag_value
 from pipeline.serving.loadgen import poisson_offsets, run_schedule  # noqa: F401  (re-exported)
 
@@ -32,8 +33,8 @@ def main(argv=None) -> int:
         return 2
     for i, t in enumerate(offsets):
         print(f"{i:6d}  {t * 1000:10.1f} ms")
-    if len(offsets) > 1 and offsets[-1] > 0:
-        rate = len(offsets) / offsets[-1]
+    rate = event_rate(offsets)  # as a run's report gives its offered rate
+    if rate is not None:
         print(f"realised rate {rate:.2f} requests/s (nominal {1000 / args.mean_interval_ms:.2f})")
     return 0
 

@@ -96,3 +96,13 @@ def test_should_stop_ends_a_long_wait_promptly():
     sent = run_schedule(np.array([0.0, 30.0]), start, lambda i, s: True, lambda: now() > stop_at)
     assert sent == 1
     assert now() - start < 5.0
+
+
+def test_the_schedule_commands_rate_is_the_reports_offered_rate(capsys):
+    import client
+
+    assert client.main(["-mi", "1500", "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    offsets = poisson_offsets(5, 1500.0, seed=0)
+    offered = 4 / (offsets[-1] - offsets[0])  # (n - 1) / span, as the report defines it
+    assert f"realised rate {offered:.2f} requests/s" in out
