@@ -300,6 +300,10 @@ def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
     """A capacity search per config, in one `capacity-...` folder."""
     if not slo_p99_ms > 0:
         raise ValueError("--slo-p99-ms must be > 0")
+    lo, hi = search.get("lo"), search.get("hi")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"--lo {lo:g} must be below --hi {hi:g}: --lo is a rate expected to "
+                         f"meet the SLO, --hi one expected to fail it")
     log = log or stderr_log
     cfgs = with_overrides(cfgs, overrides)
     check_configs(cfgs, opts)

@@ -53,9 +53,11 @@ from pipeline.config import (
     SweepSettings,
     add_override_flag,
     add_setting_flags,
+    add_trust_flag,
     check_flag_value,
     check_settings,
     settings_from_args,
+    with_trust,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ def _common_flags(p: argparse.ArgumentParser, skip=()) -> None:
                    help="placement config, YAML or JSON; repeat -c to compare several")
     # No progress bars inside the runs by default: the sweep prints a line per run instead.
     add_setting_flags(p, skip=skip, defaults={"progress": False})
+    add_trust_flag(p)
     add_override_flag(p, every=True)
     p.add_argument("--name", default=None,
                    help="names the sweep folder; unset: the config labels joined by '+'")
@@ -216,7 +219,7 @@ def main(argv=None) -> int:
         if capacity:
             search = settings_from_args(args, CapacitySettings)
             result = run_capacity(cfgs, search.slo_p99_ms, _options(args, search.min_requests),
-                                  name=args.name, command=command, overrides=args.overrides,
+                                  name=args.name, command=command, overrides=with_trust(args),
                                   lo=search.lo, hi=search.hi, start=search.start,
                                   rel_tol=search.rel_tol, max_probes=search.max_probes,
                                   min_requests=search.min_requests,
@@ -224,7 +227,7 @@ def main(argv=None) -> int:
         else:
             loads = parse_loads(args.mean_intervals, args.rates)
             result = run_sweep(cfgs, loads, args.repeats, _options(args, args.videos),
-                               name=args.name, command=command, overrides=args.overrides)
+                               name=args.name, command=command, overrides=with_trust(args))
     except (ConfigError, VideoError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,13 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from pipeline.config import add_override_flag, add_setting_flags, settings_from_args
+from pipeline.config import (
+    add_override_flag,
+    add_setting_flags,
+    add_trust_flag,
+    settings_from_args,
+    with_trust,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "workers per GPU on the same clips (python benchmark.py --decode-only "
                         "--help; pipeline/bench/decode_only.py)")
     add_setting_flags(p)
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow full unpickling of a torch.save checkpoint that holds more than "
-                        "weights; it can run code from the file (model.trust_checkpoint: true)")
+    add_trust_flag(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved placement and exit without starting anything")
     add_override_flag(p)
@@ -72,9 +76,7 @@ def main(argv=None) -> int:
 
     try:
         settings = settings_from_args(args)
-        cfg = apply_overrides(load_config(args.config), args.overrides)
-        if args.trust_checkpoint:  # the user's explicit opt-in, as model.trust_checkpoint: true
-            cfg.model.trust_checkpoint = True
+        cfg = apply_overrides(load_config(args.config), with_trust(args))
         p = plan_run(cfg, settings)
         # Before anything starts: a load far beyond this machine would run for very long.
         overload = overload_notice(cfg, p.topo, p.device_kind, settings.mean_interval_ms,

@@ -21,9 +21,11 @@ from pipeline.config.cli import (
     OptionError,
     add_override_flag,
     add_setting_flags,
+    add_trust_flag,
     check_flag_value,
     check_settings,
     settings_from_args,
+    with_trust,
 )
 from pipeline.config.describe import describe_placement
 from pipeline.config.files import resolve_checkpoint, resolve_videos
@@ -60,7 +62,7 @@ __all__ = [
     "DECODE_BACKENDS", "DEVICES", "FACTORS", "MODEL_NAMES", "PRECISIONS", "QUEUES", "STEP_KINDS",
     "SYNTHETIC_CODECS", "CapacitySettings", "Config", "ConfigError", "ConfigFileError",
     "ModelConfig", "OptionError", "RunSettings", "StepConfig", "StreamsSpec", "SweepSettings", "SyntheticSpec",
-    "VideoSetConfig", "add_override_flag", "add_setting_flags", "apply_overrides", "check_flag_value", "check_settings",
+    "VideoSetConfig", "add_override_flag", "add_setting_flags", "add_trust_flag", "apply_overrides", "check_flag_value", "check_settings",
     "config_from_dict", "config_to_dict", "describe_placement", "load_config",
-    "resolve_checkpoint", "resolve_videos", "settings_from_args", "validate",
+    "resolve_checkpoint", "resolve_videos", "settings_from_args", "validate", "with_trust",
 ]

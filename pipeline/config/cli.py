@@ -57,6 +57,21 @@ def add_setting_flags(parser: argparse.ArgumentParser, cls=RunSettings, skip=(),
                             type=_parse_for(e), metavar=metavar, required=e.required)
 
 
+TRUST_OVERRIDE = "model.trust_checkpoint=true"  # what --trust-checkpoint sets
+
+
+def add_trust_flag(p: argparse.ArgumentParser) -> None:
+    """`--trust-checkpoint`: the user's explicit opt-in, as `--set model.trust_checkpoint=true`."""
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of a torch.save checkpoint that holds more than "
+                        "weights; it can run code from the file (model.trust_checkpoint: true)")
+
+
+def with_trust(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides, and `--trust-checkpoint`'s last (it wins) when given."""
+    return list(args.overrides) + ([TRUST_OVERRIDE] if args.trust_checkpoint else [])
+
+
 def add_override_flag(p: argparse.ArgumentParser, every: bool = False) -> None:
     """`--set FIELD=VALUE`, repeatable (overrides.py); `every`: for each of several configs."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",

@@ -17,12 +17,14 @@ from pipeline.analysis.capacity import (
     run_capacity,
 )
 from pipeline.analysis.statistics import event_rate, percentile
-from pipeline.analysis.sweep import main, parse_loads
+from pipeline.analysis.sweep import build_capacity_parser, build_parser, main, parse_loads
 from pipeline.analysis.sweep_folder import SWEEP_FILE, resolve_run_dir
 from pipeline.analysis.validity import KEEP_UP_SHARE
-from pipeline.config import config_from_dict
+from pipeline.config import config_from_dict, with_trust
 from pipeline.serving.loadgen import poisson_offsets
 from pipeline.serving.orchestrator import RunOptions
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,6 +77,23 @@ def test_loads_from_intervals_or_rates():
     for mi, rates in (("100", "5"), (None, None), (None, "0"), ("x", None)):
         with pytest.raises(ValueError):
             parse_loads(mi, rates)
+
+
+def test_capacity_bounds_the_wrong_way_round_are_refused_before_anything_runs(tmp_path, capsys):
+    argv = ["capacity", "-c", str(CONFIGS / "cpu-smoke.yaml"), "--slo-p99-ms", "500",
+            "--lo", "5", "--hi", "2", "--logs", str(tmp_path / "logs")]
+    assert main(argv) == 2
+    assert "--lo 5 must be below --hi 2" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_the_sweeps_take_trust_checkpoint_as_benchmark_does():
+    for argv in (["-c", "x.yaml", "-mi", "100", "--trust-checkpoint"],
+                 ["-c", "x.yaml", "--slo-p99-ms", "500", "--trust-checkpoint", "--set", "a=1"]):
+        parser = build_capacity_parser() if "--slo-p99-ms" in argv else build_parser()
+        args = parser.parse_args(argv)
+        assert with_trust(args)[-1] == "model.trust_checkpoint=true"
+    assert with_trust(build_parser().parse_args(["-c", "x.yaml", "-mi", "1"])) == []
 
 
 # --- real runs ---------------------------------------------------------------------------------
