@@ -134,7 +134,8 @@ def probe_facts(summary: dict) -> dict:
     m = run_metrics(summary)
     return {"offered_rps": m["offered_rps"], "achieved_rps": m["achieved_rps"],
             "delivered_rps": m["delivered_rps"], "p99_ms": m["p99_ms"],
-            "output_fps": m["output_fps"], "ok": m["ok"]}
+            "output_fps": m["output_fps"], "output_clips_per_s": m["output_clips_per_s"],
+            "ok": m["ok"]}
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,8 +11,12 @@ for the seed (runs.py); each run's validity warnings come from its own summary; 
 here is the one that needs several runs: repeats that disagree by more than 10%. Capacity probes are
 judged again from their logs with the search's own rule (capacity.judge_probe), so both agree.
 
-Outputs (in --out; by default the sweep folder when one is given): compare.md, compare.csv,
+Outputs (in --out; by default the sweep folder when it is the only input): compare.md, compare.csv,
 runs.csv, capacity.csv, compare.json (tables.py) and plots/*.png (plots.py).
+
+An input that is neither a run folder nor a sweep folder is skipped and named; when no input is
+one, nothing is written and the command ends with status 2. A damaged record (run.json,
+sweep.json, a missing requests.csv) stops the comparison with the file's name.
 """
 from __future__ import annotations
 
@@ -28,7 +32,14 @@ from pipeline.analysis.capacity import (
     judge_probe,
     probe_facts,
 )
-from pipeline.analysis.runs import Group, RunPoint, group_runs, load_run
+from pipeline.analysis.runs import (
+    Group,
+    RunPoint,
+    UnreadableLogError,
+    group_runs,
+    load_run,
+    read_log_json,
+)
 from pipeline.analysis.sweep_folder import SWEEP_FILE, resolve_run_dir
 from pipeline.analysis.tables import render_markdown, write_tables
 
@@ -42,22 +53,35 @@ class Comparison:
     capacity: list[dict]
     warnings: list[str]
     slo_p99_ms: float | None = None
+    skipped: list[str] = field(default_factory=list)  # "input: why it is neither" per input
     markdown: str = ""
     out_dir: Path | None = None
     files: dict = field(default_factory=dict)
 
 
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
+class NothingToCompareError(ValueError):
+    """No input is a run folder or a sweep folder; says what each one is instead."""
 
 
-def load_inputs(paths) -> tuple[list[RunPoint], list[dict], list[dict], list[str]]:
-    """Runs, capacity results and sweep records from run and sweep folders; plus warnings about
-    anything missing. A run reachable twice (a sweep and its run folder) counts once."""
+def not_comparable(path: Path) -> str | None:
+    """Why an input is neither a run folder nor a sweep folder (None when it is one)."""
+    if (path / SWEEP_FILE).is_file() or (path / "run.json").is_file():
+        return None
+    if not path.exists():
+        return "does not exist"
+    if not path.is_dir():
+        return "is a file, not a folder"
+    if not any(path.iterdir()):
+        return "is an empty folder"
+    return f"holds neither run.json nor {SWEEP_FILE}"
+
+
+def load_inputs(paths) -> tuple[list[RunPoint], list[dict], list[dict], list[str], list[str]]:
+    """Runs, capacity results and sweep records from run and sweep folders; warnings about
+    anything missing; and the inputs skipped as neither (NothingToCompareError when every input
+    is). A run reachable twice (a sweep and its run folder) counts once."""
     runs: dict[Path, RunPoint] = {}
-    capacity, sweeps, warnings = [], [], []
+    capacity, sweeps, warnings, skipped = [], [], [], []
 
     def add(run_dir: Path, label, origin, repeat=None, seed=None):
         key = run_dir.resolve()
@@ -71,30 +95,45 @@ def load_inputs(paths) -> tuple[list[RunPoint], list[dict], list[dict], list[str
 
     for text in paths:
         path = Path(text)
-        if (path / SWEEP_FILE).exists():
-            record = _read_json(path / SWEEP_FILE)
-            record["folder"] = str(path)
-            sweeps.append(record)
-            origin = f"{record.get('kind', 'sweep')} {path.name}"
-            if record.get("status") != "complete":
-                warnings.append(f"{path.name}: the sweep is {record.get('status', 'incomplete')}: "
-                                "not every planned run is there")
-            for r in record.get("runs", []):
-                if not r.get("run_dir"):
-                    warnings.append(f"{path.name}: {r['config']} at mean interval "
-                                    f"{r['mean_interval_ms']:g} ms, repeat {r['repeat']}: no logs "
-                                    f"folder ({r.get('error') or 'unknown reason'})")
-                    continue
-                add(resolve_run_dir(path, r["run_dir"]), r["config"], origin, r.get("repeat"),
-                    r.get("seed"))
-            for entry in record.get("capacity", []):
-                capacity.append(_capacity_entry(entry, path, record, add, warnings))
-        elif (path / "run.json").exists():
-            add(path, None, "run")
+        problem = not_comparable(path)
+        if problem is not None:
+            skipped.append(f"{path}: {problem}")
+            warnings.append(f"{path}: {problem}: neither a run folder (run.json) nor a sweep "
+                            f"folder ({SWEEP_FILE}); skipped")
+        elif (path / SWEEP_FILE).is_file():
+            record = read_log_json(path / SWEEP_FILE)
+            try:
+                _add_sweep(path, record, add, sweeps, capacity, warnings)
+            except KeyError as exc:  # the runs' own records raise UnreadableLogError instead
+                raise UnreadableLogError(f"{path / SWEEP_FILE}: not a record as flavr-sweep "
+                                         f"writes it: an entry lacks {exc}") from None
         else:
-            warnings.append(f"{path}: neither a run folder (run.json) nor a sweep folder "
-                            f"({SWEEP_FILE}); skipped")
-    return list(runs.values()), capacity, sweeps, warnings
+            add(path, None, "run")
+    if skipped and len(skipped) == len(paths):
+        raise NothingToCompareError(
+            "nothing to compare: no input is a run folder (with run.json) or a sweep folder "
+            f"(with {SWEEP_FILE}):\n" + "\n".join(f"  {line}" for line in skipped))
+    return list(runs.values()), capacity, sweeps, warnings, skipped
+
+
+def _add_sweep(path: Path, record: dict, add, sweeps, capacity, warnings) -> None:
+    """A sweep or capacity folder's runs (through `add`) and capacity results."""
+    record["folder"] = str(path)
+    sweeps.append(record)
+    origin = f"{record.get('kind', 'sweep')} {path.name}"
+    if record.get("status") != "complete":
+        warnings.append(f"{path.name}: the sweep is {record.get('status', 'incomplete')}: "
+                        "not every planned run is there")
+    for r in record.get("runs", []):
+        if not r.get("run_dir"):
+            warnings.append(f"{path.name}: {r['config']} at mean interval "
+                            f"{r['mean_interval_ms']:g} ms, repeat {r['repeat']}: no logs "
+                            f"folder ({r.get('error') or 'unknown reason'})")
+            continue
+        add(resolve_run_dir(path, r["run_dir"]), r["config"], origin, r.get("repeat"),
+            r.get("seed"))
+    for entry in record.get("capacity", []):
+        capacity.append(_capacity_entry(entry, path, record, add, warnings))
 
 
 def _capacity_entry(entry: dict, sweep_dir: Path, record: dict, add, warnings) -> dict:
@@ -129,7 +168,7 @@ def _capacity_entry(entry: dict, sweep_dir: Path, record: dict, add, warnings) -
 
 
 def compare_dirs(paths, slo_p99_ms: float | None = None) -> Comparison:
-    runs, capacity, sweeps, warnings = load_inputs(paths)
+    runs, capacity, sweeps, warnings, skipped = load_inputs(paths)
     groups = group_runs(runs)
     by_label = {}
     for r in runs:
@@ -141,14 +180,17 @@ def compare_dirs(paths, slo_p99_ms: float | None = None) -> Comparison:
     if slo_p99_ms is None:
         slos = {c["slo_p99_ms"] for c in capacity}
         slo_p99_ms = slos.pop() if len(slos) == 1 else None
-    return Comparison([str(p) for p in paths], sweeps, runs, groups, capacity, warnings, slo_p99_ms)
+    return Comparison([str(p) for p in paths], sweeps, runs, groups, capacity, warnings, slo_p99_ms,
+                      skipped=skipped)
 
 
 def default_out_dir(paths) -> Path:
-    sweeps = [Path(p) for p in paths if (Path(p) / SWEEP_FILE).exists()]
-    if len(paths) == 1 and sweeps:
-        return sweeps[0]
-    first = Path(paths[0]).resolve()
+    """The sweep folder when it is the only input, else compare-<time> next to the first input
+    that is a run or sweep folder (never next to a path that does not exist)."""
+    usable = [Path(p) for p in paths if not_comparable(Path(p)) is None]
+    if len(usable) == 1 and (usable[0] / SWEEP_FILE).is_file():
+        return usable[0]
+    first = usable[0].resolve()
     return first.parent / f"compare-{_dt.datetime.now():%y%m%d_%H%M%S}"
 
 
@@ -183,8 +225,8 @@ def main(argv=None) -> int:
                     "folders): tables, validity warnings and plots, without re-running anything.")
     p.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
     p.add_argument("--out", default=None,
-                   help="output folder (default: the sweep folder when one is given, else "
-                        "compare-<time> next to the first input)")
+                   help="output folder (default: the sweep folder when it is the only input, "
+                        "else compare-<time> next to the first input)")
     p.add_argument("--slo-p99-ms", type=float, default=None,
                    help="mark which points meet this p99 bound (default: the capacity search's)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
@@ -196,7 +238,10 @@ def main(argv=None) -> int:
         return 2
     print(cmp.markdown)
     print(f"written: {cmp.out_dir}")
-    return 0 if cmp.runs else 1
+    for line in cmp.skipped:  # also in compare.md; repeated where a script's log shows it
+        print(f"warning: {line}: neither a run folder nor a sweep folder; skipped",
+              file=sys.stderr)
+    return 0 if cmp.runs and not cmp.skipped else 1
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ REPEAT_SPREAD_LIMIT = 0.10
 # shows their mean and spread)
 METRICS = (
     ("achieved_rps", "throughput", "req/s", ("throughput", "requests_per_s"), 1.0),
+    # The summary counts outputs in the model's own unit under one key; each unit has its own
+    # metric so a FLAVR row's frames/s and an R(2+1)D row's clips/s never share a column.
     ("output_fps", "output frames/s", "frames/s", ("throughput", "output_frames_per_s"), 1.0),
+    ("output_clips_per_s", "output clips/s", "clips/s", ("throughput", "output_frames_per_s"), 1.0),
     ("offered_rps", "offered (realised)", "req/s", ("load", "offered_rps"), 1.0),
     ("delivered_rps", "delivered", "req/s", ("load", "delivered_rps"), 1.0),
     ("mean_ms", "mean", "ms", ("latency_s", "mean"), 1e3),
@@ -40,6 +43,8 @@ METRICS = (
     ("max_ms", "max", "ms", ("latency_s", "max"), 1e3),
 )
 LATENCY_METRICS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+# output unit (run.json's output_unit, models' served.output_unit) -> the metric its rate goes in
+OUTPUT_RATE_METRICS = {"frames": "output_fps", "clips": "output_clips_per_s"}
 STAGE_PARTS = (("waits", ("queue_wait_s", "slot_wait_s", "stream_wait_s")),
                ("compute", ("compute_s",)),
                ("hand-off, publish", ("handoff_exposed_s", "publish_s")))
@@ -54,11 +59,20 @@ _ARG_SETTINGS = {"b": ("batch", "batch_size"), "p": ("per_gpu", "per_gpu_queue")
 _NAMED = ("res", "decode", "mps", "warmup", "on_full", "config", "check", "save", "threads")
 
 
+def output_unit(summary: dict) -> str:
+    """What the run's model counts its outputs in."""
+    return summary["run"].get("output_unit", "frames")  # older logs are all FLAVR's
+
+
 def run_metrics(summary: dict) -> dict:
-    """A run's headline numbers as the comparison shows them (latencies in ms)."""
+    """A run's headline numbers as the comparison shows them (latencies in ms); the output rate
+    only under its own unit's metric, None under the others."""
+    own_rate = OUTPUT_RATE_METRICS.get(output_unit(summary))
     out = {}
     for name, _, _, (section, key), scale in METRICS:
         value = (summary.get(section) or {}).get(key)
+        if name in OUTPUT_RATE_METRICS.values() and name != own_rate:
+            value = None
         out[name] = None if value is None else value * scale
     out["ok"] = summary["counts"]["ok"]
     out["latency_n"] = summary["latency_s"]["count"]
@@ -130,8 +144,26 @@ class RunPoint:
         return self._latencies
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+class UnreadableLogError(ValueError):
+    """A run or sweep folder whose logs cannot be read back; names the file and what is wrong."""
+
+
+def read_log_json(path: Path) -> dict:
+    """A JSON record of a logs folder (run.json, sweep.json, ...), or UnreadableLogError naming
+    the file and where it breaks: a hand-edited or truncated record is then found at once."""
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UnreadableLogError(f"{path}: not valid JSON at line {exc.lineno}, column "
+                                 f"{exc.colno}: {exc.msg}") from None
+    if not isinstance(record, dict):
+        raise UnreadableLogError(f"{path}: expected a JSON object, found a "
+                                 f"{type(record).__name__}")
+    return record
+
+
+def _read_optional_json(path: Path) -> dict:
+    return read_log_json(path) if path.exists() else {}
 
 
 def run_settings(run: dict, args: dict, config: dict) -> dict:
@@ -157,23 +189,53 @@ def run_settings(run: dict, args: dict, config: dict) -> dict:
     return attrs
 
 
+def _summary(run_dir: Path) -> dict:
+    """The run's summary recomputed from its logs; UnreadableLogError naming the file at fault."""
+    read_log_json(run_dir / "run.json")  # its own error names the file and line
+    requests = run_dir / "requests.csv"
+    if not requests.is_file():
+        raise UnreadableLogError(f"{requests}: not found: the run folder has its run.json but "
+                                 "not its per-request records, so its numbers cannot be "
+                                 "recomputed (was the folder copied in part?)")
+    try:
+        return summary_from_run_dir(run_dir)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UnreadableLogError(f"{run_dir}: its run.json and requests.csv could not be read "
+                                 f"back: {type(exc).__name__}: {exc}") from None
+
+
+def _live_report_warnings(run_dir: Path, summary: dict) -> list[str]:
+    """Whether the run's own report.json agrees with the recomputed numbers. It only serves this
+    check, so a missing or damaged one is a warning, not a reason to leave the run out."""
+    live_path = run_dir / "report.json"
+    if not live_path.exists():
+        return ["no report.json: the run may not have finished writing its logs"]
+    try:
+        live = read_log_json(live_path)
+    except UnreadableLogError as exc:
+        return [f"{exc}; the run's own numbers cannot be checked against the recomputed ones"]
+    if json.loads(json.dumps(summary)) != live:
+        return ["the numbers recomputed from requests.csv differ from the run's own "
+                "report.json (was the report code changed since the run?); this "
+                "comparison shows the recomputed ones"]
+    return []
+
+
 def load_run(run_dir: Path, base_label: str | None, origin: str, repeat=None, seed=None) -> RunPoint:
     import yaml
 
-    summary = summary_from_run_dir(run_dir)
+    summary = _summary(run_dir)
     run = summary["run"]
-    args = _read_json(run_dir / "args.json")
+    args = _read_optional_json(run_dir / "args.json")
     config_path = run_dir / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
-    warnings = []
-    live_path = run_dir / "report.json"
-    if live_path.exists():
-        if json.loads(json.dumps(summary)) != _read_json(live_path):
-            warnings.append("the numbers recomputed from requests.csv differ from the run's own "
-                            "report.json (was the report code changed since the run?); this "
-                            "comparison shows the recomputed ones")
-    else:
-        warnings.append("no report.json: the run may not have finished writing its logs")
+    try:
+        config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UnreadableLogError(f"{config_path}: not valid YAML{where}: "
+                                 f"{getattr(exc, 'problem', None) or exc}") from None
+    warnings = _live_report_warnings(run_dir, summary)
     if seed is None:
         seed = args.get("seed")
     return RunPoint(run_dir, summary, base_label or args.get("config_label") or run.get("config")

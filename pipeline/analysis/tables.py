@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.analysis.capacity import judge_probe
 from pipeline.analysis.formatting import fmt, md_table
-from pipeline.analysis.runs import LATENCY_METRICS, METRICS
+from pipeline.analysis.runs import LATENCY_METRICS, METRICS, OUTPUT_RATE_METRICS
 from pipeline.analysis.statistics import MIN_FOR_P90, MIN_FOR_P99, PERCENTILE_METHOD
 
 
@@ -45,6 +45,15 @@ def _meets(group, slo_p99_ms: float) -> str:
     return "no" if len(group.runs) == 1 else f"no ({failed} of {len(group.runs)} runs)"
 
 
+def _output_rate_columns(rates: list[dict]) -> list[tuple[str, str]]:
+    """(metric, header) of each output unit the compared runs count in: frames/s for FLAVR,
+    clips/s for R(2+1)D, side by side when both are compared. Frames/s when no run says."""
+    labels = {name: label for name, label, *_ in METRICS}
+    present = [name for name in OUTPUT_RATE_METRICS.values()
+               if any(r.get(name) is not None for r in rates)]
+    return [(name, labels[name]) for name in present or [OUTPUT_RATE_METRICS["frames"]]]
+
+
 def render_markdown(cmp, plot_files: dict | None = None) -> str:
     lines = ["# Comparison", ""]
     for s in cmp.sweeps:
@@ -74,8 +83,9 @@ def render_markdown(cmp, plot_files: dict | None = None) -> str:
 
 def _points(cmp) -> list[str]:
     lines = ["## Throughput and latency per config and load", ""]
+    rates = _output_rate_columns([r.metrics for r in cmp.runs])
     header = ["config", "offered req/s", "runs", "ok req/run", "throughput req/s",
-              "output frames/s", "p50 ms", "p90 ms", "p99 ms", "warnings"]
+              *(label for _, label in rates), "p50 ms", "p90 ms", "p99 ms", "warnings"]
     if cmp.slo_p99_ms is not None:
         header.insert(-1, f"meets p99 ≤ {cmp.slo_p99_ms:g} ms")
     rows = []
@@ -83,7 +93,7 @@ def _points(cmp) -> list[str]:
         s = g.stats
         row = [g.label, "bulk" if g.bulk else _cell(s["offered_rps"], ".2f"), str(len(g.runs)),
                _cell(s["ok"], ".0f"), _cell(s["achieved_rps"], ".2f"),
-               _cell(s["output_fps"], ".1f"), _pooled_cell(g, "p50_ms", ".1f"),
+               *(_cell(s[name], ".1f") for name, _ in rates), _pooled_cell(g, "p50_ms", ".1f"),
                _pooled_cell(g, "p90_ms", ".1f", "†" if g.short["p90"] else ""),
                _pooled_cell(g, "p99_ms", ".1f", "†" if g.short["p99"] else ""),
                str(len(g.warnings)) if g.warnings else ""]
@@ -111,17 +121,21 @@ def _capacity(cmp) -> list[str]:
              "The highest realised offered rate whose probe met p99 ≤ SLO with every request ok, "
              "the pipeline keeping up and the client on schedule, below the lowest rate that did "
              "not (the search sets nominal rates; both are in capacity.csv).", ""]
+    rates = _output_rate_columns([p for c in cmp.capacity for p in c["probes"]])
     rows = []
     for c in cmp.capacity:
         at, bad = c["at_capacity"] or {}, c["first_failing"] or {}
         rows.append([c["config"], f"{c['slo_p99_ms']:g}", fmt(c["capacity_rps"], ".3g"),
-                     fmt(at.get("achieved_rps"), ".2f"), fmt(at.get("output_fps"), ".1f"),
+                     fmt(at.get("achieved_rps"), ".2f"),
+                     *(fmt(at.get(name), ".1f") for name, _ in rates),
                      fmt(at.get("p99_ms"), ".1f"), fmt(c["first_failing_rps"], ".3g"),
                      "; ".join(bad.get("reasons") or []) or "-", str(len(c["probes"])),
                      "; ".join([c.get("stop") or ""] + c["notices"]).strip("; ")])
-    lines += md_table(["config", "SLO p99 ms", "capacity req/s", "achieved req/s",
-                       "output frames/s", "p99 ms", "lowest failing req/s", "why it failed",
-                       "probes", "notes"], rows, text_columns=(0, 7, 9))
+    header = ["config", "SLO p99 ms", "capacity req/s", "achieved req/s",
+              *(label for _, label in rates), "p99 ms", "lowest failing req/s", "why it failed",
+              "probes", "notes"]
+    lines += md_table(header, rows, text_columns=tuple(
+        header.index(name) for name in ("config", "why it failed", "notes")))
     for c in cmp.capacity:
         lines += ["", f"Probes of {c['config']}, in search order:", ""]
         lines += md_table(

@@ -37,21 +37,22 @@ def make_rows(latencies, gap=0.05, lag=0.0002, statuses=None):
     return rows
 
 
-def run_info(config, mi, batch=1, baseline=None, device="cpu", size=(16, 16)):
+def run_info(config, mi, batch=1, baseline=None, device="cpu", size=(16, 16), unit="frames"):
     return {"config": config, "t0": 1000.0, "steps": STEPS, "device_kind": device,
-            "frame_sizes": [list(size)], "factor": 2, "precision": "fp32", "mean_interval_ms": mi,
-            "batch": batch, "warmup": 0, "requests": 0, "error": None, "stop_reason": None,
-            "notices": [], "nvml_baseline": baseline}
+            "output_unit": unit, "frame_sizes": [list(size)], "factor": 2, "precision": "fp32",
+            "mean_interval_ms": mi, "batch": batch, "warmup": 0, "requests": 0, "error": None,
+            "stop_reason": None, "notices": [], "nvml_baseline": baseline}
 
 
 def write_crafted_run(root: Path, name: str, *, config="cfg", mi=50.0, latencies=None, gap=0.05,
                       lag=0.0002, batch=1, seed=0, samples=None, baseline=None,
-                      size=(16, 16), rows=None, args=None) -> Path:
+                      size=(16, 16), rows=None, args=None, unit="frames") -> Path:
     """A run folder as the orchestrator writes it, from records whose numbers are known.
-    `args`: settings besides the seed, as args.json holds them."""
+    `args`: settings besides the seed, as args.json holds them; `unit`: what the model counts
+    its outputs in (FLAVR frames, R(2+1)D clips)."""
     latencies = latencies if latencies is not None else [0.1 + 0.001 * i for i in range(120)]
     rows = rows if rows is not None else make_rows(latencies, gap, lag)
-    info = run_info(config, mi, batch, baseline, "cuda" if samples else "cpu", size)
+    info = run_info(config, mi, batch, baseline, "cuda" if samples else "cpu", size, unit)
     summary = summarize(rows, STEPS, info, samples)
     run_dir = root / name
     write_run(run_dir, config_dict={"name": config}, args_dict={"seed": seed, "per_gpu": False,
@@ -271,7 +272,135 @@ def test_command_renders_folders_into_out(tmp_path, capsys):
     assert "| cfg |" in printed and "| other |" in printed and "meets p99 ≤ 150 ms" in printed
     for name in ("compare.md", "compare.csv", "runs.csv", "compare.json"):
         assert (tmp_path / "cmp" / name).exists()
-    assert main([str(tmp_path / "nothing-here"), "--out", str(tmp_path / "cmp2")]) == 1
+    assert main([str(tmp_path / "nothing-here"), "--out", str(tmp_path / "cmp2")]) == 2
+    assert not (tmp_path / "cmp2").exists()
+
+
+# --- inputs that cannot be compared -------------------------------------------------------------
+
+def test_inputs_that_are_neither_run_nor_sweep_folders_stop_the_command_writing_nothing(
+        tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a run")
+    inputs = [tmp_path / "missing", tmp_path / "empty", tmp_path / "notes.txt"]
+    before = sorted(tmp_path.rglob("*"))
+    for argv in ([str(inputs[0])], [str(p) for p in inputs]):  # no --out: the default folder
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: nothing to compare: no input is a run folder")
+        assert f"{inputs[0]}: does not exist" in err
+    assert f"{inputs[1]}: is an empty folder" in err
+    assert f"{inputs[2]}: is a file, not a folder" in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_inputs_that_are_not_run_folders_are_skipped_by_name_beside_ones_that_are(tmp_path, capsys):
+    run = write_crafted_run(tmp_path / "logs", "run")
+    missing = tmp_path / "elsewhere" / "missing"
+    assert main([str(missing), str(run), "--no-plots"]) == 1  # done, but not all that was asked
+    captured = capsys.readouterr()
+    assert (f"warning: {missing}: does not exist: neither a run folder nor a sweep folder; "
+            "skipped") in captured.err
+    # Written next to the first input that is a run folder, not next to the missing one.
+    [out] = (tmp_path / "logs").glob("compare-*")
+    assert not (tmp_path / "elsewhere").exists()
+    text = (out / "compare.md").read_text()
+    assert f"- {missing}: does not exist: neither a run folder (run.json)" in text
+    assert "| cfg |" in text and f"written: {out}" in captured.out
+
+
+def test_a_damaged_run_json_is_named_with_its_line(tmp_path, capsys):
+    run = write_crafted_run(tmp_path, "run")
+    (run / "run.json").write_text('{"config": "cfg",\n  oops}')
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"error: {run / 'run.json'}: not valid JSON at line 2, "
+                                       "column 3: Expecting property name enclosed in double "
+                                       "quotes\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_sweep_json_is_named_with_its_line(tmp_path, capsys):
+    sweep = tmp_path / "sweep-261121_000000-c"
+    sweep.mkdir()
+    (sweep / SWEEP_FILE).write_text('{"kind": "sweep", "runs": [')
+    assert main([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {sweep / SWEEP_FILE}: not valid JSON at line 1, column 28")
+    assert sorted(p.name for p in sweep.iterdir()) == [SWEEP_FILE]
+
+
+def test_a_run_folder_without_requests_csv_says_which_file_is_missing(tmp_path, capsys):
+    run = write_crafted_run(tmp_path, "run")
+    (run / "requests.csv").unlink()
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'requests.csv'}: not found: the run folder has its "
+                          "run.json but not its per-request records")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_report_json_is_a_warning_not_an_error(tmp_path):
+    # report.json only serves to check the recomputed numbers: the run is still compared.
+    run = write_crafted_run(tmp_path, "run")
+    (run / "report.json").write_text("{")
+    [group] = compare_dirs([run]).groups
+    assert any(w.startswith(f"run: {run / 'report.json'}: not valid JSON at line 1")
+               for w in group.warnings)
+
+
+# --- output units: FLAVR counts frames, R(2+1)D clips ---------------------------------------------
+
+def test_each_model_s_output_rate_is_shown_in_its_own_unit(tmp_path):
+    frames = write_crafted_run(tmp_path, "flavr", config="flavr")
+    clips = write_crafted_run(tmp_path, "r21", config="r21", unit="clips",
+                              latencies=[0.2] * 120)
+    out = tmp_path / "out"
+    cmp = write_comparison([frames, clips], out, plots=False)
+    table = {cells[0]: cells for cells in (
+        [c.strip() for c in line.strip("|").split("|")] for line in cmp.markdown.splitlines()
+        if line.startswith(("| config |", "| flavr |", "| r21 |")))}
+    header = table["config"]
+    assert header[4:7] == ["throughput req/s", "output frames/s", "output clips/s"]
+    frames_column, clips_column = 5, 6
+    assert table["flavr"][clips_column] == "-" and table["r21"][frames_column] == "-"
+    assert table["flavr"][frames_column] != "-" and table["r21"][clips_column] != "-"
+
+    runs = {Path(r["run_dir"]).name: r for r in csv.DictReader(open(out / "runs.csv"))}
+    groups = {g["config"]: g for g in csv.DictReader(open(out / "compare.csv"))}
+    for name, own, other in (("flavr", "output_fps", "output_clips_per_s"),
+                             ("r21", "output_clips_per_s", "output_fps")):
+        live = json.loads((tmp_path / name / "report.json").read_text())["throughput"]
+        assert float(runs[name][own]) == pytest.approx(live["output_frames_per_s"], rel=1e-9)
+        assert runs[name][other] == ""
+        assert float(groups[name][f"{own}_mean"]) == pytest.approx(live["output_frames_per_s"],
+                                                                   rel=1e-9)
+        assert groups[name][f"{other}_mean"] == ""
+
+
+def test_a_comparison_of_frame_counting_runs_keeps_its_one_output_column(tmp_path):
+    cmp = write_comparison([write_crafted_run(tmp_path, "flavr")], tmp_path / "out", plots=False)
+    header = next(line for line in cmp.markdown.splitlines() if line.startswith("| config |"))
+    assert "output frames/s" in header and "clips" not in header
+
+
+def test_capacity_of_a_clip_counting_model_is_shown_in_clips(tmp_path):
+    logs = tmp_path / "logs"
+    d = write_crafted_run(logs, "probe", config="c", mi=100.0, gap=0.1, latencies=[0.1] * 100,
+                          unit="clips")
+    sweep = logs / "capacity-261121_000000-c"
+    sweep.mkdir()
+    (sweep / SWEEP_FILE).write_text(json.dumps({"kind": "capacity", "status": "complete",
+        "capacity": [{"config": "c", "slo_p99_ms": 500.0, "stop": "done", "capacity_rps": 10.0,
+                      "probes": [{"rate_rps": 10.0, "mean_interval_ms": 100.0,
+                                  "run_dir": f"../{d.name}", "passed": True}]}]}))
+    cmp = write_comparison([sweep], plots=False)
+    clips_per_s = json.loads((d / "report.json").read_text())["throughput"]["output_frames_per_s"]
+    lines = cmp.markdown.splitlines()
+    start = lines.index("## Capacity under the SLO")
+    header = next(line for line in lines[start:] if line.startswith("| config |"))
+    assert "| achieved req/s | output clips/s | p99 ms |" in header
+    row = next(line for line in lines[start:] if line.startswith("| c |"))
+    assert f"| {clips_per_s:.1f} |" in row
 
 
 # --- repeats, and only repeats, are pooled ----------------------------------------------------
