@@ -4,7 +4,8 @@ runners were over the measurement window, and whether decode, not the model, set
 busy     a process's work over the window, summed over the measured ok requests and divided by
          (window x processes of the step): decode counts its compute and publish (decoding,
          making rows, writing the slot), never its slot wait (that is the next step being
-         behind); a model step counts its compute.
+         behind); a model step counts its compute. Every request of a batch carries the whole
+         batch's time (records.py), so each counts its 1/batch share: a batch counts once.
 limited  decode limited the run when, at saturation (the pipeline did not keep up, or every
          request was due at once), the decode workers were busy at least BUSY of the window
          while every model step was busy less than that and its inputs waited in its queue on
@@ -30,9 +31,13 @@ def decode_placement(ok, steps, duration_s) -> dict | None:
 
     def busy(step, fields):
         stamps = [r.steps[step] for r in ok if step in r.steps]
-        work = math.fsum(getattr(t, f) or 0.0 for t in stamps for f in fields)
+        # The process's own work: each request's share of its batch (logs without the batch
+        # column count whole).
+        work = math.fsum((getattr(t, f) or 0.0) / (t.batch or 1) for t in stamps for f in fields)
+        # What a request waited for: the whole batch's time.
+        per_request = math.fsum(getattr(t, f) or 0.0 for t in stamps for f in fields)
         processes = len({(t.device, t.replica) for t in stamps}) or 1
-        return work / (duration_s * processes), processes, work / max(len(stamps), 1)
+        return work / (duration_s * processes), processes, per_request / max(len(stamps), 1)
 
     d_busy, d_n, d_per_request = busy(decode, ("compute_s", "publish_s"))
     out = {"decode_busy": d_busy, "decode_workers": d_n,

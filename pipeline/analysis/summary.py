@@ -209,12 +209,13 @@ def _shares(ok: list[RequestRow], steps) -> dict:
 
     model compute: every non-decode step's compute_s; hand-off: every step's handoff_s (peer
     copies onto the consumer's GPU), and of it what the consumer waited for (handoff_exposed_s);
-    publish: writing outputs into the producer's slots."""
+    publish: writing outputs into the producer's slots. Every request of a batch carries the
+    batch's times (records.py), so each adds its 1/batch share: a batch's work counts once."""
     def total(field, which):
-        values = [getattr(r.steps[s], field) for r in ok for s in which if s in r.steps]
-        if not values or all(v is None for v in values):
+        stamps = [r.steps[s] for r in ok for s in which if s in r.steps]
+        if not stamps or all(getattr(t, field) is None for t in stamps):
             return None  # not measured (logs from before the field existed)
-        return math.fsum(v or 0.0 for v in values)
+        return math.fsum((getattr(t, field) or 0.0) / (t.batch or 1) for t in stamps)
 
     decode = steps[:1]
     model = steps[1:]
