@@ -8,11 +8,13 @@ longer than LONG_RUN_S.
 
 How the estimate is made: each model step's work per request is the multiply-adds of its stage
 range (the model's own analytic count, ServedModel.stage_macs, per row of model input: a FLAVR
-window, an R(2+1)D clip) times the rows of a request; a sleep step's is its sleep. A device's
-rate is measured on the CPU (one Conv3d like the models' at the run's precision, for a fraction
-of a second, in this process), and taken from a table of tensor-core peaks on a GPU (the main
-process never touches CUDA), at the share of peak FLAVR reached at best on one H200 (section 1 of docs/results.md: ~54%). The capacity is the
-slowest device's: requests/s = 1 / (seconds of work per request placed on it). Decode, hand-offs
+window, an R(2+1)D clip) times the rows of a request (of a stream workload, a running stream's
+segment: ServedModel.rows_per_segment, as the decode workers make them); a sleep step's is its
+sleep. A device's rate is measured on the CPU (one Conv3d like the models' at the run's
+precision, for a fraction of a second, in this process), and taken from a table of
+tensor-core peaks on a GPU (the main process never touches CUDA), at the share of peak FLAVR
+reached at best on one H200 (section 1 of docs/results.md: ~54%). The capacity is the slowest
+device's: requests/s = 1 / (seconds of work per request placed on it). Decode, hand-offs
 and Python overheads are not counted, and the CPU measurement runs one layer shape: the estimate
 is optimistic, real capacity is lower, on the CPU by up to 2-3x. It only warns when the offered
 load is far beyond it.
@@ -30,6 +32,7 @@ from pipeline.serving.gpu_monitor import nvml_info
 
 OVERLOAD_FACTOR = 2.0  # warn when the offered load is this many times the estimated capacity
 LONG_RUN_S = 600.0  # or when the run would take longer than this
+MINUTES_FROM_S = 120.0  # a run this long or longer is said in minutes, a shorter one in seconds
 GPU_SHARE_OF_PEAK = 0.6  # FLAVR at best ~54% of a measured bf16 ceiling on one H200
 
 # Dense tensor-core peaks, TFLOP/s: (bf16/fp16, fp32 as TF32). Unknown GPUs get the largest.
@@ -56,6 +59,13 @@ def _frame_size(cfg, served) -> tuple[int, int] | None:
     return None  # clips of their own sizes: not probed here
 
 
+def _rows_per_request(cfg, served) -> int:
+    """Rows of model input one request becomes: a clip's, or a running stream's segment's (its
+    rows run across the segment's boundaries: FLAVR makes one window per new frame)."""
+    n = cfg.frames_per_request
+    return served.rows_per_request(n) if cfg.videos.streams is None else served.rows_per_segment(n)
+
+
 def _step_work(cfg, served, step, size) -> tuple[float, float]:
     """(multiply-adds, seconds of sleep) of one request in one step."""
     if step.kind == "sleep":
@@ -66,7 +76,7 @@ def _step_work(cfg, served, step, size) -> tuple[float, float]:
     stages = served.stages[served.stages.index(first):served.stages.index(last) + 1]
     per_stage = served.stage_macs(size[0], size[1])
     row = sum(per_stage[s] for s in stages)
-    return float(row * served.rows_per_request(cfg.frames_per_request)), 0.0
+    return float(row * _rows_per_request(cfg, served)), 0.0
 
 
 def cpu_flop_rate(precision: str, seconds: float = 0.3) -> float:
@@ -130,11 +140,20 @@ def estimate(cfg, topo, device_kind: str) -> Estimate | None:
                 busy[r.gpu] = busy.get(r.gpu, 0.0) + seconds
     slowest = max(busy.values())
     h, w = size
-    rows = served.rows_per_request(cfg.frames_per_request)
+    rows = _rows_per_request(cfg, served)
     work_text = (f"{2 * total_macs / 1e12:.3g} TFLOP per request ({served.title} at {h}x{w}, "
                  f"{rows} {served.row_name}{'s' * (rows != 1)})" if total_macs
                  else "the steps' sleeps")
     return Estimate(1.0 / slowest, work_text, rate_text)
+
+
+def duration_text(seconds: float) -> str:
+    """How long a run would take, in words: minutes, or seconds below a couple of minutes (where
+    whole minutes would round a run of half a minute to 0)."""
+    if seconds >= MINUTES_FROM_S:
+        return f"{seconds / 60:.0f} minutes"
+    value = f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
+    return f"{value} second{'' if value == '1' else 's'}"
 
 
 def overload_notice(cfg, topo, device_kind: str, mean_interval_ms: float, requests: int) -> str | None:
@@ -152,13 +171,14 @@ def overload_notice(cfg, topo, device_kind: str, mean_interval_ms: float, reques
     if not far and duration <= LONG_RUN_S:
         return None
     capacity = (f"about {est.capacity_rps:.3g} requests/s ({est.work_text}; {est.rate_text})")
-    minutes = f"{requests} requests would take about {duration / 60:.0f} minutes"
+    how_long = (f"{requests} request{'s' * (requests != 1)} would take about "
+                f"{duration_text(duration)}")
     if far:
         text = (f"offered {offered:.3g} requests/s is about {offered / est.capacity_rps:.0f}x what "
                 f"this machine can serve by an estimate, {capacity}: queues would grow all run, "
-                f"and {minutes}")
+                f"and {how_long}")
     else:
-        text = f"{minutes}: by an estimate this machine serves {capacity}"
+        text = f"{how_long}: by an estimate this machine serves {capacity}"
     return (text + ". Lower the load (-mi), the requests (-v) or the frame size. The estimate "
             "counts the model's work only and is optimistic: real capacity is lower, on a CPU "
             "by up to 2-3x")

@@ -3,7 +3,8 @@ import pytest
 import yaml
 
 from models.r2plus1d.served import R2Plus1DServed
-from pipeline.analysis.overload import OVERLOAD_FACTOR, estimate, overload_notice
+from models.registry import served_model
+from pipeline.analysis.overload import OVERLOAD_FACTOR, duration_text, estimate, overload_notice
 from pipeline.cli.benchmark import main
 from pipeline.config import RunSettings, config_from_dict
 from pipeline.serving.plan import plan_run
@@ -36,7 +37,23 @@ def test_a_load_far_beyond_the_capacity_is_warned_about_with_the_estimate():
     text = overload_notice(cfg, p.topo, "cpu", mean_interval_ms=10, requests=40)
     assert text.startswith("offered 100 requests/s is about 10x what this machine can serve by "
                            "an estimate, about 10 requests/s")
-    assert "40 requests would take about 0 minutes" in text and "optimistic" in text
+    assert "40 requests would take about 4 seconds" in text and "optimistic" in text
+
+
+def test_a_run_under_a_couple_of_minutes_is_said_in_seconds():
+    cfg, p = plan_of(sleep_config(100))
+    text = overload_notice(cfg, p.topo, "cpu", mean_interval_ms=10, requests=270)
+    assert "270 requests would take about 27 seconds" in text
+    text = overload_notice(cfg, p.topo, "cpu", mean_interval_ms=10, requests=1)
+    assert "1 request would take about 0.1 seconds" in text
+
+
+@pytest.mark.parametrize("seconds, text", [(0.04, "0.04 seconds"), (1.0, "1 second"),
+                                           (2.5, "2.5 seconds"), (27.2, "27 seconds"),
+                                           (119.0, "119 seconds"), (120.0, "2 minutes"),
+                                           (1020.0, "17 minutes")])
+def test_durations_read_in_seconds_below_two_minutes_and_in_minutes_above(seconds, text):
+    assert duration_text(seconds) == text
 
 
 def test_a_load_the_machine_can_serve_is_not_warned_about():
@@ -63,6 +80,29 @@ def test_flavr_work_is_counted_from_its_multiply_adds():
     # A load no CPU serves: 1000 requests/s of 1.6 TFLOP each.
     assert overload_notice(cfg, p.topo, "cpu", mean_interval_ms=1, requests=22).startswith(
         "offered 1e+03 requests/s is about")
+
+
+def flavr_config(**videos) -> dict:
+    d = sleep_config(0)
+    d["pipeline"][1] = {"name": "flavr", "kind": "model", "stages": ["stem", "head"], "gpus": [0]}
+    d["model"]["resolution"] = [64, 64]
+    d["videos"].update(videos)
+    return d
+
+
+def test_a_stream_request_counts_the_windows_of_a_running_segment():
+    # 4 new frames of a stream are 4 windows (they run across the segment's boundaries), where
+    # a clip of 4 frames is 3: the same model, a third more work per request.
+    clip_cfg, clip_plan = plan_of(flavr_config())
+    stream_cfg, stream_plan = plan_of(flavr_config(streams={"count": 2}))
+    rows = served_model(stream_cfg.model).rows_per_segment(stream_cfg.frames_per_request)
+    assert rows == 4
+    clip = estimate(clip_cfg, clip_plan.topo, "cpu")
+    stream = estimate(stream_cfg, stream_plan.topo, "cpu")
+    assert "(FLAVR at 64x64, 3 windows)" in clip.work_text
+    assert "(FLAVR at 64x64, 4 windows)" in stream.work_text
+    clip_flop, stream_flop = (float(e.work_text.split(" TFLOP")[0]) for e in (clip, stream))
+    assert stream_flop == pytest.approx(clip_flop * 4 / 3, rel=1e-2)
 
 
 def test_dry_run_says_so_before_anything_starts(tmp_path, capsys):
