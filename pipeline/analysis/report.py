@@ -105,7 +105,9 @@ def _load(summary: dict) -> list[str]:
     if load["bulk"]:
         offered = "bulk (all measured requests scheduled at once)"
     else:
-        offered = f"offered {fmt(load['offered_rps'])} req/s (realised by the schedule sent"
+        # One arrival has no rate of its own.
+        offered = ("one measured request (no offered rate" if load.get("sent") == 1
+                   else f"offered {fmt(load['offered_rps'])} req/s (realised by the schedule sent")
         if load["nominal_rps"] is not None:
             offered += f"; nominal {load['nominal_rps']:.2f} at mean interval {load['mean_interval_ms']:g} ms"
         offered += ")"

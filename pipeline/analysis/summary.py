@@ -113,7 +113,9 @@ def summarize(rows, step_names, run_info: dict, nvml_samples=None) -> dict:
     load = {
         "mean_interval_ms": mi,
         "nominal_rps": (1000.0 / mi) if isinstance(mi, (int, float)) and mi > 0 else None,
-        "bulk": bool(scheduled) and span == 0,
+        # All due at once (-mi 0) takes more than one request: a lone one has no schedule to
+        # share, whatever the mean interval.
+        "bulk": len(scheduled) > 1 and span == 0,
         "sent": len(scheduled),
         "offered_rps": event_rate(scheduled),
         "schedule_span_s": span,

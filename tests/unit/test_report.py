@@ -117,6 +117,23 @@ def test_bulk_schedule():
     assert "bulk" in format_report(summary_of(rows))
 
 
+def test_a_single_request_is_not_called_bulk():
+    # -mi 500 -v 1: one scheduled time, but nothing was due at once with it.
+    summary = summary_of([row(0, 0.0, 0.3)], {"mean_interval_ms": 500})
+    load = summary["load"]
+    assert load["bulk"] is False and load["sent"] == 1 and load["offered_rps"] is None
+    text = format_report(summary)
+    assert "bulk" not in text
+    assert ("load        one measured request (no offered rate; nominal 2.00 at mean interval "
+            "500 ms)") in text
+
+
+def test_a_single_request_at_mean_interval_zero_is_not_called_bulk():
+    summary = summary_of([row(0, 0.0, 0.3)], {"mean_interval_ms": 0})
+    assert summary["load"]["bulk"] is False
+    assert "load        one measured request (no offered rate)," in format_report(summary)
+
+
 def test_per_stage_statistics():
     stages = {s["step"]: s for s in summary_of(ten_measured())["stages"]}
     assert list(stages) == ["decode", "flavr"]
