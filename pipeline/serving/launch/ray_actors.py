@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +43,23 @@ TEMP_PREFIX = "flavr-ray-"
 # IPC, memory files or torch.distributed), and Ray's default (30% of memory, in /dev/shm) is
 # more than a container's /dev/shm often holds.
 OBJECT_STORE_BYTES = 256 * 2**20
+CONNECT_TIMEOUT_S = 10.0  # for a cluster address to accept a connection before Ray is asked
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """LaunchError unless something accepts a connection at a cluster address's host and port:
+    Ray itself keeps retrying an address where nothing answers, for many minutes. Addresses
+    without a port (`auto`, a cluster found on this machine) are left to Ray."""
+    host_port = address.removeprefix("ray://")
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise LaunchError(f"could not join the Ray cluster at '{address}': nothing accepts "
+                          f"connections at {host}:{port} within {timeout_s:g} s ({why})") from None
 
 
 class _Process:
@@ -108,6 +126,8 @@ class RayLauncher(Launcher):
         self.temp_dir: str | None = None
         self.started_ray = False
         if not ray.is_initialized():
+            if address:
+                check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, include_dashboard=False, configure_logging=False,
