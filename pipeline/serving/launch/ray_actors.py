@@ -212,13 +212,14 @@ class RayLauncher(Launcher):
         offered = ray.cluster_resources()
         missing = sorted({p.where.node for p in steps if p.where.node} - set(offered))
         if missing:
+            custom = sorted(k for k in offered if not k.startswith("node:")
+                            and k not in ("CPU", "GPU", "memory", "object_store_memory"))
             raise LaunchError(
                 f"no node of the Ray cluster offers the resource {', '.join(missing)} that the "
                 f"config's gpus name (start the node with ray start --resources "
-                f"'{{\"{missing[0]}\": 100}}'); the cluster offers: "
-                + ", ".join(sorted(k for k in offered if not k.startswith("node:")
-                                   and k not in ("CPU", "GPU", "memory",
-                                                 "object_store_memory"))))
+                f"'{{\"{missing[0]}\": 100}}'); "
+                + (f"the cluster offers: {', '.join(custom)}" if custom
+                   else "the cluster's nodes offer no custom resources"))
         if bundles:
             named = any(p.where.node for p in steps)
             self.pg = placement_group(bundles, strategy="PACK" if named else "STRICT_PACK",
