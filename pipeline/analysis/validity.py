@@ -69,6 +69,11 @@ def drops_headline(summary: dict) -> str | None:
     c = summary["counts"]
     if not c["dropped"]:
         return None
+    if summary["run"].get("error"):
+        # A stopped run leaves the requests it never admitted 'dropped' (finish.py): say why.
+        return (f"latency NOT VALID for the offered load: the run ended early, and {c['dropped']} "
+                f"of {c['measured']} measured requests were never admitted or dropped; the "
+                f"percentiles are of the {c['ok']} that finished ok")
     return (f"latency NOT VALID for the offered load: {c['dropped']} of {c['measured']} measured "
             f"requests were dropped; the percentiles are of the {c['ok']} that finished ok")
 

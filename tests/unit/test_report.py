@@ -397,6 +397,15 @@ def test_a_run_with_drops_says_in_its_headline_that_its_latency_is_not_valid():
         "the percentiles are of the 10 that finished ok")
 
 
+def test_a_run_that_ended_early_says_so_in_its_headline():
+    rows = ten_measured() + [row(12 + i, 6.0 + 0.1 * i, None, status="dropped",
+                                 error="never admitted: interrupted") for i in range(5)]
+    s = summary_of(rows, {"error": "interrupted (Ctrl-C / SIGTERM)"})
+    assert format_report(s).splitlines()[1] == (
+        "!! latency NOT VALID for the offered load: the run ended early, and 5 of 15 measured "
+        "requests were never admitted or dropped; the percentiles are of the 10 that finished ok")
+
+
 def test_a_run_without_drops_has_no_validity_headline():
     s = summary_of(ten_measured())
     assert s["validity"]["latency_valid_for_load"] is True
