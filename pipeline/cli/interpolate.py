@@ -14,18 +14,24 @@ look-ahead) -> FLAVR in batches -> the writer, which gets input frame i, then it
 frames, ..., then the last input frame: (T-1)*factor+1 frames at the input fps x factor. Memory
 stays bounded by one chunk plus one batch of windows, whatever the clip's length.
 
-Any frame size works: the model pads internally, and since the encoders' 4:2:0 video needs
-even sizes, an odd width or height is padded by one pixel for the output (the last column or row
-repeated), with a notice.
+Any frame size of at least 8x8 works (FLAVR's minimum): the model pads internally, and since the
+encoders' 4:2:0 video needs even sizes, an odd width or height is padded by one pixel for the
+output (the last column or row repeated), with a notice.
 
 A bad input (missing, empty, not a video, truncated or corrupt, unsupported codec, fewer than 2
-frames) or a bad checkpoint (not a weight file, damaged, of another model or factor, or a pickle
-holding more than weights without --trust-checkpoint) ends the command with exit code 2 and one
-line naming the file; a half-written output file is removed.
+frames, smaller than 8x8), a bad output (the input itself, a folder, an extension other than
+.mp4/.mkv/.webm, a codec its container cannot hold, a place that cannot be written) or a bad
+checkpoint (not a weight file, damaged, of another model or factor, or a pickle holding more than
+weights without --trust-checkpoint) ends the command with exit code 2 and one line naming the
+file. The video is written under a temporary name beside the output and renamed into place once
+complete: a failed or interrupted run leaves no half-written video, and an existing file of the
+output's name untouched.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -38,14 +44,31 @@ from pipeline.errors import CheckpointError, VideoError
 EXIT_BAD_INPUT = 2
 
 
+def _min_frame_size() -> int:
+    from models.flavr.served import FLAVRServed
+
+    return FLAVRServed.min_size
+
+
 def _resolution(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x448, got '{text}'") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"height and width must be positive, got {text}")
+    least = _min_frame_size()
+    if h < least or w < least:
+        raise argparse.ArgumentTypeError(f"height and width must be at least {least}, got {text}")
     return h, w
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _device(text: str) -> str:
@@ -84,9 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow full unpickling of a .pth checkpoint that holds more than "
                          "weights; it can run code from the file")
     ap.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda:N")
-    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    ap.add_argument("--batch", type=int, default=4, help="windows per model call")
-    ap.add_argument("--chunk", type=int, default=16, help="frames decoded per step")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="model precision (default fp32; bf16/fp16 are for GPUs: on a CPU without "
+                         "native support for them they run many times slower)")
+    ap.add_argument("--batch", type=_at_least_one, default=4, help="windows per model call (>= 1)")
+    ap.add_argument("--chunk", type=_at_least_one, default=16,
+                    help="frames decoded per step (>= 1)")
     ap.add_argument("--resolution", type=_resolution, default=None, metavar="HxW",
                     help="resize the input to HxW before the model (default: its own size)")
     ap.add_argument("--codec", choices=("auto", "h264", "vp9", "hevc", "vp8"), default="auto")
@@ -112,6 +138,9 @@ def load_flavr(factor: int, checkpoint, device: str, precision: str, trust_check
         checkpoint = None
     elif not Path(checkpoint).is_file():
         raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+    if torch.device(device).type == "cpu" and precision != "fp32":
+        log(f"warning: --precision {precision} on the CPU can be many times slower than fp32 on "
+            f"CPUs without native {precision} support")
     model = build_model(factor=factor, checkpoint=checkpoint, device=device, trust=trust_checkpoint)
     return model.for_inference(precision)
 
@@ -133,7 +162,11 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     info = probe(input_path)
     if info.frames < 2:
         raise VideoError(info.path, f"has {info.frames} frame(s); interpolation needs at least 2")
+    if resolution is None:
+        _check_frame_size(info)
     height, width = resolution or (info.height, info.width)
+    output_path = Path(output_path)
+    check_output(info.path, output_path, codec)
     # 4:2:0 video needs even sizes: an odd one is padded for the encoder (the model takes any).
     out_h, out_w = height + height % 2, width + width % 2
     if (out_h, out_w) != (height, width):
@@ -146,10 +179,13 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     log(f"decode: {backend} ({decoder.last_reason})")
 
     total = output_frame_count(info.frames, factor)
-    output_path = Path(output_path)
     written = 0
-    writer = VideoWriter(output_path, info.rate * factor, out_w, out_h, codec=codec)
+    partial = _claim_partial_file(output_path)
     try:
+        try:
+            writer = VideoWriter(partial, info.rate * factor, out_w, out_h, codec=codec)
+        except OSError as e:  # e.g. a full disk
+            raise VideoError(output_path, f"cannot be written ({e})") from None
         with writer, tqdm(total=total, unit="frame", disable=not progress,
                           desc=output_path.name) as bar, torch.inference_mode():
             last = None
@@ -168,17 +204,66 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
             writer.write(_pad_to(last[None], out_h, out_w))
             written += 1
             bar.update(1)
+        if written != total:
+            raise VideoError(info.path, f"wrote {written} frames, expected {total}")
+        partial.replace(_real_path(output_path))
     except BaseException:
-        output_path.unlink(missing_ok=True)  # no half-written video left behind
+        partial.unlink(missing_ok=True)  # this run's own file: no half-written video left behind
         raise
-    if written != total:
-        raise VideoError(info.path, f"wrote {written} frames, expected {total}")
     for notice in decoder.take_notices():  # e.g. PyAV took over a codec this GPU's NVDEC lacks
         log(f"notice: decode: {notice}")
     return {"input": str(info.path), "output": str(output_path), "frames_in": info.frames,
             "frames_out": written, "fps_out": float(info.rate * factor), "codec": writer.codec,
             "width": out_w, "height": out_h, "padded": (out_h, out_w) != (height, width),
             "backend": decoder.last_backend}
+
+
+def _check_frame_size(info) -> None:
+    """FLAVR's smallest frame, checked on the clip's own size (--resolution checks its own)."""
+    least = _min_frame_size()
+    if info.height < least or info.width < least:
+        raise VideoError(info.path, f"frames are {info.width}x{info.height}; FLAVR needs at least "
+                                    f"{least}x{least} (--resolution HxW can enlarge them)")
+
+
+def check_output(input_path, output_path: Path, codec: str) -> None:
+    """Refuse, before anything runs, an output that would overwrite the input or that the
+    encoder cannot write: raises VideoError naming it."""
+    from pipeline.media.encode import CONTAINER_CODECS, pick_codec
+
+    if _real_path(output_path) == _real_path(input_path) or (
+            output_path.exists() and os.path.samefile(output_path, input_path)):
+        raise VideoError(output_path, f"is the input video {input_path}; write the output to "
+                                      f"another file")
+    if output_path.is_dir():
+        raise VideoError(output_path, f"is a folder; name the video to write in it, e.g. "
+                                      f"{output_path / 'out.mp4'}")
+    suffix = output_path.suffix.lower()
+    if suffix not in CONTAINER_CODECS:  # FFmpeg picks the container from the extension
+        named = f"extension '{suffix}' is not a video container" if suffix else "has no extension"
+        raise VideoError(output_path, f"{named}; use {', '.join(CONTAINER_CODECS)}")
+    try:  # the encoder's own rule: an encoder this build has, in a container that holds it
+        pick_codec(output_path, codec)
+    except ValueError as e:
+        raise VideoError(output_path, f"--codec {codec}: {e}") from None
+
+
+def _real_path(path) -> Path:
+    """The file `path` names, links followed (a link's target is what gets written)."""
+    return Path(os.path.realpath(path))
+
+
+def _claim_partial_file(output_path: Path) -> Path:
+    """A new, empty file beside the output's target, made here (O_EXCL), so that a failed run
+    removes only a file of its own; it keeps the container's extension, which FFmpeg reads."""
+    target = _real_path(output_path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}")
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as e:
+        raise VideoError(output_path, f"cannot be written ({e.strerror or e})") from None
+    return partial
 
 
 def _pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -203,6 +288,8 @@ def evaluate(input_path, factor: int = 2, checkpoint=None, device: str = "cpu",
     if info.frames < 3 * factor + 1:
         raise VideoError(info.path, f"has {info.frames} frames; evaluating at {factor}x needs at "
                                     f"least {3 * factor + 1}")
+    if resolution is None:
+        _check_frame_size(info)
     model = load_flavr(factor, checkpoint, device, precision, trust_checkpoint, log)
     decoder = FrameDecoder(device, resolution=resolution)
     return evaluate_clip(model, decoder.iter_chunks(info.path, chunk), factor, batch)

@@ -28,8 +28,13 @@ ENCODERS = {
     "vp8": ("libvpx",),
     "av1": ("libsvtav1", "libaom-av1"),
 }
-_WEBM = {".webm"}
-_WEBM_CODECS = {"vp8", "vp9", "av1"}
+# The containers the project writes, and the codecs each can hold (FFmpeg's MP4 muxer takes no
+# VP8, WebM only the open codecs). Other extensions are left to FFmpeg.
+CONTAINER_CODECS = {
+    ".mp4": {"h264", "hevc", "vp9", "av1"},
+    ".mkv": set(ENCODERS),
+    ".webm": {"vp8", "vp9", "av1"},
+}
 
 
 def encoder_available(codec: str) -> str | None:
@@ -46,16 +51,18 @@ def encoder_available(codec: str) -> str | None:
 def pick_codec(path, codec: str = "auto") -> str:
     """Resolve "auto" to h264 (if an encoder exists and the container takes it) or vp9."""
     suffix = Path(path).suffix.lower()
+    holds = CONTAINER_CODECS.get(suffix, set(ENCODERS))
     if codec == "auto":
-        if suffix not in _WEBM and encoder_available("h264"):
+        if "h264" in holds and encoder_available("h264"):
             return "h264"
         return "vp9"
     if codec not in ENCODERS:
         raise ValueError(f"unknown codec '{codec}' (choose from auto, {', '.join(ENCODERS)})")
     if encoder_available(codec) is None:
         raise ValueError(f"this PyAV build has no encoder for {codec}")
-    if suffix in _WEBM and codec not in _WEBM_CODECS:
-        raise ValueError(f"a .webm file cannot hold {codec}; use .mp4 or .mkv")
+    if codec not in holds:
+        fits = [ext for ext, codecs in CONTAINER_CODECS.items() if codec in codecs]
+        raise ValueError(f"a {suffix} file cannot hold {codec}; use {' or '.join(fits)}")
     return codec
 
 

@@ -165,3 +165,37 @@ def test_eval_needs_enough_frames(tmp_path_factory):
     clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=5)
     result = run_interpolate(clip, "--eval")
     assert result.returncode == 2 and "needs at least 7" in result.stderr
+
+
+def test_a_clip_smaller_than_the_model_takes_is_named_with_the_minimum(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "h264", 6, 4, frames=4)
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "-o", out, "--checkpoint", "random", "--device", "cpu")
+    _assert_clear_error(result, clip, out)
+    assert "6x4" in result.stderr and "at least 8x8" in result.stderr
+
+
+@pytest.mark.parametrize("flag, value, bound", [("--batch", 0, ">= 1"), ("--chunk", 0, ">= 1"),
+                                                ("--resolution", "4x64", "at least 8")])
+def test_a_flag_out_of_bounds_is_refused_at_parsing(tmp_path_factory, tmp_path, flag, value, bound):
+    clip = video_clip(tmp_path_factory, "h264", frames=6, fps=12)
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "-o", out, flag, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"argument {flag}: " in result.stderr and bound in result.stderr
+    assert not out.exists()
+
+
+def test_half_precision_on_the_cpu_warns_and_fp32_is_the_default(tmp_path_factory, tmp_path):
+    from pipeline.cli.interpolate import build_parser
+
+    assert build_parser().parse_args(["in.mp4", "-o", "out.mp4"]).precision == "fp32"
+    clip = video_clip(tmp_path_factory, "h264", 16, 16, frames=3)
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "-o", out, "--checkpoint", "random", "--device", "cpu",
+                             "--precision", "bf16")
+    assert result.returncode == 0, result.stderr  # an explicit choice is kept
+    warnings = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "bf16" in warnings[0] and "slower than fp32" in warnings[0]
+    fp32 = run_interpolate(clip, "-o", out, "--checkpoint", "random", "--device", "cpu")
+    assert fp32.returncode == 0 and "warning:" not in fp32.stderr, fp32.stderr
