@@ -3,7 +3,8 @@
     python -m pipeline.bench.change_sweep --replot DIR     (sweep.png again from DIR/sweep.csv)
     python -m pipeline.bench.change_sweep --out DIR [--video .cache/opencv-doc/vtest.avi]
         [--sizes 576x768,720x960] [--synthetic 0.01,0.1,0.5,1] [--thresholds 0.01,0.02,...]
-        [--tile 64 --halo 8,16 --fallback 0.5 --refresh 16] [--precision bf16] [--device auto]
+        [--tile 64 --halo 8,16 --fallback 0.5 --refresh 16] [--device auto]
+        [--precision fp32|bf16|fp16]      (default: bf16 on a GPU, fp32 on the CPU)
 
 For every clip (the real static-camera clip, and synthetic clips in which 1%, 10%, 50%, 100% of
 the frame moves, round-tripped through H.264, or VP9 where PyAV has no H.264 encoder, so that
@@ -28,6 +29,8 @@ import time
 import warnings
 from pathlib import Path
 
+import av
+import torch
 from matplotlib.figure import Figure  # no pyplot: needs no display or backend
 
 from models.flavr.change_based import ChangeConfig
@@ -89,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tiles alike, as the runners do (whole windows and tiles run in "
                         "power-of-two pieces, tuned in the untimed passes); off: its heuristics")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="default: bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--checkpoint", default=None, help="FLAVR weights (default: random, seed 0)")
     p.add_argument("--random-weights", choices=("lively", "default"), default="lively",
                    help="without --checkpoint: PyTorch's init with convolutions scaled by sqrt(6) "
@@ -118,12 +122,42 @@ def clips(args, size):
         yield f"moving {fraction:g} ({codec})", decoded, noise
 
 
+def real_clip_size(args) -> tuple[int, int]:
+    """(H, W) of the real clip, once the frames the sweep takes from it decode (the last of them
+    is read): a file PyAV cannot decode, or one too short, is refused by flag (ValueError)."""
+    last = args.start + args.frames - 1
+    try:
+        frame = read_frames(args.video, last, 1)
+    except av.FFmpegError as e:
+        why = getattr(e, "strerror", None) or str(e)
+        raise ValueError(f"--video {args.video}: not a video PyAV can decode ({why})") from None
+    except ValueError:  # read_frames: the clip ends before that frame
+        raise ValueError(f"--video {args.video}: fewer than {last + 1} frames (--start "
+                         f"{args.start}, --frames {args.frames})") from None
+    return tuple(frame.shape[-2:])
+
+
 def resolve_sizes(args) -> list[tuple[int, int]]:
+    """The sizes to sweep, once the real clip is known to decode; ValueError naming the flag."""
+    if args.video == "none" and not parse_floats(args.synthetic):
+        raise ValueError("--video none with --synthetic '': no clip to measure")
+    native = real_clip_size(args) if args.video != "none" else None
     if args.sizes != "native":
-        return parse_sizes(args.sizes)
-    if args.video == "none":
-        raise SystemExit("error: --sizes: 'native' needs --video; give sizes, e.g. 576x768")
-    return [tuple(read_frames(args.video, args.start, 1).shape[-2:])]
+        try:
+            return parse_sizes(args.sizes)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"--sizes: {e}") from None
+    if native is None:
+        raise ValueError("--sizes: 'native' needs --video; give sizes, e.g. 576x768")
+    return [native]
+
+
+def resolve_precision(asked: str | None, device: torch.device) -> str:
+    """--precision as given; unset, bf16 on a GPU and fp32 on the CPU, where bf16 without native
+    support runs one FLAVR window tens of times slower (96x128: over 290 s against 3.9 s)."""
+    if asked is not None:
+        return asked
+    return "bf16" if device.type == "cuda" else "fp32"
 
 
 def load_model(args, device):
@@ -281,18 +315,21 @@ def main(argv=None) -> int:
         print(f"error: --video {args.video}: not found (bash scripts/fetch_opencv_videos.sh "
               f"fetches it; --video none skips it)", file=sys.stderr)
         return 2
+    # Everything that can be refused is, before the output folder is made.
     try:
         configs = [dataclasses.asdict(change_config(args, halo, 0.0)) for halo in args.halo]
+        sizes = resolve_sizes(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     args.out.mkdir(parents=True, exist_ok=True)
     model, weights = load_model(args, device)
     clock = Clock(device)
     started, rows = time.time(), []
     with cudnn_settings(benchmark=args.cudnn_benchmark):
-        for size in resolve_sizes(args):
+        for size in sizes:
             for name, frames, noise in clips(args, size):
                 rows += measure_clip(args, model, clock, name, frames, noise, size, device)
     with open(args.out / "sweep.csv", "w", newline="") as f:

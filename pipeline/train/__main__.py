@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.errors import CheckpointError, ConfigError
 from pipeline.train import logs
 from pipeline.train.bench import main as bench_main
-from pipeline.train.checkpoint import export
+from pipeline.train.checkpoint import check, export
 from pipeline.train.config import describe, load_train_config
 from pipeline.train.loop import train
 
@@ -45,12 +45,27 @@ def _train(argv) -> int:
     if args.dry_run:
         print(describe(cfg), end="")
         return 0
-    if args.resume is not None and not (args.resume.is_dir() or
-                                        args.resume.suffix == ".safetensors" and args.resume.is_file()):
-        raise ConfigError("--resume", f"{args.resume} is neither a checkpoint folder nor a "
-                                      f".safetensors weights file")
+    # The loop checks its steps only after taking one: a stop at 0 or below would still train one.
+    if args.stop_at is not None and args.stop_at < 1:
+        raise ConfigError("--stop-at", f"must be a positive integer; got {args.stop_at}")
+    if args.resume is not None:
+        _check_resume(args.resume, cfg.model.factor, args.stop_at)
     out = args.out or Path("logs") / f"train-{time.strftime('%y%m%d_%H%M%S')}-{cfg.name}"
     return train(cfg, out, args.resume, args.stop_at)
+
+
+def _check_resume(resume: Path, factor: int, stop_at: int | None) -> None:
+    """Refuse a --resume the run could not continue from, before it loads data or writes."""
+    if not (resume.is_dir() or resume.suffix == ".safetensors" and resume.is_file()):
+        raise ConfigError("--resume", f"{resume} is neither a checkpoint folder nor a "
+                                      f".safetensors weights file")
+    try:
+        step = check(resume, factor)
+    except CheckpointError as e:
+        raise ConfigError("--resume", str(e)) from None
+    if stop_at is not None and stop_at <= step:
+        raise ConfigError("--stop-at", f"must be past step {step}, where --resume {resume} "
+                                       f"continues; got {stop_at}")
 
 
 def _export(argv) -> int:
@@ -104,7 +119,7 @@ def main(argv=None) -> int:
         if argv and argv[0] == "bench":
             return bench_main(argv[1:])
         return _train(argv)
-    except ConfigError as e:
+    except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

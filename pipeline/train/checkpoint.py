@@ -12,6 +12,9 @@ resumed from one starts fresh optimizer moments at the step written in the shard
 Shards stay small so that a machine which hands back a few files of 16 MiB at a time can return
 them: a tensor larger than a shard is cut along its first dimension into pieces named
 `<name>@<i>/<k>` and joined again on load.
+
+Every file that cannot be used (missing, cut short, not safetensors, a model of another factor)
+raises CheckpointError naming it; `check` finds these from the files' headers alone.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from models.flavr import FLAVR
+from pipeline.errors import CheckpointError
 
 FORMAT = "flavr-serving-train/1"
 SHARD_BYTES = 15 * 1024 * 1024
@@ -80,28 +84,58 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str,
 def _shard_paths(folder: Path, prefix: str) -> list[Path]:
     if Path(folder).is_file():  # one exported weights file: a set of a single shard
         return [Path(folder)]
+    if not Path(folder).is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder or weights file")
     paths = sorted(Path(folder).glob(f"{prefix}-*.safetensors"))
     if not paths:
-        raise FileNotFoundError(f"{folder}: no {prefix}-*.safetensors")
+        raise CheckpointError(f"{folder}: no {prefix}-*.safetensors")
     return paths
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    lines = str(exc).strip().splitlines()
+    why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    return CheckpointError(f"{path}: not a readable .safetensors file, damaged or cut short ({why})")
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    """One file's metadata; opening it checks its header against its size (a cut file fails)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # the library's own error type varies between versions
+        raise _unreadable(path, exc) from None
+
+
+def _read_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as exc:  # as in _read_metadata
+        raise _unreadable(path, exc) from None
 
 
 def load_sharded_metadata(folder: Path, prefix: str) -> dict[str, str]:
     """The metadata of a sharded file set (step, factor, dtype, ...), without reading tensors."""
-    with safe_open(str(_shard_paths(folder, prefix)[0]), framework="pt") as f:
-        return dict(f.metadata() or {})
+    return _read_metadata(_shard_paths(folder, prefix)[0])
+
+
+def _complete_shards(folder: Path, prefix: str) -> tuple[list[Path], dict[str, str]]:
+    """A set's shards, each one's header checked, and the first one's metadata; as many shards
+    as that metadata says."""
+    paths = _shard_paths(folder, prefix)
+    metadata = [_read_metadata(p) for p in paths]  # every header: a cut shard fails here
+    expected = int(metadata[0].get("shards", len(paths)))
+    if len(paths) != expected:
+        raise CheckpointError(f"{folder}: {len(paths)} {prefix} shards, their metadata says {expected}")
+    return paths, metadata[0]
 
 
 def load_sharded(folder: Path, prefix: str, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """All prefix-*.safetensors of a folder joined into one dict, and the first shard's metadata."""
-    paths = _shard_paths(folder, prefix)
-    metadata = load_sharded_metadata(folder, prefix)
-    expected = int(metadata.get("shards", len(paths)))
-    if len(paths) != expected:
-        raise FileNotFoundError(f"{folder}: {len(paths)} {prefix} shards, their metadata says {expected}")
+    paths, metadata = _complete_shards(folder, prefix)
     raw: dict[str, torch.Tensor] = {}
     for p in paths:
-        raw.update(load_file(str(p), device=str(device)))
+        raw.update(_read_tensors(p, device))
     out, pieces = {}, {}
     for key, t in raw.items():
         name, at, part = key.partition("@")
@@ -112,7 +146,7 @@ def load_sharded(folder: Path, prefix: str, device="cpu") -> tuple[dict[str, tor
             out[name] = t
     for name, parts in pieces.items():
         if any(p is None for p in parts):
-            raise FileNotFoundError(f"{folder}: pieces of {name} are missing")
+            raise CheckpointError(f"{folder}: pieces of {name} are missing")
         out[name] = torch.cat(parts, dim=0)
     return out, metadata
 
@@ -227,7 +261,38 @@ def is_full(folder) -> bool:
 def read_state(folder) -> dict:
     """state.json of a full checkpoint ({} for a weights folder)."""
     path = Path(folder) / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: damaged or cut short ({exc})") from None
+
+
+def _check_factor(folder: Path, metadata: dict[str, str], factor: int) -> None:
+    found = int(metadata.get("factor", factor))
+    if found != factor:
+        raise CheckpointError(f"{folder}: holds a {found}x model; this run trains {factor}x")
+
+
+def check(folder, factor: int) -> int:
+    """Raise CheckpointError (naming the file) unless `folder`, a checkpoint or weights folder or
+    one exported file, can be resumed by a run that trains `factor`x: every file opens and every
+    set of shards is complete. Reads headers only, so a run finds a damaged copy before it
+    spends minutes loading its data. Returns the step that run starts at."""
+    folder = Path(folder)
+    _, metadata = _complete_shards(folder, "model")
+    _check_factor(folder, metadata, factor)
+    if not is_full(folder):
+        return int(metadata.get("step", 0))
+    _complete_shards(folder, "optim")
+    if has_average(folder):
+        _complete_shards(folder, "ema")
+    _read_metadata(folder / "rng.safetensors")
+    state = read_state(folder)
+    if not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{folder / 'state.json'}: no step")
+    return state["step"]
 
 
 def _schedule_at(scheduler, step: int) -> None:
@@ -257,7 +322,7 @@ def copy_weights(module, weights: dict[str, torch.Tensor], source: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(weights))
     if missing:
-        raise ValueError(f"{source}: weights lack {missing[:3]}")
+        raise CheckpointError(f"{source}: weights lack {missing[:3]}")
     for k, v in own.items():
         v.copy_(weights[k].to(v.dtype))  # copy_ keeps the module's device and memory layout
 
@@ -285,9 +350,7 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     schedule set to the saved step, fresh optimizer moments (with a warning)."""
     folder = Path(folder)
     weights, meta = load_sharded(folder, "model")
-    factor = int(meta.get("factor", flavr.config.factor))
-    if factor != flavr.config.factor:
-        raise ValueError(f"{folder}: holds a {factor}x model; this run trains {flavr.config.factor}x")
+    _check_factor(folder, meta, flavr.config.factor)
     copy_weights(flavr, weights, str(folder))
     if not is_full(folder):
         step = int(meta.get("step", 0))
@@ -295,7 +358,7 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
                       f"afresh at step {step}", stacklevel=2)
         _schedule_at(scheduler, step)
         return step, False
-    state = json.loads((folder / "state.json").read_text())
+    state = read_state(folder)
     opt_tensors, _ = load_sharded(folder, "optim")
     groups = state["param_groups"]
     current = optimizer.state_dict()["param_groups"]
@@ -314,7 +377,7 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     scheduler.load_state_dict(state["scheduler"])
     ranks = state["ranks"]
     if rank < len(ranks):
-        rng = load_file(str(folder / "rng.safetensors"))
+        rng = _read_tensors(folder / "rng.safetensors")
         tensors = {k.split(".", 1)[1]: v for k, v in rng.items() if k.split(".", 1)[0] == str(rank)}
         restore_rank_state({**ranks[rank], **tensors}, data)
     else:

@@ -73,6 +73,22 @@ def read_manifest(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def check_dataset(cfg: TrainConfig) -> None:
+    """Raise ConfigError for a dataset the run cannot use (no manifest, a held-out clip it does
+    not hold) before any clip or photo is read: that takes seconds to minutes."""
+    _val_entries(cfg, read_manifest(Path(cfg.data.root)))
+
+
+def _val_entries(cfg: TrainConfig, manifest: dict) -> list[dict]:
+    """The manifest's entries of data.val_clips, in their order."""
+    by_name = {Path(e["file"]).name: e for e in manifest["items"] if e["kind"] == "video"}
+    for i, name in enumerate(cfg.data.val_clips):
+        if name not in by_name:
+            raise ConfigError(f"data.val_clips[{i}]", f"'{name}' is not a video of the dataset "
+                                                      f"({', '.join(sorted(by_name))})")
+    return [by_name[name] for name in cfg.data.val_clips]
+
+
 def to_canvas(rgb: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, height, width) uint8: portrait turned to landscape, scaled to cover
     the canvas (antialiased), centre-cropped."""
@@ -208,13 +224,9 @@ class ValData:
         root = Path(cfg.data.root)
         manifest = read_manifest(root)
         length = window_length(cfg.model.factor)
-        by_name = {Path(e["file"]).name: e for e in manifest["items"] if e["kind"] == "video"}
         self.clips: list[Clip] = []
-        for i, name in enumerate(cfg.data.val_clips):
-            if name not in by_name:
-                raise ConfigError(f"data.val_clips[{i}]", f"'{name}' is not a video of the dataset "
-                                                          f"({', '.join(sorted(by_name))})")
-            clip = load_clip(root, by_name[name], device, length)
+        for name, entry in zip(cfg.data.val_clips, _val_entries(cfg, manifest)):
+            clip = load_clip(root, entry, device, length)
             starts = clip.starts
             if not starts:
                 log(f"val: {name} has no window of {length} frames inside one shot; skipped")

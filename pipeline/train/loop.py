@@ -23,7 +23,7 @@ from pipeline.serving.gpu_monitor import GpuMonitor
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import logs
 from pipeline.train.config import TrainConfig, config_to_dict, describe
-from pipeline.train.data import TrainData, ValData
+from pipeline.train.data import TrainData, ValData, check_dataset
 from pipeline.train.distributed import Dist, all_reduce, cleanup, gather_objects, setup
 from pipeline.train.ema import WeightAverage
 from pipeline.train.evaluate import evaluate, summary_line
@@ -80,9 +80,7 @@ class Trainer:
         random.seed(t.seed + self.d.rank)
         if t.compile:
             torch._dynamo.config.suppress_errors = True  # a compiler failure falls back to eager
-        if self.d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(describe(cfg))
+        check_dataset(cfg)  # on every rank, before any of them loads data
         self.data = TrainData(cfg, self.d.device, stream_seed(t.seed, self.d.rank, 0), self.log)
         self.val = ValData(cfg, self.d.device, self.log) if self.d.main and cfg.data.val_clips else None
         self.flavr, net = build_train_model(cfg.model.factor, self.d.device, t.seed, t.channels_last,
@@ -112,6 +110,11 @@ class Trainer:
             self.log(f"moving average of the weights continued ({self.average.updates} updates)")
         # Every rank loaded the same weights; DDP also broadcasts rank 0's at construction.
         self.net = parallelize(net, self.d.device, self.d.world, t.compile)
+        # Only now that data, model and checkpoint have loaded: a run that fails before it can
+        # train leaves no output folder behind.
+        if self.d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(describe(cfg))
         self.monitor, self._seen = None, 0
         if self.d.main and self.d.device.type == "cuda":
             self.monitor = GpuMonitor(range(self.d.local_world), interval_s=0.5)

@@ -1,6 +1,8 @@
 """Training on the CPU: the loss falls, a resumed run ends where an unbroken one does, weights
-travel through checkpoints and exports, and a signal stops a run cleanly."""
+travel through checkpoints and exports, a signal stops a run cleanly, and a run that fails before
+its first step leaves no output folder."""
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import torch
 from train_helpers import build, tiny_config
 
 from models.flavr.checkpoint import build_model
+from pipeline.errors import CheckpointError, ConfigError
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.data import TrainData
 from pipeline.train.logs import read_rows
@@ -110,6 +113,19 @@ def test_an_exported_weights_file_resumes_at_its_step(stopped_at_2, tmp_path):
         assert trainer.run() == 0 and trainer.step == 4
     finally:
         trainer.close()
+
+
+def test_a_run_that_fails_before_its_first_step_makes_no_folder(stopped_at_2, dataset, tmp_path):
+    cfg, a = stopped_at_2
+    cut = ckpt.export(a / "checkpoint", tmp_path / "flavr-2x.safetensors", "bf16")
+    os.truncate(cut, 1_000_000)
+    with pytest.raises(CheckpointError) as e:
+        train(cfg, tmp_path / "resumed", resume=cut)
+    assert str(e.value).startswith(f"{cut}: not a readable .safetensors file")
+    unknown_clip = tiny_config(dataset, data={"val_clips": ["absent.webm"]})
+    with pytest.raises(ConfigError, match="data.val_clips"):
+        train(unknown_clip, tmp_path / "validated")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flavr-2x.safetensors"]
 
 
 def test_a_moving_average_resumes_exactly_and_is_what_is_validated_and_exported(dataset, tmp_path):

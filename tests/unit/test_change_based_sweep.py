@@ -1,14 +1,21 @@
 """The threshold sweep command, end to end on the CPU at a tiny size."""
 import csv
+import json
 
-from pipeline.bench.change_sweep import main
+import pytest
+import torch
+
+from pipeline.bench.change_sweep import main, resolve_precision
+from pipeline.media.synthetic import write_clip
 
 
 def test_the_sweep_writes_a_row_per_clip_and_threshold_and_a_plot(tmp_path, capsys):
     rc = main(["--out", str(tmp_path), "--video", "none", "--sizes", "32x48", "--frames", "3",
                "--synthetic", "1", "--thresholds", "0.01,0.9", "--tile", "16", "--halo", "8",
-               "--device", "cpu", "--precision", "fp32", "--warmup", "0", "--repeats", "1"])
+               "--device", "cpu", "--warmup", "0", "--repeats", "1"])
     assert rc == 0
+    # No --precision on the CPU: fp32 (bf16 there can be tens of times slower).
+    assert json.loads((tmp_path / "sweep.json").read_text())["arguments"]["precision"] == "fp32"
     rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
     assert [(r["clip"], r["threshold"]) for r in rows] == [("moving 1 (h264)", "0.01"),
                                                            ("moving 1 (h264)", "0.9")]
@@ -36,3 +43,39 @@ def test_replot_without_a_csv_and_a_run_without_out_are_refused_by_flag(tmp_path
     assert "--replot" in capsys.readouterr().err
     assert main(["--video", "none"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("asked, device, precision", [
+    (None, "cpu", "fp32"), (None, "cuda", "bf16"), ("bf16", "cpu", "bf16"),
+    ("fp32", "cuda", "fp32"),
+])
+def test_precision_defaults_to_the_device_and_keeps_a_choice(asked, device, precision):
+    assert resolve_precision(asked, torch.device(device)) == precision
+
+
+def test_a_video_pyav_cannot_decode_is_refused_by_name_before_out_is_made(tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    out = tmp_path / "sweep"
+    assert main(["--out", str(out), "--video", str(text)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --video {text}: not a video PyAV can decode (")
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_sweep_with_no_clip_is_refused_before_out_is_made(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["--out", str(out), "--video", "none", "--synthetic", ""]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --video none with --synthetic '': no clip to measure\n"
+    assert not out.exists()
+
+
+def test_a_real_clip_shorter_than_the_frames_asked_is_refused_before_out_is_made(tmp_path, capsys):
+    clip = write_clip(tmp_path / "short.webm", 32, 32, frames=3)
+    out = tmp_path / "sweep"
+    assert main(["--out", str(out), "--video", str(clip), "--start", "1", "--frames", "3"]) == 2
+    assert capsys.readouterr().err == (f"error: --video {clip}: fewer than 4 frames (--start 1, "
+                                       f"--frames 3)\n")
+    assert not out.exists()
