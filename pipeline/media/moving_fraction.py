@@ -14,7 +14,11 @@ must absorb (`still_noise` measures by how much).
     python -m pipeline.media.moving_fraction OUT.mkv --fraction 0.1 --width 768 --height 576
 
 `--truth-factor F` also writes the true frames at t = i + k/F beside the clip (OUT.truth.npz,
-pipeline/media/truth.py).
+pipeline/media/truth.py). The benchmark and `interpolate` decode H.264, HEVC, VP8, VP9 and AV1
+only, not FFV1: a clip for them is written as .mp4 (H.264, else VP9) or .webm (VP9); .mkv is for
+measurements made here (read_frames, still_noise). Size, length, rate, seed and truth factor are
+held to the benchmark config's `videos.synthetic` bounds, as in synthetic.py; a bad flag ends the
+command with one line naming it (exit 2), before anything is written.
 """
 from __future__ import annotations
 
@@ -32,7 +36,14 @@ import torch
 
 from pipeline.media.decode import resize
 from pipeline.media.encode import VideoWriter
-from pipeline.media.synthetic import make_scene, render
+from pipeline.media.synthetic import (
+    add_clip_flag,
+    check_even_size,
+    make_scene,
+    render,
+    report_write_error,
+    write_in_place,
+)
 from pipeline.media.truth import write_truth_npz
 
 PAN_PX_PER_FRAME = 3.0  # the moving scene's pan: 72 px/s at 24 fps
@@ -53,10 +64,30 @@ class Region:
         return m
 
 
+def fraction_problem(fraction: float) -> str | None:
+    """Why `fraction` cannot be the moving share of a frame (at least one pixel moves), or None."""
+    if not 0 < fraction <= 1:  # also NaN
+        return f"must be > 0 and <= 1; got {fraction:g}"
+    return None
+
+
+def _fraction(text: str) -> float:
+    """argparse `type` of --fraction: the reason for a refusal, not argparse's bare 'invalid'."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    problem = fraction_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def moving_region(height: int, width: int, fraction: float, seed: int = 0) -> Region:
     """The rectangle closest in area to `fraction` of the frame, with the frame's aspect ratio."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    problem = fraction_problem(fraction)
+    if problem:
+        raise ValueError(f"fraction {problem}")
     h = min(height, max(1, round(height * math.sqrt(fraction))))
     w = min(width, max(1, round(fraction * height * width / h)))
     rng = np.random.default_rng(seed)
@@ -83,6 +114,8 @@ def render_clip(height: int, width: int, frames: int, fraction: float, seed: int
     in-between frames, its own every F-th (the scene is rendered analytically at any t)."""
     if frames < 1 or height < 1 or width < 1:
         raise ValueError(f"need frames, height and width >= 1, got {frames}, {height}, {width}")
+    if truth_factor is not None and truth_factor < 1:
+        raise ValueError(f"truth_factor must be >= 1 (or None: no truth), got {truth_factor}")
     f = truth_factor or 1
     times = np.arange((frames - 1) * f + 1) / f
     region = moving_region(height, width, fraction, seed)
@@ -167,27 +200,41 @@ def still_noise(frames: torch.Tensor, moving: np.ndarray, margin: int = 0) -> di
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.media.moving_fraction",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", help="output clip: .mkv (lossless FFV1) or .mp4 (H.264, else VP9)")
-    ap.add_argument("--fraction", type=float, required=True, help="share of the frame that moves")
-    ap.add_argument("--width", type=int, default=768)
-    ap.add_argument("--height", type=int, default=576)
-    ap.add_argument("--frames", type=int, default=32)
-    ap.add_argument("--fps", type=float, default=25.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("out", help="output clip: .mp4 (H.264, else VP9) or .webm (VP9), which the "
+                                "benchmark and interpolate read; or .mkv (lossless FFV1, any "
+                                "size), which they do not")
+    ap.add_argument("--fraction", type=_fraction, required=True,
+                    help="share of the frame that moves [> 0 and <= 1]")
+    add_clip_flag(ap, "width", 768, "frame width, even unless .mkv")
+    add_clip_flag(ap, "height", 576, "frame height, even unless .mkv")
+    add_clip_flag(ap, "frames", 32, "frames in the clip")
+    add_clip_flag(ap, "fps", 25.0, "frame rate written into the clip")
+    add_clip_flag(ap, "seed", 0, "seed of the content")
     ap.add_argument("--crf", type=int, default=None, help="lossy quality (lower is better)")
-    ap.add_argument("--truth-factor", type=int, default=None, metavar="F",
-                    help="also write the true frames at t = i + k/F to OUT.truth.npz")
+    add_clip_flag(ap, "truth_factor", None, "also write the true frames at t = i + k/F to "
+                                            "OUT.truth.npz (default: none)", metavar="F")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    lossless = out.suffix.lower() == ".mkv"  # FFV1 holds RGB: any size
+    if not lossless:
+        check_even_size(ap, args.width, args.height, "; a .mkv clip takes any size")
     frames, region = render_clip(args.height, args.width, args.frames, args.fraction, args.seed,
                                  args.truth_factor)
-    out = Path(args.out)
-    if args.truth_factor:
-        write_truth_npz(out, frames, args.truth_factor)
-        frames = frames[::args.truth_factor]
-    if out.suffix.lower() == ".mkv":
-        write_lossless(out, frames, args.fps)
-    else:
-        write_lossy(out, frames, args.fps, crf=args.crf)
+
+    def write(path: Path) -> None:
+        clip = frames
+        if args.truth_factor:
+            write_truth_npz(path, frames, args.truth_factor)
+            clip = frames[::args.truth_factor]
+        if lossless:
+            write_lossless(path, clip, args.fps)
+        else:
+            write_lossy(path, clip, args.fps, crf=args.crf)
+
+    try:
+        write_in_place(out, write, bool(args.truth_factor))
+    except (OSError, ValueError, av.FFmpegError) as exc:
+        return report_write_error(out, exc)
     print(f"{out}: {region.height}x{region.width} of {args.height}x{args.width} moving "
           f"({region.height * region.width / (args.height * args.width):.2%}) at "
           f"top {region.top}, left {region.left}")

@@ -7,12 +7,15 @@ edges). Every frame is rendered analytically at its time t (in frame units), so 
 in-between frames at t = i + k/F can be rendered the same way and stored beside the clip for
 quality checks:
 
-    python -m pipeline.media.synthetic OUT.webm --width 128 --height 128 --frames 16 --fps 24 \
-        --codec vp9 --seed 0 --truth-factor 4
+    flavr-synthetic OUT.webm --width 128 --height 128 --frames 16 --fps 24 --codec vp9 \
+        --seed 0 --truth-factor 4
 
 writes OUT.webm and OUT.truth.npz with `frames` (N,H,W,3) uint8 RGB at t = j/F for
 j = 0..(T-1)*F (j % F == 0 are the clip's own frames), `times` (N,) and `factor`.
 Clips are tagged BT.709, limited range (see encode.py), which is what their pixels hold.
+The command's size, length, rate, seed and truth factor are held to the bounds of the benchmark
+config's `videos.synthetic` (pipeline/config/schema.py), and a bad one ends it with one line
+naming the flag (exit 2), before anything is written.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +121,8 @@ def write_clip(out, width: int = 128, height: int = 128, frames: int = 16, fps: 
     out = Path(out)
     if frames < 1:
         raise ValueError("frames must be >= 1")
+    if truth_factor is not None and truth_factor < 1:  # checked before the clip is written
+        raise ValueError(f"truth_factor must be >= 1 (or None: no truth), got {truth_factor}")
     layers = make_scene(width, height, frames, seed)
     with VideoWriter(out, fps, width, height, codec=codec, crf=crf) as writer:
         for i in range(frames):
@@ -180,48 +186,113 @@ def ensure_synthetic_set(root, count: int, width: int, height: int, frames: int,
     folder.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(paths):
         if not (made(p) and stamp.exists()):
-            tmp = p.with_name(p.stem + ".tmp" + ext)  # write-then-rename: no half clips cached
+            clip_args = dict(width=width, height=height, frames=frames, fps=fps, codec=codec,
+                             seed=seed * 100003 + i, truth_factor=truth_factor)
             if moving_fraction is None:
-                write_clip(tmp, width, height, frames, fps, codec, seed * 100003 + i,
-                           truth_factor)
+                write = partial(write_clip, **clip_args)
             else:
-                write_moving_fraction_clip(tmp, width, height, frames, fps, codec,
-                                           seed * 100003 + i, moving_fraction, truth_factor)
-            if truth_factor:  # the truth first: a clip in place means its truth is too
-                truth_path(tmp).replace(truth_path(p))
-            tmp.replace(p)
+                write = partial(write_moving_fraction_clip, fraction=moving_fraction, **clip_args)
+            write_in_place(p, write, bool(truth_factor))
     stamp.write_text(json.dumps(params))
     return paths
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.media.synthetic", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", help="output file (.webm for vp8/vp9, .mp4/.mkv for h264/hevc), or a "
-                                "folder to write --count clips into")
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--height", type=int, default=128)
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--fps", type=float, default=24.0)
-    ap.add_argument("--codec", default="vp9", choices=sorted(CONTAINER))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--truth-factor", type=int, default=None, metavar="F",
-                    help="also write the true frames at t = i + k/F to OUT.truth.npz")
-    ap.add_argument("--count", type=int, default=1, help="clips to write when OUT is a folder")
-    args = ap.parse_args(argv)
-    from pipeline.media.encode import encoder_available
+def write_in_place(path: Path, write, with_truth: bool) -> Path:
+    """`write(tmp)` under a temporary name beside `path`, then renamed into place: a cached set
+    never holds half a clip, and an error (or Ctrl-C) leaves neither the clip nor its truth."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        truth_path(tmp).unlink(missing_ok=True)
+        raise
+    if with_truth:  # the truth first: a clip in place means its truth is too
+        truth_path(tmp).replace(truth_path(path))
+    tmp.replace(path)
+    return path
 
-    if encoder_available(args.codec) is None:
-        print(f"error: this PyAV build has no {args.codec} encoder", file=sys.stderr)
-        return 2
+
+def add_clip_flag(ap: argparse.ArgumentParser, name: str, default, help: str = "", **kwargs):
+    """--NAME for field `name` of the benchmark config's videos.synthetic, held to that field's
+    bounds (one rule for a clip made here and one a config asks for); the help shows them."""
+    from pipeline.config.fields import entry, range_text, scalar_of, value_problem
+    from pipeline.config.schema import SyntheticSpec  # not at import: decode workers import us
+
+    field = entry(SyntheticSpec, name)
+    spec, kind = field.spec, scalar_of(field.hint)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'") from None
+        problem = value_problem(value, spec)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.__name__
+    limits = f"[{range_text(spec, kind is int)}]"
+    ap.add_argument("--" + name.replace("_", "-"), type=parse, default=default,
+                    help=f"{help} {limits}" if help else limits, **kwargs)
+
+
+def check_even_size(ap: argparse.ArgumentParser, width: int, height: int, hint: str = "") -> None:
+    """The project's writer (encode.py) makes 4:2:0 video from 2x2 blocks of chroma, for every
+    codec (though VP8 and VP9 themselves take odd sizes): an odd side is refused here, before
+    anything is rendered. `hint`: where the command can write one instead."""
+    for flag, value in (("--width", width), ("--height", height)):
+        if value % 2:
+            ap.error(f"{flag}: must be even (4:2:0 video{hint}); got {value}")
+
+
+def report_write_error(target: Path, exc: Exception) -> int:
+    """One line for an output that cannot be written (no such folder, no space, a name whose
+    format FFmpeg cannot tell); the flags were checked before."""
+    print(f"error: {target}: {exc}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    import av
+
+    from pipeline.media.encode import pick_codec
+
+    ap = argparse.ArgumentParser(prog="flavr-synthetic", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", help="output file (.webm, .mp4 or .mkv: one that holds --codec), or "
+                                "a folder to write --count clips into")
+    add_clip_flag(ap, "width", 128, "frame width, even")
+    add_clip_flag(ap, "height", 128, "frame height, even")
+    add_clip_flag(ap, "frames", 16, "frames in the clip")
+    add_clip_flag(ap, "fps", 24.0, "frame rate written into the clip")
+    ap.add_argument("--codec", default="vp9", choices=sorted(CONTAINER))
+    add_clip_flag(ap, "seed", 0, "seed of the content")
+    add_clip_flag(ap, "truth_factor", None, "also write the true frames at t = i + k/F to "
+                                            "OUT.truth.npz (default: none)", metavar="F")
+    add_clip_flag(ap, "count", 1, "clips to write when OUT is a folder")
+    args = ap.parse_args(argv)
+    check_even_size(ap, args.width, args.height)
     out = Path(args.out)
     if out.suffix:
         targets = [out]
     else:
         targets = [out / f"clip{i:04d}{CONTAINER[args.codec]}" for i in range(args.count)]
+    try:  # an encoder this PyAV build lacks, or a container that cannot hold the codec
+        pick_codec(targets[0], args.codec)
+    except ValueError as exc:
+        ap.error(f"--codec: {exc}")
     for i, target in enumerate(targets):
-        write_clip(target, args.width, args.height, args.frames, args.fps, args.codec,
-                   args.seed + i, args.truth_factor)
+        try:
+            write_in_place(target, partial(
+                write_clip, width=args.width, height=args.height, frames=args.frames,
+                fps=args.fps, codec=args.codec, seed=args.seed + i,
+                truth_factor=args.truth_factor), bool(args.truth_factor))
+        except (OSError, ValueError, av.FFmpegError) as exc:
+            return report_write_error(target, exc)
         print(target)
     return 0
 

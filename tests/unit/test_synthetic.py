@@ -9,6 +9,7 @@ from video_helpers import REPO, truth_frames, video_clip
 
 from pipeline.media.decode import FrameDecoder
 from pipeline.media.probe import probe
+from pipeline.media import synthetic
 from pipeline.media.synthetic import (
     ensure_synthetic_set,
     make_scene,
@@ -74,3 +75,62 @@ def test_command_line_writes_clip_and_truth(tmp_path):
     info = probe(out)
     assert (info.codec, info.width, info.height, info.frames) == ("vp8", 64, 48, 5)
     assert np.load(truth_path(out))["frames"].shape == (9, 48, 64, 3)
+
+
+# A bad flag, the words its one-line error must hold (the flag and the allowed range or rule).
+BAD_FLAGS = [
+    (["--width", "0"], ["argument --width: ", ">= 16 and <= 8192", "got 0"]),
+    (["--width", "-5"], ["argument --width: ", ">= 16 and <= 8192"]),
+    (["--width", "100000", "--height", "100000"], ["argument --width: ", "<= 8192"]),
+    (["--frames", "0"], ["argument --frames: ", ">= 2 and <= 1000"]),
+    (["--fps", "0"], ["argument --fps: ", "> 0 and <= 1000"]),
+    (["--fps", "nan"], ["argument --fps: ", "finite"]),
+    (["--seed", "-1"], ["argument --seed: ", ">= 0"]),
+    (["--truth-factor", "-2"], ["argument --truth-factor: ", "a positive integer <= 64"]),
+    (["--truth-factor", "0"], ["argument --truth-factor: ", "a positive integer <= 64"]),
+    (["--width", "65", "--height", "63"], ["--width: must be even"]),
+    (["--height", "63"], ["--height: must be even"]),
+    (["--codec", "h264"], ["--codec: ", "cannot hold h264", ".mp4"]),
+]
+
+
+@pytest.mark.parametrize("words, expected", BAD_FLAGS, ids=[" ".join(w) for w, _ in BAD_FLAGS])
+def test_command_refuses_a_bad_flag_in_one_line_and_writes_nothing(tmp_path, capsys, words,
+                                                                     expected):
+    with pytest.raises(SystemExit) as info:
+        synthetic.main([str(tmp_path / "c.webm"), "--frames", "3", *words])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("flavr-synthetic: error: ") and all(w in last for w in expected), last
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_clip_that_fails_while_written_is_removed_with_its_truth(tmp_path, capsys,
+                                                                    monkeypatch):
+    def disk_full(clip, frames, factor):
+        truth_path(clip).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(synthetic, "write_truth_npz", disk_full)
+    out = tmp_path / "c.webm"
+    code = synthetic.main([str(out), "--width", "32", "--height", "32", "--frames", "2",
+                           "--truth-factor", "2"])
+    assert code == 2
+    assert capsys.readouterr().err == f"error: {out}: [Errno 28] No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_ffmpeg_cannot_tell_the_format_of_is_refused(tmp_path, capsys):
+    out = tmp_path / "c.txt"
+    assert synthetic.main([str(out), "--width", "32", "--height", "32", "--frames", "2"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {out}: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_names_the_console_script(capsys):
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(["--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: flavr-synthetic ")
