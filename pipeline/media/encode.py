@@ -35,6 +35,9 @@ CONTAINER_CODECS = {
     ".mkv": set(ENCODERS),
     ".webm": {"vp8", "vp9", "av1"},
 }
+# The crf each encoder accepts (libvpx's VP8 refuses below its minimum quantiser, 4; x264 would
+# clamp above 51 where x265 fails).
+CRF_RANGE = {"h264": (0, 51), "hevc": (0, 51), "vp8": (4, 63), "vp9": (0, 63), "av1": (0, 63)}
 
 
 def encoder_available(codec: str) -> str | None:
@@ -64,6 +67,15 @@ def pick_codec(path, codec: str = "auto") -> str:
         fits = [ext for ext, codecs in CONTAINER_CODECS.items() if codec in codecs]
         raise ValueError(f"a {suffix} file cannot hold {codec}; use {' or '.join(fits)}")
     return codec
+
+
+def check_crf(codec: str, crf: int | None) -> None:
+    """ValueError unless `crf` (None: the writer's default) is one `codec`'s encoder takes."""
+    if crf is None:
+        return
+    lo, hi = CRF_RANGE[codec]
+    if not lo <= crf <= hi:
+        raise ValueError(f"crf {crf} is outside {codec}'s range {lo}..{hi}")
 
 
 def as_fraction(fps) -> Fraction:
@@ -121,6 +133,7 @@ class VideoWriter:
                              f"got {width}x{height}")
         self.path = Path(path)
         self.codec = pick_codec(self.path, codec)
+        check_crf(self.codec, crf)
         self.encoder = encoder_available(self.codec)
         self.rate = as_fraction(fps)
         self.width, self.height = int(width), int(height)

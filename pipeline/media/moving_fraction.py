@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from pipeline.media.decode import resize
-from pipeline.media.encode import VideoWriter
+from pipeline.media.encode import VideoWriter, check_crf, pick_codec
 from pipeline.media.synthetic import (
     add_clip_flag,
     check_even_size,
@@ -210,7 +210,8 @@ def main(argv=None) -> int:
     add_clip_flag(ap, "frames", 32, "frames in the clip")
     add_clip_flag(ap, "fps", 25.0, "frame rate written into the clip")
     add_clip_flag(ap, "seed", 0, "seed of the content")
-    ap.add_argument("--crf", type=int, default=None, help="lossy quality (lower is better)")
+    ap.add_argument("--crf", type=int, default=None,
+                    help="lossy quality, lower is better (H.264 0..51, VP9 0..63)")
     add_clip_flag(ap, "truth_factor", None, "also write the true frames at t = i + k/F to "
                                             "OUT.truth.npz (default: none)", metavar="F")
     args = ap.parse_args(argv)
@@ -218,6 +219,10 @@ def main(argv=None) -> int:
     lossless = out.suffix.lower() == ".mkv"  # FFV1 holds RGB: any size
     if not lossless:
         check_even_size(ap, args.width, args.height, "; a .mkv clip takes any size")
+        try:  # the codec write_lossy will pick
+            check_crf(pick_codec(out), args.crf)
+        except ValueError as exc:
+            ap.error(f"--crf: {exc}")
     frames, region = render_clip(args.height, args.width, args.frames, args.fraction, args.seed,
                                  args.truth_factor)
 

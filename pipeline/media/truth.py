@@ -170,7 +170,8 @@ def decimate(src, clip, factor: int, size: tuple[int, int] | None = None, crf: i
 
 
 def main(argv=None) -> int:
-    from pipeline.media.transcode import even_size  # PyAV only for the command
+    from pipeline.media.encode import check_crf, pick_codec  # PyAV only for the command
+    from pipeline.media.transcode import even_size
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.media.truth",
                                  description=__doc__.split("\n\n")[0])
@@ -186,6 +187,10 @@ def main(argv=None) -> int:
     size = even_size(args.size, ap)
     if args.factor < 2:
         ap.error("--factor: at least 2")
+    try:  # both videos are written in the codec OUT's container takes first
+        check_crf(pick_codec(args.out), args.crf)
+    except ValueError as exc:
+        ap.error(f"--crf: {exc}")
     kept, total = decimate(args.src, args.out, args.factor, size, args.crf)
     print(f"{args.out}: {kept} frames; {truth_video_path(args.out)}: {total} frames")
     return 0

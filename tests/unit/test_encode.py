@@ -69,6 +69,15 @@ def test_odd_size_is_refused(tmp_path):
         VideoWriter(tmp_path / "odd.mp4", 24, 63, 48)
 
 
+@pytest.mark.parametrize("name, codec, crf", [("a.webm", "vp9", 64), ("a.webm", "vp8", 3),
+                                              ("a.mp4", "auto", -1)])
+def test_a_crf_the_encoder_refuses_is_named_with_its_range_before_a_file_is_made(tmp_path, name,
+                                                                                codec, crf):
+    with pytest.raises(ValueError, match=rf"crf {crf} is outside \w+'s range \d+\.\.\d+"):
+        VideoWriter(tmp_path / name, 24, 16, 16, codec=codec, crf=crf)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stream_carries_colour_tags(tmp_path):
     with VideoWriter(tmp_path / "tags.webm", 24, 32, 32) as writer:
         writer.write(torch.rand(2, 3, 32, 32))

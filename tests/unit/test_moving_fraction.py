@@ -21,6 +21,7 @@ BAD_FLAGS = [
     ("c.mp4", ["--fraction", "0.5", "--frames", "0"], ["argument --frames: ", ">= 2 and <= 1000"]),
     ("c.mp4", ["--fraction", "0.5", "--truth-factor", "-2"],
      ["argument --truth-factor: ", "a positive integer <= 64"]),
+    ("c.webm", ["--fraction", "0.5", "--crf", "64"], ["--crf: crf 64 is outside vp9's range 0..63"]),
 ]
 
 

@@ -93,6 +93,15 @@ def test_decimate_keeps_every_other_frame_and_the_original_is_the_truth(tmp_path
         assert (row, t) == (i, 2 * i + 1) and closest(truth[t]) == 2 * i + 1
 
 
+def test_decimate_refuses_a_crf_its_codec_does_not_take_before_writing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["decimate", str(tmp_path / "missing.mp4"), str(tmp_path / "half.webm"),
+              "--crf", "70"])
+    assert info.value.code == 2
+    assert "--crf: crf 70 is outside vp9's range 0..63" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_truth_video_at_a_rate_that_is_no_multiple_of_the_clips_is_refused(tmp_path):
     clip = small_clip(tmp_path / "c.mp4", codec="h264")
     write_clip(truth_video_path(clip), 32, 32, 9, 36, "h264", 0)  # 1.5x the clip's 24 fps
