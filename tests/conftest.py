@@ -73,6 +73,20 @@ def pytest_sessionfinish(session, exitstatus):
         else:
             f.unlink(missing_ok=True)
     shutil.rmtree(state["private"], ignore_errors=True)
+    _remove_empty_caches(state)
+
+
+def _remove_empty_caches(state: dict) -> None:
+    """torch makes its compiler's cache folder (torchinductor_<user>) in this process's
+    temporary folder as soon as the compiler is imported, empty unless something compiled:
+    one that appeared during the session and stayed empty goes."""
+    tmp = Path(tempfile.gettempdir())
+    for name in set(os.listdir(tmp)) - state["tmp"]:
+        if name.startswith("torchinductor_"):
+            try:
+                (tmp / name).rmdir()  # only if empty
+            except OSError:
+                pass
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
