@@ -9,9 +9,8 @@ A full checkpoint folder (what a run saves every N steps, at the end and on SIGT
 A weights folder holds only model-KKKKK.safetensors (e.g. bf16, half the bytes to carry); a run
 resumed from one starts fresh optimizer moments at the step written in the shards' metadata.
 
-Shards stay small so that a machine which hands back a few files of 16 MiB at a time can return
-them: a tensor larger than a shard is cut along its first dimension into pieces named
-`<name>@<i>/<k>` and joined again on load.
+Shards (shards.py) stay small so that a machine which hands back a few files of 16 MiB at a time
+can return them.
 
 Every file that cannot be used (missing, cut short, not safetensors, a model of another factor)
 raises CheckpointError naming it; `check` finds these from the files' headers alone.
@@ -27,128 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from models.flavr import FLAVR
 from pipeline.errors import CheckpointError
+from pipeline.train.shards import (  # noqa: F401 - load_sharded(_metadata) are used through here
+    complete_shards,
+    load_sharded,
+    load_sharded_metadata,
+    read_metadata,
+    read_tensors,
+    save_sharded,
+)
 
 FORMAT = "flavr-serving-train/1"
-SHARD_BYTES = 15 * 1024 * 1024
-_HEADER_ROOM = 64 * 1024  # a shard's JSON header (names, shapes, metadata) fits in this
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# ---- sharded tensor files -----------------------------------------------------------------------
-
-def _pieces(name: str, t: torch.Tensor, budget: int) -> list[tuple[str, torch.Tensor]]:
-    nbytes = t.numel() * t.element_size()
-    if nbytes <= budget or t.dim() == 0:
-        return [(name, t)]
-    k = -(-nbytes // budget)
-    parts = torch.tensor_split(t, min(k, t.shape[0]), dim=0)
-    if max(p.numel() * p.element_size() for p in parts) > budget:
-        raise ValueError(f"{name}: a slice of its first dimension is larger than a shard")
-    return [(f"{name}@{i}/{len(parts)}", p.contiguous()) for i, p in enumerate(parts)]
-
-
-def save_sharded(tensors: dict[str, torch.Tensor], folder: Path, prefix: str,
-                 metadata: dict[str, str], max_bytes: int = SHARD_BYTES) -> list[Path]:
-    """Write `tensors` (CPU copies are made) as prefix-KKKKK.safetensors, each <= max_bytes."""
-    budget = max_bytes - _HEADER_ROOM
-    pieces = [piece for name, t in tensors.items()
-              for piece in _pieces(name, t.detach().cpu().contiguous(), budget)]
-    # First fit, largest first: as few shards as the sizes allow (fewer files to carry).
-    pieces.sort(key=lambda kv: -kv[1].numel() * kv[1].element_size())
-    shards: list[dict] = []
-    room: list[int] = []
-    for key, piece in pieces:
-        size = piece.numel() * piece.element_size()
-        k = next((i for i, r in enumerate(room) if r >= size), None)
-        if k is None:
-            shards.append({})
-            room.append(budget)
-            k = len(shards) - 1
-        shards[k][key] = piece
-        room[k] -= size
-    paths = []
-    for k, shard in enumerate(shards):
-        path = folder / f"{prefix}-{k:05d}.safetensors"
-        save_file(shard, str(path), metadata={**metadata, "shard": str(k), "shards": str(len(shards))})
-        if path.stat().st_size > max_bytes:  # the header room was too small: never ship it
-            raise RuntimeError(f"{path}: {path.stat().st_size} bytes, over {max_bytes}")
-        paths.append(path)
-    return paths
-
-
-def _shard_paths(folder: Path, prefix: str) -> list[Path]:
-    if Path(folder).is_file():  # one exported weights file: a set of a single shard
-        return [Path(folder)]
-    if not Path(folder).is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder or weights file")
-    paths = sorted(Path(folder).glob(f"{prefix}-*.safetensors"))
-    if not paths:
-        raise CheckpointError(f"{folder}: no {prefix}-*.safetensors")
-    return paths
-
-
-def _unreadable(path: Path, exc: Exception) -> CheckpointError:
-    lines = str(exc).strip().splitlines()
-    why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
-    return CheckpointError(f"{path}: not a readable .safetensors file, damaged or cut short ({why})")
-
-
-def _read_metadata(path: Path) -> dict[str, str]:
-    """One file's metadata; opening it checks its header against its size (a cut file fails)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:  # the library's own error type varies between versions
-        raise _unreadable(path, exc) from None
-
-
-def _read_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path), device=str(device))
-    except Exception as exc:  # as in _read_metadata
-        raise _unreadable(path, exc) from None
-
-
-def load_sharded_metadata(folder: Path, prefix: str) -> dict[str, str]:
-    """The metadata of a sharded file set (step, factor, dtype, ...), without reading tensors."""
-    return _read_metadata(_shard_paths(folder, prefix)[0])
-
-
-def _complete_shards(folder: Path, prefix: str) -> tuple[list[Path], dict[str, str]]:
-    """A set's shards, each one's header checked, and the first one's metadata; as many shards
-    as that metadata says."""
-    paths = _shard_paths(folder, prefix)
-    metadata = [_read_metadata(p) for p in paths]  # every header: a cut shard fails here
-    expected = int(metadata[0].get("shards", len(paths)))
-    if len(paths) != expected:
-        raise CheckpointError(f"{folder}: {len(paths)} {prefix} shards, their metadata says {expected}")
-    return paths, metadata[0]
-
-
-def load_sharded(folder: Path, prefix: str, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    """All prefix-*.safetensors of a folder joined into one dict, and the first shard's metadata."""
-    paths, metadata = _complete_shards(folder, prefix)
-    raw: dict[str, torch.Tensor] = {}
-    for p in paths:
-        raw.update(_read_tensors(p, device))
-    out, pieces = {}, {}
-    for key, t in raw.items():
-        name, at, part = key.partition("@")
-        if at:
-            i, k = map(int, part.split("/"))
-            pieces.setdefault(name, [None] * k)[i] = t
-        else:
-            out[name] = t
-    for name, parts in pieces.items():
-        if any(p is None for p in parts):
-            raise CheckpointError(f"{folder}: pieces of {name} are missing")
-        out[name] = torch.cat(parts, dim=0)
-    return out, metadata
 
 
 # ---- full checkpoints ---------------------------------------------------------------------------
@@ -281,14 +173,14 @@ def check(folder, factor: int) -> int:
     set of shards is complete. Reads headers only, so a run finds a damaged copy before it
     spends minutes loading its data. Returns the step that run starts at."""
     folder = Path(folder)
-    _, metadata = _complete_shards(folder, "model")
+    _, metadata = complete_shards(folder, "model")
     _check_factor(folder, metadata, factor)
     if not is_full(folder):
         return int(metadata.get("step", 0))
-    _complete_shards(folder, "optim")
+    complete_shards(folder, "optim")
     if has_average(folder):
-        _complete_shards(folder, "ema")
-    _read_metadata(folder / "rng.safetensors")
+        complete_shards(folder, "ema")
+    read_metadata(folder / "rng.safetensors")
     state = read_state(folder)
     if not isinstance(state.get("step"), int):
         raise CheckpointError(f"{folder / 'state.json'}: no step")
@@ -377,7 +269,7 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     scheduler.load_state_dict(state["scheduler"])
     ranks = state["ranks"]
     if rank < len(ranks):
-        rng = _read_tensors(folder / "rng.safetensors")
+        rng = read_tensors(folder / "rng.safetensors")
         tensors = {k.split(".", 1)[1]: v for k, v in rng.items() if k.split(".", 1)[0] == str(rank)}
         restore_rank_state({**ranks[rank], **tensors}, data)
     else:
