@@ -76,7 +76,7 @@ def throughput_series(cmp) -> list[Series]:
                     out.append(Series(label, regime, metric,
                                       [g.stats["achieved_rps"]["mean"] for g in pts],
                                       [g.pooled[metric] for g in pts],
-                                      [g.load_text + ("" if g.bulk else " req/s") for g in pts]))
+                                      [g.load_label for g in pts]))
     return out
 
 
@@ -147,7 +147,7 @@ def latency_cdf(cmp, path: Path) -> Path:
             n = len(values)
             ax.step(values, [(k + 1) / n for k in range(n)], where="post",
                     color=cmap(i / max(1, len(groups) - 1) * 0.9),
-                    label=(f"{g.load_text} req/s" if not g.bulk else "bulk") + f" (n={n})")
+                    label=f"{g.load_label} (n={n})")
         if cmp.slo_p99_ms is not None:
             ax.axvline(cmp.slo_p99_ms, color="black", linestyle=":", linewidth=1)
         ax.axhline(0.99, color="grey", linestyle="--", linewidth=0.8)
@@ -189,7 +189,7 @@ def stage_breakdown(cmp, path: Path) -> Path:
         ax.scatter([xi for xi, v in zip(x, e2e) if v is not None], [v for v in e2e if v is not None],
                    marker="_", s=400, color="black", zorder=3, label="end-to-end mean")
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{g.label}\n{g.load_text}" + ("" if g.bulk else " req/s") for g in groups],
+    ax.set_xticklabels([f"{g.label}\n{g.load_label}" for g in groups],
                        fontsize=8, rotation=30 if len(groups) > 6 else 0, ha="center")
     ax.set_ylabel("mean time per request (ms)")
     ax.set_title("Where a request's time goes, per step (means over ok measured requests)")
@@ -226,7 +226,7 @@ def gpu_util(cmp, path: Path) -> Path:
         w = run.summary["window"]
         if w["start_s"] is not None and w["end_s"] is not None:
             ax.axvspan(w["start_s"], w["end_s"], color="grey", alpha=0.12)
-        ax.set_title(f"{g.label} at {g.load_text}" + ("" if g.bulk else " req/s")
+        ax.set_title(f"{g.label} at {g.load_label}"
                      + f"\n{run.run_dir.name}", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_xlabel("time since start (s)")

@@ -273,8 +273,20 @@ class Group:
         return None if self.bulk else self.stats["offered_rps"]["mean"]
 
     @property
+    def lone(self) -> bool:
+        """Every repeat measured a single request: at -mi 0 that is one request, not a bulk load."""
+        return all((r.summary.get("load") or {}).get("sent") == 1 for r in self.runs)
+
+    @property
     def load_text(self) -> str:
-        return "bulk" if self.bulk else f"{self.offered_rps or self.nominal_rps:.2f}"
+        if self.bulk:
+            return "one request" if self.lone else "bulk"
+        return f"{self.offered_rps or self.nominal_rps:.2f}"
+
+    @property
+    def load_label(self) -> str:
+        """The load with its unit, for titles, legends and headings."""
+        return self.load_text if self.bulk else self.load_text + " req/s"
 
     @property
     def regime(self) -> str:

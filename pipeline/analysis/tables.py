@@ -91,7 +91,7 @@ def _points(cmp) -> list[str]:
     rows = []
     for g in cmp.groups:
         s = g.stats
-        row = [g.label, "bulk" if g.bulk else _cell(s["offered_rps"], ".2f"), str(len(g.runs)),
+        row = [g.label, g.load_text if g.bulk else _cell(s["offered_rps"], ".2f"), str(len(g.runs)),
                _cell(s["ok"], ".0f"), _cell(s["achieved_rps"], ".2f"),
                *(_cell(s[name], ".1f") for name, _ in rates), _pooled_cell(g, "p50_ms", ".1f"),
                _pooled_cell(g, "p90_ms", ".1f", "†" if g.short["p90"] else ""),
@@ -159,7 +159,7 @@ def _warnings(cmp) -> list[str]:
     for g in cmp.groups:
         if g.warnings:
             any_warning = True
-            lines += [f"**{g.label} at {g.load_text}" + ("" if g.bulk else " req/s") + "**", ""]
+            lines += [f"**{g.label} at {g.load_label}**", ""]
             lines += [f"- {w}" for w in g.warnings] + [""]
     if not any_warning:
         lines += ["None.", ""]

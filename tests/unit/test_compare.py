@@ -516,3 +516,21 @@ def test_the_capacity_marker_stands_at_the_throughput_its_probe_achieved(tmp_pat
     achieved = cmp.groups[0].stats["achieved_rps"]["mean"]
     assert label == "c" and x == pytest.approx(achieved)
     assert text.startswith("c capacity: 10 req/s offered")
+
+
+def test_a_point_of_single_requests_at_interval_zero_is_not_called_bulk(tmp_path):
+    """-mi 0 with one measured request per run scheduled nothing at once: the comparison says
+    "one request", as each run's own report does, and keeps "bulk" for real bulk loads."""
+    from pipeline.analysis.tables import render_markdown
+
+    dirs = [write_crafted_run(tmp_path, f"one{i}", config="one", mi=0.0, gap=0.0, latencies=[0.1],
+                              seed=i) for i in range(2)]
+    dirs.append(write_crafted_run(tmp_path, "many", config="many", mi=0.0, gap=0.0))
+    cmp = compare_dirs(dirs)
+    groups = {g.label: g for g in cmp.groups}
+    assert groups["one"].load_text == "one request" and groups["one"].load_label == "one request"
+    assert groups["many"].load_text == "bulk"
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in render_markdown(cmp).splitlines() if line.startswith("| one") or
+            line.startswith("| many")}
+    assert rows == {"one": "one request", "many": "bulk"}
