@@ -9,7 +9,12 @@
 #
 #   bash scripts/gpu_ray.sh [OUT_DIR] [REQUESTS]     (default: $OUT, else logs/gpu-ray-<time>; 150)
 #
-# Knobs: PLACEMENTS (default "split replicated"), MIS (mean intervals, default "0 50"), RUN_ARGS
+# NODES=1: one GPU as one Ray node (needs one GPU): the study's whole model on GPU 0
+# (configs/ray/whole-1node.yaml against configs/study/whole.yaml) at -mi 0 and 100 (about half a
+# GPU's capacity, as -mi 50 is of two), so what differs is Ray's actors and hub alone.
+#
+# Knobs: PLACEMENTS (default "split replicated"; "whole" with NODES=1), MIS (mean intervals,
+# default "0 50"; "0 100" with NODES=1), RUN_ARGS
 # (more benchmark flags for every run, e.g. "--set model.checkpoint=random"). The Ray nodes pass
 # their environment to the actors: FLAVR_NCCL_PRIORITY=normal runs NCCL's streams at normal
 # priority (default high, pipeline/serving/transport/remote.py). NCCL_P2P_USE_CUDA_MEMCPY=1 (the
@@ -42,8 +47,15 @@ fi
 if ! python3 -c 'import ray' 2>/dev/null; then
   echo "ray is not importable: see the header of $0" | tee "$out/summary.txt"; exit 1
 fi
+nodes=${NODES:-2}
+if [[ $nodes != 1 && $nodes != 2 ]]; then echo "NODES must be 1 or 2, not $nodes" >&2; exit 2; fi
+if (( nodes == 1 )); then
+  placements=${PLACEMENTS:-whole} mis=${MIS:-0 100} ray_configs=1node
+else
+  placements=${PLACEMENTS:-split replicated} mis=${MIS:-0 50} ray_configs=2nodes
+fi
 ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
-if (( ngpu < 2 )); then echo "needs 2 GPUs, found $ngpu" | tee "$out/summary.txt"; exit 1; fi
+if (( ngpu < nodes )); then echo "needs $nodes GPUs, found $ngpu" | tee "$out/summary.txt"; exit 1; fi
 
 # Two Ray nodes on this host, their session files in a short folder of their own (Ray's sockets
 # live there); stopped, and the folder removed, however the script ends.
@@ -58,8 +70,10 @@ export NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,P2P
 CUDA_VISIBLE_DEVICES=0 ray_cli start --head --port="$port" --num-gpus=1 --num-cpus=8 \
   --resources='{"gpuA": 100}' --temp-dir="$work" --include-dashboard=false \
   > "$out/ray-nodes.txt" 2>&1
-CUDA_VISIBLE_DEVICES=1 ray_cli start --address="127.0.0.1:$port" --num-gpus=1 --num-cpus=8 \
-  --resources='{"gpuB": 100}' >> "$out/ray-nodes.txt" 2>&1
+if (( nodes == 2 )); then
+  CUDA_VISIBLE_DEVICES=1 ray_cli start --address="127.0.0.1:$port" --num-gpus=1 --num-cpus=8 \
+    --resources='{"gpuB": 100}' >> "$out/ray-nodes.txt" 2>&1
+fi
 python3 -c "import ray; ray.init(address='127.0.0.1:$port'); [print(n['NodeID'][:12], n['Resources']) for n in ray.nodes()]" \
   >> "$out/ray-nodes.txt" 2>&1
 
@@ -71,12 +85,12 @@ bench() {  # label, config, mean interval, extra flags...
   echo "$label: exit $? in $(( $(date +%s) - start )) s"
 }
 {
-  for mi in ${MIS:-0 50}; do
-    for placement in ${PLACEMENTS:-split replicated}; do
+  for mi in $mis; do
+    for placement in $placements; do
       # MPS off for both: Ray's actors run without it, so the local runs do too (like with like).
       bench "$placement-local-mi$mi" "configs/study/$placement.yaml" "$mi" --launcher local \
         --mps off ${RUN_ARGS:-}
-      bench "$placement-ray-mi$mi" "configs/ray/$placement-2nodes.yaml" "$mi" \
+      bench "$placement-ray-mi$mi" "configs/ray/$placement-$ray_configs.yaml" "$mi" \
         --ray-address "127.0.0.1:$port" ${RUN_ARGS:-}
     done
   done
@@ -84,11 +98,12 @@ bench() {  # label, config, mean interval, extra flags...
 grep -h "NCCL INFO.*\(via\|Channel\)" "$out"/split-ray-*.txt | sort | uniq -c | sort -rn | head -20 \
   > "$out/nccl.txt"
 
-python3 - "$out" > "$out/summary.txt" <<'EOF'
+python3 - "$out" "$nodes" "$placements" "$mis" > "$out/summary.txt" <<'EOF'
 import json, sys
 from pathlib import Path
 
-out = Path(sys.argv[1])
+out, nodes = Path(sys.argv[1]), int(sys.argv[2])
+placements, mis = sys.argv[3].split(), [int(m) for m in sys.argv[4].split()]
 
 
 def summary(label):
@@ -100,11 +115,12 @@ def pct(x):
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-print("Ray launcher vs local launcher, 720p FLAVR 2x bf16, two GPUs of one host as two Ray nodes")
+print("Ray launcher vs local launcher, 720p FLAVR 2x bf16, "
+      + ("two GPUs of one host as two Ray nodes" if nodes == 2 else "one GPU as one Ray node"))
 print(f"{'placement':<12} {'-mi':>4} {'launcher':<6} {'req/s':>8} {'ratio':>7} {'p50 ms':>8} "
       f"{'handoff':>8} {'exposed':>8} {'clock err':>9}  error")
-for placement in ("split", "replicated"):
-    for mi in (0, 50):
+for placement in placements:
+    for mi in mis:
         local = summary(f"{placement}-local-mi{mi}")
         for launcher in ("local", "ray"):
             s = summary(f"{placement}-{launcher}-mi{mi}")

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 
@@ -21,6 +19,7 @@ ray = pytest.importorskip("ray", reason="the Ray launcher needs ray (pip install
 from pipeline.analysis.requests_csv import read_rows  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
+from ray_helpers import local_cluster  # noqa: E402
 from run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402
 
 SIZE = 16  # 16x16 frames: the whole model (deepest maps 2x2) at a quarter of 32x32's compute
@@ -37,27 +36,11 @@ SPLIT_LOCAL = [{"name": "decode", "kind": "decode", "gpus": [0], "queue": "per_g
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes on this machine, their session files in a folder of their own."""
-    from ray.cluster_utils import Cluster
-
-    # Ray notes the cluster's address in <temporary folder>/ray for other drivers to find.
-    from ray._private.utils import get_ray_address_file
-
-    address_dir = os.path.dirname(get_ray_address_file(None))
-    had_address_dir = os.path.exists(address_dir)
-    os.makedirs(address_dir, exist_ok=True)
-    temp = tempfile.mkdtemp(prefix="flavr-rayc-", dir="/tmp")  # socket paths must be short
-    c = Cluster(shutdown_at_exit=False)
-    try:
-        c.add_node(num_cpus=4, resources={"n1": 10}, temp_dir=temp, include_dashboard=False,
-                   object_store_memory=STORE)
-        c.add_node(num_cpus=4, resources={"n2": 10}, temp_dir=temp, object_store_memory=STORE)
+    """Two Ray nodes on this machine."""
+    with local_cluster(dict(num_cpus=4, resources={"n1": 10}, include_dashboard=False,
+                            object_store_memory=STORE),
+                       dict(num_cpus=4, resources={"n2": 10}, object_store_memory=STORE)) as c:
         yield c
-    finally:
-        c.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        if not had_address_dir:
-            shutil.rmtree(address_dir, ignore_errors=True)
 
 
 def make_config(steps, name: str, launcher: str = "ray", address: str | None = None):
