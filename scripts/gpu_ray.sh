@@ -57,7 +57,7 @@ fi
 ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 if (( ngpu < nodes )); then echo "needs $nodes GPUs, found $ngpu" | tee "$out/summary.txt"; exit 1; fi
 
-# Two Ray nodes on this host, their session files in a short folder of their own (Ray's sockets
+# The Ray nodes on this host, their session files in a short folder of their own (Ray's sockets
 # live there); stopped, and the folder removed, however the script ends.
 work=$(mktemp -d /tmp/gr.XXXXXX)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
@@ -95,7 +95,7 @@ bench() {  # label, config, mean interval, extra flags...
     done
   done
 } | tee "$out/runs.txt"
-grep -h "NCCL INFO.*\(via\|Channel\)" "$out"/split-ray-*.txt | sort | uniq -c | sort -rn | head -20 \
+grep -hs "NCCL INFO.*\(via\|Channel\)" "$out"/split-ray-*.txt | sort | uniq -c | sort -rn | head -20 \
   > "$out/nccl.txt"
 
 python3 - "$out" "$nodes" "$placements" "$mis" > "$out/summary.txt" <<'EOF'
@@ -137,6 +137,27 @@ for placement in placements:
                   f"{'-' if lat is None else f'{1e3 * lat:.1f}':>8} {pct(sh.get('handoff_share')):>8} "
                   f"{pct(sh.get('handoff_exposed_share')):>8} "
                   f"{'-' if clock is None else f'{1e3 * clock:.3f}ms':>9}  {s['run'].get('error') or ''}")
+
+# Below saturation, where Ray's extra latency goes: each part of the report's breakdown (mean ms
+# per request; they add up to the mean latency), Ray against local.
+for placement in placements:
+    for mi in (m for m in mis if m > 0):
+        local, ray = (summary(f"{placement}-{launcher}-mi{mi}") for launcher in ("local", "ray"))
+        if not (local and ray and local.get("breakdown") and ray.get("breakdown")):
+            continue
+        parts = {}
+        for name, s in (("local", local), ("ray", ray)):
+            for p in s["breakdown"]["parts"]:
+                parts.setdefault((p["part"], p["column"]), {})[name] = 1e3 * (p["mean_s"] or 0.0)
+        print()
+        print(f"{placement} -mi {mi}: mean ms per request")
+        print(f"{'part':<28} {'local':>8} {'ray':>8} {'ray-local':>10}")
+        for (part, column), v in sorted(parts.items(), key=lambda kv: -abs(
+                kv[1].get("ray", 0.0) - kv[1].get("local", 0.0))):
+            a, b = v.get("local", 0.0), v.get("ray", 0.0)
+            print(f"{part + ' ' + column.removesuffix('_s'):<28} {a:>8.2f} {b:>8.2f} {b - a:>+10.2f}")
+        a, b = (1e3 * s["latency_s"]["mean"] for s in (local, ray))
+        print(f"{'latency mean':<28} {a:>8.2f} {b:>8.2f} {b - a:>+10.2f}")
 print()
 print("handoff / exposed: hand-off copy time and the part the consumer waited for, as % of the")
 print("model's compute (targets: replicated on Ray within 5% of local throughput; split exposed")
