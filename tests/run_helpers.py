@@ -112,6 +112,13 @@ def outputs_written(run_dir: Path) -> int:
     return len(list((run_dir / "outputs").glob("request*")))
 
 
+def saved_outputs(result) -> dict:
+    """The tensors a run saved (save_outputs with save_tensors), by file name."""
+    import torch
+
+    return {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
+
+
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie (an exited child its parent has not reaped)."""
     try:

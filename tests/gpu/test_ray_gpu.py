@@ -15,7 +15,7 @@ from pipeline.analysis.requests_csv import read_rows  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
 from ray_helpers import local_cluster  # noqa: E402
-from run_helpers import alive, process_table, wait_for  # noqa: E402
+from run_helpers import alive, process_table, saved_outputs, wait_for  # noqa: E402
 
 BACKEND = os.environ.get("FLAVR_DECODE_BACKEND", "auto")
 SIZE = 128
@@ -70,17 +70,13 @@ def _run_both(tmp_path, ray_steps, local_steps, cluster):
     for result in (on_ray, local):
         ok = [r for r in read_rows(result.run_dir / "requests.csv") if r.status == "ok"]
         assert len(ok) == REQUESTS + 1, result.rows
-    a, b = (_outputs(r) for r in (on_ray, local))
+    a, b = saved_outputs(on_ray), saved_outputs(local)
     assert a.keys() == b.keys() and len(a) == REQUESTS + 1
     for key in a:
         # One model and one seed on the same GPU kind; cuDNN's autotuning may pick other
         # algorithms from run to run, so equal within float error, not bit for bit.
         torch.testing.assert_close(a[key], b[key], atol=2e-3, rtol=0, msg=key)
     return on_ray, local
-
-
-def _outputs(result) -> dict:
-    return {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
 
 
 @pytest.mark.gpu

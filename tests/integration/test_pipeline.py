@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import saved_outputs
 from video_helpers import truth_frames
 
 from pipeline.analysis.quality import psnr, quantize
@@ -73,10 +74,6 @@ def shared_run(tmp_path_factory):
         return runs[name]
 
     return get
-
-
-def saved_outputs(result) -> dict:
-    return {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
 
 
 @pytest.mark.parametrize("name", list(PLACEMENTS))

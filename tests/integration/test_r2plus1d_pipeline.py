@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import options as run_options
+from run_helpers import options as run_options, saved_outputs
 from video_helpers import REPO
 
 from pipeline.config import config_from_dict
@@ -81,7 +81,7 @@ def test_split_scores_equal_whole_scores_exactly(shared_run):
     for name in ("whole", "split"):
         result = shared_run(name)
         assert result.error is None, result.error
-        outs[name] = {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
+        outs[name] = saved_outputs(result)
     assert outs["whole"].keys() == outs["split"].keys() and len(outs["whole"]) == 4
     for key, scores in outs["whole"].items():
         assert scores.shape == (1, 400) and scores.dtype == torch.float32

@@ -20,7 +20,7 @@ from pipeline.analysis.requests_csv import read_rows  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.serving.orchestrator import RunOptions, run  # noqa: E402
 from ray_helpers import local_cluster  # noqa: E402
-from run_helpers import alive, process_table, run_dir_of, wait_for  # noqa: E402
+from run_helpers import alive, process_table, run_dir_of, saved_outputs, wait_for  # noqa: E402
 
 SIZE = 16  # 16x16 frames: the whole model (deepest maps 2x2) at a quarter of 32x32's compute
 STORE = 100 * 2**20  # each node's object store: small, for a CI container's /dev/shm
@@ -62,10 +62,6 @@ def options(tmp_path, **over) -> RunOptions:
     return RunOptions(**base)
 
 
-def _outputs(result) -> dict:
-    return {p.name: torch.load(p) for p in sorted((result.run_dir / "outputs").glob("*.pt"))}
-
-
 def test_a_split_across_two_nodes_gives_the_local_launchers_outputs(tmp_path, cluster):
     across = run(make_config(SPLIT_ACROSS, "across", address=cluster.address), options(tmp_path))
     assert across.error is None, across.error
@@ -92,7 +88,7 @@ def test_a_split_across_two_nodes_gives_the_local_launchers_outputs(tmp_path, cl
             wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")
     local = run(make_config(SPLIT_LOCAL, "local", launcher="local"), options(tmp_path))
     assert local.error is None, local.error
-    a, b = _outputs(across), _outputs(local)
+    a, b = saved_outputs(across), saved_outputs(local)
     assert a.keys() == b.keys() and len(a) == 5
     for key in a:
         assert torch.equal(a[key], b[key]), key
