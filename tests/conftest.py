@@ -39,6 +39,8 @@ def pytest_configure(config):
                             "tmp": set(os.listdir(tempfile.gettempdir()))}
 
 
+# Last, after pytest has removed its own folder of this session (tmp_path_retention_policy).
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     state = session.config.stash.get(_STATE, None)
     if state is None:
@@ -77,14 +79,18 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def _remove_empty_caches(state: dict) -> None:
-    """torch makes its compiler's cache folder (torchinductor_<user>) in this process's
-    temporary folder as soon as the compiler is imported, empty unless something compiled:
-    one that appeared during the session and stayed empty goes."""
+    """Folders made in this process's temporary folder that the session left empty: torch's
+    compiler cache (torchinductor_<user>, made as soon as the compiler is imported, empty unless
+    something compiled) and pytest's parent of its session folders (pytest-of-<user>)."""
     tmp = Path(tempfile.gettempdir())
     for name in set(os.listdir(tmp)) - state["tmp"]:
-        if name.startswith("torchinductor_"):
+        if name.startswith(("torchinductor_", "pytest-of-")):
+            folder = tmp / name
+            link = folder / "pytest-current"  # to the session folder, which pytest removed
+            if link.is_symlink() and not link.exists():
+                link.unlink()
             try:
-                (tmp / name).rmdir()  # only if empty
+                folder.rmdir()  # only if empty
             except OSError:
                 pass
 
