@@ -29,6 +29,11 @@ class CodecUnsupportedError(VideoError):
                                f"does (--decode-backend auto or pyav)")
 
 
+class SwitchError(ValueError):
+    """An environment variable that switches behaviour (FLAVR_*) set to a word it does not take;
+    names the variable and the words it takes."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model."""
 

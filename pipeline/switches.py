@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from pipeline.errors import SwitchError
+
 
 def env_choice(name: str, choices: tuple[str, ...]) -> str:
     """The value of environment variable `name`: one of `choices`, choices[0] when unset."""
@@ -11,5 +13,5 @@ def env_choice(name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         quoted = [repr(c) for c in choices]
         words = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
-        raise ValueError(f"{name}={value!r}: expected {words}")
+        raise SwitchError(f"environment variable {name}={value!r}: expected {words}")
     return value

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     # Imported once the flags are parsed: --help and flag errors stay quick (no torch, no DALI).
     from pipeline.analysis.overload import overload_notice
     from pipeline.config import apply_overrides, describe_placement, load_config
-    from pipeline.errors import ConfigError, LogsError, VideoError
+    from pipeline.errors import ConfigError, LogsError, SwitchError, VideoError
     from pipeline.serving import mps
     from pipeline.serving.orchestrator import run
     from pipeline.serving.plan import plan_run
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         if overload:
             print(f"warning: {overload}", file=sys.stderr)
         result = run(cfg, settings, args_for_log=run_record(args, settings))
-    except (ConfigError, VideoError, LogsError) as exc:
+    except (ConfigError, VideoError, LogsError, SwitchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before any process started (a run catches its own)

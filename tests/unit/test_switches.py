@@ -2,6 +2,7 @@
 names the variable and every word it takes."""
 import pytest
 
+from pipeline.errors import SwitchError
 from pipeline.switches import env_choice
 
 
@@ -14,6 +15,7 @@ def test_unset_is_the_first_word_and_a_set_word_is_taken(monkeypatch):
 
 def test_a_wrong_word_is_an_error_naming_the_variable_and_the_words(monkeypatch):
     monkeypatch.setenv("FLAVR_TEST_SWITCH", "Fast")
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(SwitchError) as e:
         env_choice("FLAVR_TEST_SWITCH", ("fast", "safe", "off"))
-    assert str(e.value) == "FLAVR_TEST_SWITCH='Fast': expected 'fast', 'safe' or 'off'"
+    assert str(e.value) == ("environment variable FLAVR_TEST_SWITCH='Fast': expected 'fast', "
+                            "'safe' or 'off'")

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from pipeline.analysis.records import Outcome
-from pipeline.errors import CheckpointError, ConfigError, VideoError
+from pipeline.errors import CheckpointError, ConfigError, SwitchError, VideoError
 from pipeline.serving.heartbeat import Heartbeat
 from pipeline.serving.transport.messages import (
     Attached,
@@ -37,7 +37,7 @@ from pipeline.serving.transport.messages import (
 )
 
 # Errors that name the file or field at fault and say why: one line is the whole story.
-USER_ERRORS = (CheckpointError, ConfigError, VideoError)
+USER_ERRORS = (CheckpointError, ConfigError, SwitchError, VideoError)
 
 
 @dataclass
