@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 import time
 
@@ -51,3 +52,38 @@ def launch_a_sleeper_and_wait(out) -> None:
 
 def report_env(out, names) -> None:
     out.put({name: os.environ.get(name) for name in names})
+
+
+def report_origin(out, names) -> None:
+    """Says its parent's pid, whether torch was imported before its body ran, and the named
+    environment variables."""
+    out.put((os.getppid(), "torch" in sys.modules, {n: os.environ.get(n) for n in names}))
+
+
+def environment_of_two_children(out, names) -> None:
+    """A main process of its own: sets the variables `names` (the first two), starts a child,
+    changes the first, removes the second and sets the third, then starts another child.
+    Says its pid and what each child reported."""
+    from pipeline.serving.launch.local import LocalLauncher
+
+    changed, removed, added = names
+    os.environ[changed], os.environ[removed] = "before", "present"
+    launcher = LocalLauncher()
+    seen = launcher.queue()
+    try:
+        launcher.start("first", "the child started first", report_origin, seen, names)
+        first = seen.get(timeout=120)
+        os.environ[changed], os.environ[added] = "after", "new"
+        del os.environ[removed]
+        launcher.start("second", "the child started second", report_origin, seen, names)
+        second = seen.get(timeout=120)
+    finally:
+        launcher.stop(grace_s=5.0)
+    out.put((os.getpid(), first, second))
+
+
+def report_multiprocessing_folder(out) -> None:
+    """Says where multiprocessing keeps this process's sockets (those that share CPU tensors)."""
+    from multiprocessing import util
+
+    out.put(util.get_temp_dir())

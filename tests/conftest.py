@@ -6,7 +6,8 @@ shared machine:
     FLAVR_TEST_SESSION=<pytest's pid>, which stays even once its parent has gone;
   * temporary files: processes the tests start get a temporary folder of the session's own
     (TMPDIR), so whatever is in it at the end was left by a test; in this process's own
-    temporary folder, the run folders a launcher made here (flavr-run-<pytest's pid>-*);
+    temporary folder, the run folders a launcher made here (flavr-run-<pytest's pid>-*, but
+    not -mp-*, the fork server's, which leaves with this process);
   * named semaphores in /dev/shm (multiprocessing's sem.mp-*, stranded when their owner and its
     resource tracker are killed): new ones that no live process maps. These cannot be told
     apart from another program's, so they fail the session only with FLAVR_LEAK_CHECK=strict
@@ -108,8 +109,9 @@ _REPORT = pytest.StashKey[list]()
 
 
 def _our_processes(wait_s: float) -> list[tuple[int, str]]:
-    """(pid, command line) of live processes carrying this session's mark, except this one and
-    its resource tracker (it leaves with this process). Waits up to `wait_s` for them to go."""
+    """(pid, command line) of live processes carrying this session's mark, except this one, its
+    resource tracker and the launcher's fork server (they leave with this process). Waits up to
+    `wait_s` for them to go."""
     end = time.monotonic() + wait_s
     while True:
         found = _marked_processes()
@@ -135,7 +137,7 @@ def _marked_processes() -> list[tuple[int, str]]:
             continue
         if state[0] == "Z":
             continue  # exited; its parent has not reaped it yet
-        if int(state[1]) == me and "resource_tracker" in cmd:
+        if int(state[1]) == me and ("resource_tracker" in cmd or "forkserver" in cmd):
             continue
         found.append((pid, cmd.strip()[:200]))
     return found
@@ -146,7 +148,9 @@ def _left_files(state: dict) -> list[Path]:
     left = sorted(private.iterdir()) if private.is_dir() else []
     tmp = Path(tempfile.gettempdir())
     ours = f"flavr-run-{os.getpid()}-"
-    left += sorted(tmp / n for n in set(os.listdir(tmp)) - state["tmp"] if n.startswith(ours))
+    server = ours + "mp-"  # the launcher's fork server's socket: removed as this process exits
+    left += sorted(tmp / n for n in set(os.listdir(tmp)) - state["tmp"]
+                   if n.startswith(ours) and not n.startswith(server))
     return left
 
 

@@ -1,4 +1,5 @@
-"""The local launcher: real spawned processes (tiny ones: they import neither torch nor DALI)."""
+"""The local launcher: real child processes (tiny ones: their bodies import neither torch nor
+DALI), forked from the launcher's server or spawned."""
 from __future__ import annotations
 
 import os
@@ -12,10 +13,11 @@ from pathlib import Path
 import child_targets as targets
 import pytest
 
+from pipeline.errors import SwitchError
 from pipeline.serving.launch import LAUNCHERS, launcher_class
-from pipeline.serving.launch.local import LocalLauncher
+from pipeline.serving.launch.local import START_METHOD_ENV, LocalLauncher
 
-START_S = 60  # a spawned child imports Python afresh; a loaded 2-core machine takes its time
+START_S = 60  # a spawned child, or the server, imports afresh; a loaded 2-core machine is slow
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -111,6 +113,18 @@ def test_children_keep_their_temporary_files_in_a_run_folder_that_stop_removes(l
     assert not Path(temp_dir).exists()
 
 
+def test_a_child_keeps_its_multiprocessing_sockets_in_the_run_folder(launcher):
+    # Not in the main process's own folder, which multiprocessing would hand down to it.
+    from multiprocessing import util
+
+    mine = util.get_temp_dir()
+    out = launcher.queue()
+    launcher.start("sockets", "a child that says where its sockets go",
+                   targets.report_multiprocessing_folder, out)
+    folder = Path(out.get(timeout=START_S))
+    assert folder.parent == Path(launcher.temp_dir) and folder != Path(mine)
+
+
 def test_shared_floats_written_by_a_child_are_read_by_the_parent(launcher):
     floats = launcher.shared_floats(4)
     assert [floats[i] for i in range(4)] == [0.0] * 4
@@ -179,3 +193,60 @@ def test_a_compile_cache_the_user_chose_is_kept(launcher, monkeypatch):
     launcher.start("env", "a child that reports its environment", targets.report_env, out,
                    ["TORCHINDUCTOR_CACHE_DIR"])
     assert out.get(timeout=START_S) == {"TORCHINDUCTOR_CACHE_DIR": "/somewhere/else"}
+
+
+# -- how children start: forked from a server that imported torch, or spawned -------------------
+
+def test_children_are_forked_from_one_server_that_imported_torch(launcher):
+    out = launcher.queue()
+    for name in ("a", "b"):
+        launcher.start(name, "a child that says where it came from", targets.report_origin,
+                       out, [])
+    (server_a, torch_a, _), (server_b, torch_b, _) = out.get(timeout=START_S), out.get(
+        timeout=START_S)
+    assert server_a == server_b != os.getpid()
+    assert torch_a and torch_b  # imported by the server, before the children's bodies ran
+
+
+def test_a_child_takes_the_main_process_environment_of_when_it_starts(launcher):
+    """The server keeps the environment it started with; each child takes its main process's
+    as it is at that child's start, as a spawned child would."""
+    names = ["FLAVR_TEST_CHANGED", "FLAVR_TEST_REMOVED", "FLAVR_TEST_ADDED"]
+    out = launcher.queue()
+    launcher.start("main", "a main process that starts two children",
+                   targets.environment_of_two_children, out, names)
+    main_pid, (server_1, _, first), (server_2, _, second) = out.get(timeout=2 * START_S)
+    assert server_1 == server_2 != main_pid  # both forked by the second main's own server
+    assert first == {"FLAVR_TEST_CHANGED": "before", "FLAVR_TEST_REMOVED": "present",
+                     "FLAVR_TEST_ADDED": None}
+    assert second == {"FLAVR_TEST_CHANGED": "after", "FLAVR_TEST_REMOVED": None,
+                      "FLAVR_TEST_ADDED": "new"}
+
+
+def test_flavr_start_method_spawn_spawns_each_child_from_scratch(monkeypatch):
+    monkeypatch.setenv(START_METHOD_ENV, "spawn")
+    launcher = LocalLauncher()
+    try:
+        out = launcher.queue()
+        launcher.start("spawned", "a spawned child", targets.report_origin, out, [])
+        parent, torch_imported, _ = out.get(timeout=START_S)
+    finally:
+        launcher.stop(grace_s=5.0)
+    assert parent == os.getpid() and not torch_imported
+
+
+def test_a_start_method_it_does_not_know_is_an_error_naming_the_variable(monkeypatch, capsys,
+                                                                        tmp_path):
+    from pipeline.cli import benchmark
+
+    monkeypatch.setenv(START_METHOD_ENV, "fork")
+    with pytest.raises(SwitchError, match="FLAVR_START_METHOD='fork': expected 'forkserver' or "
+                                          "'spawn'"):
+        LocalLauncher()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    code = benchmark.main(["-c", str(configs / "cpu-smoke.yaml"), "-mi", "0", "-v", "1",
+                           "--logs", str(tmp_path / "logs"), "--video-cache", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: environment variable FLAVR_START_METHOD='fork'" in err and "Traceback" not in err
+    assert not list((tmp_path / "logs").glob("*"))  # nothing started: no run folder

@@ -1,9 +1,18 @@
-"""The local launcher: every process of a run is a spawned child of the main process, on this
-machine; queues are multiprocessing queues and tensors cross by CUDA IPC (shared memory on the CPU).
+"""The local launcher: every process of a run is a child of the main process, on this machine;
+queues are multiprocessing queues and tensors cross by CUDA IPC (shared memory on the CPU).
+
+Children are forked from multiprocessing's server process (forkserver), which imported torch
+once, so a child starts in a fraction of a second instead of importing torch afresh (seconds of
+CPU per child). The server never touches CUDA, so its children may. A child takes the main
+process's environment at its start, as a spawned one would (torch in the server has read its
+own at import, from the first run's main process). FLAVR_START_METHOD=spawn spawns each child
+from scratch instead, as on platforms without forkserver.
 
 Children die with the main process: on Linux each asks the kernel (prctl PR_SET_PDEATHSIG) to
-kill it the moment the thread that started it ends, which a kill -9 of the main process does.
-They ask first thing, before their start arguments import torch, so even a child still starting
+kill it the moment the thread that started it ends. A spawned child's parent is the main
+process, which a kill -9 ends; a forked child's parent is the server, which leaves as soon as
+the main process has gone (each child gives up its hold on the server's liveness pipe). They ask
+first thing, before their start arguments import anything heavy, so even a child still starting
 up goes at once. (The thread that starts a run's children must outlive them: run() starts and
 stops them on one thread.)
 
@@ -27,11 +36,12 @@ import sys
 import tempfile
 import time
 import weakref
-from multiprocessing import reduction
+from multiprocessing import reduction, util
 from pathlib import Path
 
 from pipeline.serving.launch.base import Launcher
 from pipeline.serving.launch.ipc_leftovers import remove_ipc_leftovers
+from pipeline.switches import env_choice
 
 
 class Flag:
@@ -129,23 +139,78 @@ def _alive(pid: int) -> bool:
     return True
 
 
+START_METHOD_ENV = "FLAVR_START_METHOD"
+SERVER_PRELOAD = ["pipeline.serving.launch.server_preload"]
+
+
+def process_context():
+    """The multiprocessing context children start from: forkserver where this platform has it,
+    unless FLAVR_START_METHOD=spawn. Never fork: CUDA cannot survive it."""
+    method = env_choice(START_METHOD_ENV, ("forkserver", "spawn"))
+    if method == "forkserver" and "forkserver" not in mp.get_all_start_methods():
+        method = "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(SERVER_PRELOAD)  # read once, when the server starts
+        _name_server_folder()
+    return ctx
+
+
+def _name_server_folder() -> None:
+    """multiprocessing keeps the server's socket in the main process's own temporary folder
+    (pymp-*), which a main process killed with -9 leaves behind. Make that folder now, named
+    like a run folder of this process (flavr-run-<pid>-mp-*), so that the next launcher removes
+    it as it does the run folders of dead main processes. A normal exit removes it as before."""
+    config = getattr(mp.current_process(), "_config", None)
+    if not isinstance(config, dict) or config.get("tempdir") is not None:
+        return  # made already (or a multiprocessing that keeps it elsewhere): left as it is
+    folder = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-mp-")
+    util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+    config["tempdir"] = folder
+
+
 _PR_SET_PDEATHSIG = 1
 
 
-def prepare_child(parent_pid: int, temp_dir: str) -> None:
+def prepare_child(parent_pid: int, temp_dir: str, environ: dict[str, str]) -> None:
     """First thing in a child: be killed when the parent goes (leave now if it has gone
-    already), and keep temporary files in the run's folder."""
+    already), take the main process's environment, and keep temporary files in the run's
+    folder."""
+    # A spawned child starts with SIGINT blocked (LocalLauncher.start), a forked one with the
+    # server's mask: blocked in both until enter_child ignores it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass  # the child still polls for its parent (child.main_process_gone)
-    if os.getppid() != parent_pid:
+    forked = _release_server()
+    if not forked and os.getppid() != parent_pid:
         os._exit(1)
+    if os.environ != environ:  # forked: the server's, from when it started
+        os.environ.clear()
+        os.environ.update(environ)
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = _compile_cache_dir()
     os.environ["TMPDIR"] = temp_dir  # for libraries and their helper processes too
     tempfile.tempdir = temp_dir
+
+
+def _release_server() -> bool:
+    """In a child forked by the server: close this child's copy of the server's liveness pipe.
+    The server leaves when every copy is closed, so then it leaves with the main process, and
+    the parent-death signal, which watches the server, takes this child with it. A main process
+    that had gone already leaves nothing holding the pipe: the server and this child go at once.
+    Returns whether this child was forked by the server (False: spawned)."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None:
+        return False
+    os.close(fd)
+    server._forkserver_alive_fd = None  # a server this child starts (if any) is its own
+    return True
 
 
 def _compile_cache_dir() -> str:
@@ -165,12 +230,17 @@ class _ChildSetup:
     def __init__(self, parent_pid: int, temp_dir: str):
         self.parent_pid = parent_pid
         self.temp_dir = temp_dir
+        self.environ = dict(os.environ)  # at the child's start, as a spawned child would see it
 
     def __reduce__(self):
-        return prepare_child, (self.parent_pid, self.temp_dir)
+        return prepare_child, (self.parent_pid, self.temp_dir, self.environ)
 
 
 def _child_main(_armed, target, *args) -> None:
+    # multiprocessing hands its processes' settings down to their children, the main process's
+    # own temporary folder (_name_server_folder) among them: a child makes its own instead, in
+    # the run's folder with its other temporary files, which stop() removes.
+    getattr(mp.current_process(), "_config", {}).pop("tempdir", None)
     target(*args)
 
 
@@ -178,8 +248,7 @@ class LocalLauncher(Launcher):
     name = "local"
 
     def __init__(self):
-        # spawn everywhere: CUDA cannot survive fork, and the main process owns no CUDA context.
-        self.mp = mp.get_context("spawn")
+        self.mp = process_context()
         self.procs: dict[str, mp.Process] = {}
         self.roles: dict[str, str] = {}
         self._shared: list[SharedFloats] = []
@@ -210,8 +279,9 @@ class LocalLauncher(Launcher):
                                daemon=False)
         # Ctrl-C reaches the whole process group, and a child takes seconds (imports) before it
         # can ignore SIGINT itself: start it with SIGINT blocked (the mask survives fork and
-        # exec), so an early Ctrl-C stops the run through the main process alone, without a
-        # KeyboardInterrupt traceback from every child. enter_child unblocks it.
+        # exec, into a spawned child or the server this start may launch; prepare_child blocks
+        # it in any child), so an early Ctrl-C stops the run through the main process alone,
+        # without a KeyboardInterrupt traceback from every child. enter_child unblocks it.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             proc.start()

@@ -169,12 +169,13 @@ def enter_child(ctx: ChildContext) -> None:
 
 def main_process_gone() -> bool:
     """True in a child whose main process has died (kill -9, say): nobody will set the stop flag
-    or read what this process sends any more, so it must stop on its own. The dead parent's
-    children are adopted by another process, so the parent pid changes (one cheap syscall).
+    or read what this process sends any more, so it must stop on its own. multiprocessing keeps
+    a pipe from the main process open in each child, which reads as ready once the main process
+    has gone, whichever process (the main one or the fork server) is the child's parent.
     On Linux the local launcher also has the kernel kill children with their parent; this check
     covers other systems and launchers."""
     parent = multiprocessing.parent_process()
-    return parent is not None and os.getppid() != parent.pid
+    return parent is not None and not parent.is_alive()
 
 
 def run_child(ctx: ChildContext, body) -> None:
