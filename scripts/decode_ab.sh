@@ -9,10 +9,13 @@
 #            model's compute;
 #   capacity (under 4 min) decode alone, 1, 2 and 4 workers on the GPU, 400 clips each;
 #   split    (under 4 min; two GPUs) the shipped flavr-split at saturation (-mi 0 -v 1000):
-#            requests/s, each GPU's busy share, the encoder's slot wait and decode's share.
+#            requests/s, each GPU's busy share, the encoder's slot wait and decode's share;
+#   startup  (under 2 min) flavr-replicated with both replicas of each step on GPU 0 (six
+#            processes), 20 requests: the report's start-up, first process to all warmed up.
 #
 #   VAR=FLAVR_PYNVC_COPY A=driver B=dlpack bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity ...]
 #   VAR=FLAVR_SLOT_RETURN A=copied B=computed bash scripts/decode_ab.sh OUT_DIR split
+#   VAR=FLAVR_START_METHOD A=forkserver B=spawn bash scripts/decode_ab.sh OUT_DIR startup
 #   RUN_ARGS="--set model.checkpoint=random" ... more arguments for the serving runs
 #   PAIRS=4 ...                                 pairs of runs per part (2): serving varies by
 #                                               run more than small changes move it
@@ -23,11 +26,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${VAR:?name the variable, e.g. VAR=FLAVR_PYNVC_COPY}" "${A:?first value}" "${B:?second value}"
-out=${1:?usage: VAR=... A=... B=... bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity|split ...]}
+out=${1:?usage: VAR=... A=... B=... bash scripts/decode_ab.sh OUT_DIR [phases|serve|capacity|split|startup ...]}
 shift
 parts=${*:-phases serve capacity}
 for part in $parts; do
-  case $part in phases|serve|capacity|split) ;; *) echo "unknown part: $part" >&2; exit 2 ;; esac
+  case $part in phases|serve|capacity|split|startup) ;; *) echo "unknown part: $part" >&2; exit 2 ;; esac
 done
 if [[ " $parts " == *" split "* ]] && (( $(nvidia-smi -L | grep -c '^GPU') < 2 )); then
   echo "the split part needs two GPUs" >&2
@@ -68,6 +71,11 @@ for part in $parts; do
           # shellcheck disable=SC2086
           env "$VAR=$value" python benchmark.py -c configs/flavr-split.yaml ${RUN_ARGS:-} \
             -mi 0 -v 1000 --warmup 16 -qs 1200 --logs "$logs" --no-progress >"$log" 2>&1 ;;
+        startup)
+          # shellcheck disable=SC2086
+          env "$VAR=$value" python benchmark.py -c configs/flavr-replicated.yaml \
+            --set "pipeline[0].gpus=[0,0]" --set "pipeline[1].gpus=[0,0]" ${RUN_ARGS:-} \
+            -mi 0 -v 20 --warmup 4 --logs "$logs" --no-progress >"$log" 2>&1 ;;
       esac
       echo "   exit $?" >&2
     done
@@ -90,6 +98,8 @@ done
                          on {printf "%s%s%%", sep, $3; sep = " / "}' "$f"); encoder slot wait $(
                     awk '$1 == "encoder" && $2 == "queue" {on = 1} on && $1 == "slot" {print $4 " ms"; exit}' "$f"); $(
                     grep -m1 -o 'decode [0-9.]*%' "$f")" ;;
+        startup)  line="start-up $(grep -m1 '^start-up' "$f" | awk '{print $2, "s"}'); $(
+                    grep -m1 '^throughput' "$f" | awk '{print $2, "req/s"}')" ;;
       esac
       printf '  %-24s %s\n' "$name" "${line:-(no figures: see the log)}"
     done

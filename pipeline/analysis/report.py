@@ -76,7 +76,7 @@ def _header(summary: dict) -> list[str]:
         lines.append(f"!! {headline}")
     extras = [f"{k}={v}" for k, v in run.items()
               if k not in ("t0", "step_names", "nvml_baseline", "error", "mps", "model_title",
-                           "clock_error_s")
+                           "clock_error_s", "start_up_s")
               and isinstance(v, (str, int, float, bool))]
     if extras:
         lines.append("run: " + ", ".join(extras))
@@ -122,6 +122,10 @@ def _load(summary: dict) -> list[str]:
     lines.append(f"throughput  {fmt(t['requests_per_s'])} requests/s, "
                  f"{fmt(t['output_frames_per_s'], '.1f')} output {unit}/s ({t['requests']} ok "
                  f"measured requests, {t['output_frames']} {unit})")
+    start_up = summary["run"].get("start_up_s")  # absent from older logs
+    if start_up is not None:
+        lines.append(f"start-up    {start_up:.2f} s, from starting the first process to every "
+                     "process built and warmed up (before any request)")
     return lines + [""]
 
 

@@ -129,6 +129,7 @@ class _Run:
         self.affinity: dict[int, list[int] | None] = {}  # GPU -> the cores near it
         self.launcher_name = launcher.name
         self.clock_bounds: dict[str, float] = {}  # process -> its clock's error bound (s)
+        self.start_up_s: float | None = None  # first process started .. every one warmed up
 
     # -- wiring ---------------------------------------------------------------------------------
     def _queues(self):
@@ -236,11 +237,13 @@ class _Run:
                 # Before any child exists: what else is on these GPUs is someone else's work.
                 self.monitor = GpuMonitor(self.topo.gpus())
                 self.baseline = self.monitor.baseline()
+            t_start = now()
             self._start_processes()
             write_process_table(self.run_dir, {
                 name: (self.launcher.pid(name), self.launcher.roles[name], ctx.gpu)
                 for name, ctx in self.children.items()})
             pools = self._handshake()
+            self.start_up_s = now() - t_start
             self._release(pools)
             self._serve()
         except RunStopped as exc:
@@ -376,6 +379,7 @@ class _Run:
             "nvml_baseline": self.baseline,
             "mps": self.mps,
             "launcher": self.launcher_name,
+            "start_up_s": None if self.start_up_s is None else round(self.start_up_s, 3),
             # Processes on other hosts: how far their stamps may be off the main clock.
             "clock_error_s": max(self.clock_bounds.values(), default=0.0),
             "clock_bounds": self.clock_bounds,

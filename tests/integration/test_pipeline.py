@@ -290,6 +290,13 @@ def test_a_normal_run_ends_with_every_child_leaving_by_itself(shared_run):
     assert "had to terminate" not in result.report
 
 
+def test_the_report_says_how_long_the_processes_took_to_start(shared_run):
+    result = shared_run("split")
+    start_up = result.summary["run"]["start_up_s"]
+    assert start_up > 0
+    assert f"start-up    {start_up:.2f} s, from starting the first process" in result.report
+
+
 def test_one_producer_feeds_several_replicas_through_a_global_queue(tmp_path):
     # One decode worker, two replicas of the next step behind one global queue: both consumers
     # open the decode worker's slot pool (on the CPU, shared memory each must map for itself),

@@ -134,6 +134,14 @@ def test_a_single_request_at_mean_interval_zero_is_not_called_bulk():
     assert "load        one measured request (no offered rate)," in format_report(summary)
 
 
+def test_the_start_up_gets_a_line_of_its_own_and_older_logs_none():
+    text = format_report(summary_of(ten_measured(), {"start_up_s": 4.257}))
+    assert ("start-up    4.26 s, from starting the first process to every process built and "
+            "warmed up (before any request)") in text
+    assert "start_up_s=" not in text  # not repeated among the run's settings
+    assert "start-up" not in format_report(summary_of(ten_measured()))
+
+
 def test_per_stage_statistics():
     stages = {s["step"]: s for s in summary_of(ten_measured())["stages"]}
     assert list(stages) == ["decode", "flavr"]
