@@ -5,9 +5,9 @@ time-slices between contexts: on one H200, two decode processes beside the model
 model call 9% slower (0.5% under MPS; docs/gpu/fastpath/). Under MPS the clients' kernels share the GPU
 through one server instead.
 
-The main process of a run never touches CUDA, and its children are spawned after the daemon is up
-and inherit os.environ, so pointing CUDA_MPS_PIPE_DIRECTORY at the daemon here is all a child
-needs. A daemon already running (the system's, say) is used as it is, never started or stopped.
+The main process of a run never touches CUDA, and its children start after the daemon is up and
+take its os.environ (launch/local.py), so pointing CUDA_MPS_PIPE_DIRECTORY at the daemon here is
+all a child needs. A daemon already running (the system's, say) is used as it is, never started or stopped.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ class PrivateDaemon:
     """A control daemon started for one run, with pipe and log directories nobody else uses.
 
     As a context manager: started on entry (ConfigError naming the binary and its output when it
-    cannot be), with the MPS variables in os.environ for the children spawned inside; stopped on
+    cannot be), with the MPS variables in os.environ for the children started inside; stopped on
     exit, variables restored. Stopping never raises: what went wrong is left in `notice`.
     """
 

@@ -4,7 +4,6 @@ stand-in for nvidia-cuda-mps-control (which cannot run here); then a real CPU ru
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import socket
@@ -20,6 +19,7 @@ from pipeline.cli import benchmark
 from pipeline.config import apply_overrides, load_config
 from pipeline.errors import ConfigError
 from pipeline.serving import mps
+from pipeline.serving.launch.local import LocalLauncher
 from pipeline.serving.orchestrator import RunOptions, run
 from pipeline.serving.runlog import write_run
 from pipeline.serving.topology import Topology
@@ -242,13 +242,14 @@ def test_a_private_daemon_lives_exactly_as_long_as_the_block(stand_in, no_mps):
         assert os.environ[mps.PIPE_ENV] == str(pipes) and os.environ[mps.LOG_ENV] == str(logs)
         assert pipes.parent == daemon.root and len(str(pipes / "control")) < 100
         assert (pipes / "control").exists() and mps.daemon_alive(pipes)
-        # What the run's children rely on: a spawned process sees the daemon.
-        ctx = multiprocessing.get_context("spawn")
-        q = ctx.Queue()
-        child = ctx.Process(target=_child_env, args=(q,))
-        child.start()
-        assert q.get(timeout=60) == (str(pipes), str(logs))
-        child.join(30)
+        # What the run's children rely on: a child the launcher starts sees the daemon.
+        launcher = LocalLauncher()
+        try:
+            q = launcher.queue()
+            launcher.start("child", "a child of the run", _child_env, q)
+            assert q.get(timeout=60) == (str(pipes), str(logs))
+        finally:
+            launcher.stop(grace_s=30.0)
     assert daemon.notice is None
     assert os.environ[mps.PIPE_ENV] == str(no_mps)  # put back as it was
     assert mps.LOG_ENV not in os.environ

@@ -1,5 +1,5 @@
 """How a run's processes are started: the launcher interface (base.py) and its implementations,
-one module each (local.py: spawned processes on this machine; ray_actors.py: Ray actors on a
+one module each (local.py: child processes on this machine; ray_actors.py: Ray actors on a
 cluster, or on a Ray instance of this machine)."""
 
 

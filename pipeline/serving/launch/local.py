@@ -90,7 +90,7 @@ class SharedFloats:
         self._closer()
 
     def __reduce__(self):
-        # Only while a child is being spawned: DupFd hands the descriptor to that child.
+        # Only while a child is being started: DupFd hands the descriptor to that child.
         return _attach_floats, (self.n, reduction.DupFd(self._fd))
 
 
