@@ -7,7 +7,8 @@ through one server instead.
 
 The main process of a run never touches CUDA, and its children start after the daemon is up and
 take its os.environ (launch/local.py), so pointing CUDA_MPS_PIPE_DIRECTORY at the daemon here is
-all a child needs. A daemon already running (the system's, say) is used as it is, never started or stopped.
+all a child needs. A daemon already running (the system's, say) is used as it is, never started
+or stopped.
 """
 from __future__ import annotations
 

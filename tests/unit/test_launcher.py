@@ -202,8 +202,7 @@ def test_children_are_forked_from_one_server_that_imported_torch(launcher):
     for name in ("a", "b"):
         launcher.start(name, "a child that says where it came from", targets.report_origin,
                        out, [])
-    (server_a, torch_a, _), (server_b, torch_b, _) = out.get(timeout=START_S), out.get(
-        timeout=START_S)
+    (server_a, torch_a, _), (server_b, torch_b, _) = [out.get(timeout=START_S) for _ in "ab"]
     assert server_a == server_b != os.getpid()
     assert torch_a and torch_b  # imported by the server, before the children's bodies ran
 
