@@ -79,6 +79,9 @@ def environment_of_two_children(out, names) -> None:
         second = seen.get(timeout=120)
     finally:
         launcher.stop(grace_s=5.0)
+    # The queue's named semaphores go with it, before the report: once the test has that, it
+    # may end this process before the function returns.
+    del seen
     out.put((os.getpid(), first, second))
 
 

@@ -215,6 +215,8 @@ def test_a_child_takes_the_main_process_environment_of_when_it_starts(launcher):
     launcher.start("main", "a main process that starts two children",
                    targets.environment_of_two_children, out, names)
     main_pid, (server_1, _, first), (server_2, _, second) = out.get(timeout=2 * START_S)
+    assert wait_for(launcher.dead, START_S, "the second main process to leave") == [
+        ("main", "a main process that starts two children", 0)]
     assert server_1 == server_2 != main_pid  # both forked by the second main's own server
     assert first == {"FLAVR_TEST_CHANGED": "before", "FLAVR_TEST_REMOVED": "present",
                      "FLAVR_TEST_ADDED": None}
