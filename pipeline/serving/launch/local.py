@@ -152,7 +152,6 @@ def process_context():
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(SERVER_PRELOAD)  # read once, when the server starts
-        _name_server_folder()
     return ctx
 
 
@@ -274,6 +273,8 @@ class LocalLauncher(Launcher):
         if self.temp_dir is None:
             remove_stale_temp_dirs()
             self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+            if self.mp.get_start_method() == "forkserver":
+                _name_server_folder()  # before this start may launch the server
         setup = _ChildSetup(os.getpid(), self.temp_dir)
         proc = self.mp.Process(target=_child_main, args=(setup, target, *args), name=name,
                                daemon=False)
