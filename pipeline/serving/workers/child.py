@@ -144,6 +144,9 @@ class ChildContext:
         return None
 
 
+_kernel_parent: int | None = None  # this child's parent process, noted by enter_child
+
+
 def enter_child(ctx: ChildContext) -> None:
     """Process-wide settings, before any CUDA work.
 
@@ -151,6 +154,11 @@ def enter_child(ctx: ChildContext) -> None:
     SIGINT and stop when the main process sets the stop event (or terminates them). The launcher
     starts them with SIGINT blocked until here, so none is lost or delivered early.
     """
+    global _kernel_parent
+    # The main process, or the fork server that leaves with it; kept only if the main process
+    # was alive after the read, so that a later change of parent means it has gone.
+    kernel_parent, parent = os.getppid(), multiprocessing.parent_process()
+    _kernel_parent = kernel_parent if parent is not None and parent.is_alive() else None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if ctx.cpu_affinity and hasattr(os, "sched_setaffinity"):
@@ -169,13 +177,19 @@ def enter_child(ctx: ChildContext) -> None:
 
 def main_process_gone() -> bool:
     """True in a child whose main process has died (kill -9, say): nobody will set the stop flag
-    or read what this process sends any more, so it must stop on its own. multiprocessing keeps
-    a pipe from the main process open in each child, which reads as ready once the main process
-    has gone, whichever process (the main one or the fork server) is the child's parent.
+    or read what this process sends any more, so it must stop on its own. A child's parent is
+    the main process or the fork server, which leaves with it; either way the dead parent's
+    children are adopted by another process, so the parent pid changes (one cheap syscall: every
+    worker loop polls this). Before enter_child has noted the parent, multiprocessing's pipe from
+    the main process says it (it reads as ready once the main process has gone).
     On Linux the local launcher also has the kernel kill children with their parent; this check
     covers other systems and launchers."""
     parent = multiprocessing.parent_process()
-    return parent is not None and not parent.is_alive()
+    if parent is None:
+        return False
+    if _kernel_parent is None:
+        return not parent.is_alive()
+    return os.getppid() != _kernel_parent
 
 
 def run_child(ctx: ChildContext, body) -> None:
