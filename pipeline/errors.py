@@ -2,12 +2,14 @@
 
 
 class ConfigError(ValueError):
-    """A config that cannot run; `field` is the dotted path of the offending entry."""
+    """A config that cannot run; `field` is the dotted path of the offending entry, or the
+    command-line flag (such as '--resume') that set it."""
 
     def __init__(self, field: str, reason: str):
         self.field = field
         self.reason = reason
-        super().__init__(f"config field '{field}': {reason}")
+        kind = "flag" if field.startswith("-") else "config field"
+        super().__init__(f"{kind} '{field}': {reason}")
 
 
 class VideoError(ValueError):
@@ -36,6 +38,15 @@ class SwitchError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model."""
+
+
+class OutputError(ValueError):
+    """A file a command was asked to write that it must not or cannot write there; names it."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
 
 
 class LogsError(OSError):

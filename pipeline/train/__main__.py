@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import CheckpointError, ConfigError
+from pipeline.errors import CheckpointError, ConfigError, OutputError
 from pipeline.train import logs
 from pipeline.train.bench import main as bench_main
 from pipeline.train.checkpoint import check, export
@@ -49,16 +50,46 @@ def _train(argv) -> int:
     if args.stop_at is not None and args.stop_at < 1:
         raise ConfigError("--stop-at", f"must be a positive integer; got {args.stop_at}")
     if args.resume is not None:
-        _check_resume(args.resume, cfg.model.factor, args.stop_at)
+        _check_resume(args.resume, cfg.model.factor, cfg.train.steps, args.stop_at)
     out = args.out or Path("logs") / f"train-{time.strftime('%y%m%d_%H%M%S')}-{cfg.name}"
+    _check_out(out, args.resume)
     return train(cfg, out, args.resume, args.stop_at)
 
 
-def _check_resume(resume: Path, factor: int, stop_at: int | None) -> None:
+RUN_FILES = ("checkpoint", "weights", "train.csv", "val.csv")  # what a run writes in its folder
+
+
+def _check_out(out: Path, resume: Path | None) -> None:
+    """Refuse, before any data loads, an output folder the run cannot make, or one that holds
+    another run: this run would replace that run's checkpoint and cut its logs. Continuing that
+    very run (--resume from inside it) is what a folder with a run in it is for."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} is a file; name a folder for the run")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not (resume is not None and _inside(resume, out)):
+        raise ConfigError("--out", f"{out} holds a training run ({', '.join(held)}), which this "
+                                   f"run would replace; continue it with --resume "
+                                   f"{out / 'checkpoint'}, or name another folder")
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError("--out", f"{out} cannot be made: {ancestor} is not a folder this "
+                                   f"user can write in")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def _check_resume(resume: Path, factor: int, steps: int, stop_at: int | None) -> None:
     """Refuse a --resume the run could not continue from, before it loads data or writes."""
     if not (resume.is_dir() or resume.suffix == ".safetensors" and resume.is_file()):
         raise ConfigError("--resume", f"{resume} is neither a checkpoint folder nor a "
                                       f".safetensors weights file")
+    if (resume / "checkpoint").is_dir() and not any(resume.glob("model-*.safetensors")):
+        raise ConfigError("--resume", f"{resume} is a run's folder; continue it from its "
+                                      f"checkpoint: --resume {resume / 'checkpoint'}")
     try:
         step = check(resume, factor)
     except CheckpointError as e:
@@ -66,6 +97,10 @@ def _check_resume(resume: Path, factor: int, stop_at: int | None) -> None:
     if stop_at is not None and stop_at <= step:
         raise ConfigError("--stop-at", f"must be past step {step}, where --resume {resume} "
                                        f"continues; got {stop_at}")
+    if step >= steps:
+        raise ConfigError("--resume", f"{resume} continues at step {step}, and train.steps is "
+                                      f"{steps}: nothing is left to train; raise it, e.g. "
+                                      f"--set train.steps={step + 1000}")
 
 
 def _export(argv) -> int:
@@ -91,6 +126,10 @@ def _compare(argv) -> int:
     ap.add_argument("runs", nargs="+", metavar="LABEL=VAL_CSV",
                     help="a label and a run's val.csv (or its folder)")
     args = ap.parse_args(argv)
+    if args.png.suffix.lower() != ".png":
+        raise OutputError(args.png, "must end in .png")
+    if not args.png.parent.is_dir():
+        raise OutputError(args.png, f"no folder {args.png.parent} to write it in")
     runs = []
     for item in args.runs:
         label, sep, path = item.partition("=")
@@ -99,9 +138,30 @@ def _compare(argv) -> int:
         path = Path(path) / "val.csv" if Path(path).is_dir() else Path(path)
         if not path.is_file():
             ap.error(f"{path}: no such file")
+        columns, rows = logs.read_table(path)
+        if not {"step", "clip", "model_psnr", "average_psnr"} <= set(columns):
+            ap.error(f"{path}: not a run's val.csv (its columns: {', '.join(columns) or 'none'})")
+        if not rows:
+            ap.error(f"{path}: no validation yet")
         runs.append((label, path))
-    logs.plot_compare(runs, args.png)
+    try:
+        logs.plot_compare(runs, args.png)
+    except OSError as exc:
+        raise OutputError(args.png, f"cannot be written ({exc.strerror or exc})") from None
     print(f"wrote {args.png}")
+    return 0
+
+
+def _summary(argv) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train summary",
+                                 description="a training run's short table")
+    ap.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    args = ap.parse_args(argv)
+    for folder in args.runs:
+        if not (folder / "train.csv").is_file():
+            ap.error(f"{folder}: not a training run's folder (no train.csv)")
+    for folder in args.runs:
+        print(logs.summary(folder))
     return 0
 
 
@@ -113,13 +173,11 @@ def main(argv=None) -> int:
         if argv and argv[0] == "compare":
             return _compare(argv[1:])
         if argv and argv[0] == "summary":
-            for folder in argv[1:]:
-                print(logs.summary(Path(folder)))
-            return 0
+            return _summary(argv[1:])
         if argv and argv[0] == "bench":
             return bench_main(argv[1:])
         return _train(argv)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,7 @@ raises CheckpointError naming it; `check` finds these from the files' headers al
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -28,10 +29,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from models.flavr import FLAVR
-from pipeline.errors import CheckpointError
+from models.flavr import FLAVR, FLAVRConfig
+from models.flavr.checkpoint import infer_factor
+from models.weights import check_fit
+from pipeline.errors import CheckpointError, OutputError
 from pipeline.train.shards import (  # noqa: F401 - load_sharded(_metadata) are used through here
     complete_shards,
+    header_shapes,
     load_sharded,
     load_sharded_metadata,
     read_metadata,
@@ -83,9 +87,11 @@ def _python_state(s):
     return (s[0], tuple(s[1]), s[2])
 
 
-def _model_metadata(flavr: FLAVR, step: int, dtype: torch.dtype) -> dict[str, str]:
+def _model_metadata(flavr: FLAVR, step: int, dtype: torch.dtype,
+                    average: bool = False) -> dict[str, str]:
     return {"format": FORMAT, "kind": "weights", "step": str(step),
-            "factor": str(flavr.config.factor), "dtype": str(dtype).removeprefix("torch.")}
+            "factor": str(flavr.config.factor), "dtype": str(dtype).removeprefix("torch."),
+            "average": str(average).lower()}
 
 
 def _model_tensors(flavr: FLAVR, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -115,7 +121,7 @@ def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: lis
                  _model_metadata(flavr, step, torch.float32))
     if average is not None:
         save_sharded(_model_tensors(average.module, torch.float32), tmp, "ema",
-                     {**_model_metadata(average.module, step, torch.float32),
+                     {**_model_metadata(average.module, step, torch.float32, True),
                       "updates": str(average.updates)})
     opt = optimizer.state_dict()
     tensors = {f"{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v)
@@ -134,14 +140,16 @@ def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: lis
     return folder
 
 
-def save_weights(folder, flavr: FLAVR, step: int, dtype: str = "bf16") -> list[Path]:
-    """Only the model, in `dtype`, as shards that carry their step (a weights folder)."""
+def save_weights(folder, flavr: FLAVR, step: int, dtype: str = "bf16",
+                 average: bool = False) -> list[Path]:
+    """Only the model, in `dtype`, as shards that carry their step (a weights folder);
+    `average`: these are the moving average of the weights (said in the metadata)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_sharded(_model_tensors(flavr, DTYPES[dtype]), tmp, "model",
-                 _model_metadata(flavr, step, DTYPES[dtype]))
+                 _model_metadata(flavr, step, DTYPES[dtype], average))
     _replace_folder(tmp, folder)
     return sorted(folder.glob("model-*.safetensors"))
 
@@ -161,10 +169,17 @@ def read_state(folder) -> dict:
         raise CheckpointError(f"{path}: damaged or cut short ({exc})") from None
 
 
-def _check_factor(folder: Path, metadata: dict[str, str], factor: int) -> None:
-    found = int(metadata.get("factor", factor))
+def _check_fits(folder: Path, paths: list[Path], factor: int) -> None:
+    """The shards hold exactly the tensors of the FLAVR `factor`x model a run trains, in its
+    shapes (from the headers: nothing is read). The factor comes from the head's shape, not from
+    metadata, which a file written by other tools may lack."""
+    state = {k: torch.empty(shape, device="meta") for k, shape in header_shapes(paths).items()}
+    found = infer_factor(state, str(folder))
     if found != factor:
         raise CheckpointError(f"{folder}: holds a {found}x model; this run trains {factor}x")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = FLAVR(FLAVRConfig(factor))
+    check_fit(model.state_dict(), state, str(folder), f"the FLAVR {factor}x model trained here")
 
 
 def check(folder, factor: int) -> int:
@@ -173,17 +188,19 @@ def check(folder, factor: int) -> int:
     set of shards is complete. Reads headers only, so a run finds a damaged copy before it
     spends minutes loading its data. Returns the step that run starts at."""
     folder = Path(folder)
-    _, metadata = complete_shards(folder, "model")
-    _check_factor(folder, metadata, factor)
+    paths, metadata = complete_shards(folder, "model")
+    _check_fits(folder, paths, factor)
     if not is_full(folder):
         return int(metadata.get("step", 0))
     complete_shards(folder, "optim")
     if has_average(folder):
-        complete_shards(folder, "ema")
+        _check_fits(folder, complete_shards(folder, "ema")[0], factor)
     read_metadata(folder / "rng.safetensors")
     state = read_state(folder)
-    if not isinstance(state.get("step"), int):
-        raise CheckpointError(f"{folder / 'state.json'}: no step")
+    lacking = [key for key in ("step", "param_groups", "scheduler", "ranks") if key not in state]
+    if lacking or not isinstance(state["step"], int):
+        raise CheckpointError(f"{folder / 'state.json'}: damaged, it lacks "
+                              f"{', '.join(lacking) or 'a whole step number'}")
     return state["step"]
 
 
@@ -210,11 +227,10 @@ def _match_param_layouts(optimizer) -> None:
 
 @torch.no_grad()
 def copy_weights(module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Copy saved tensors (any dtype, any device) into `module`, naming `source` if any is missing."""
+    """Copy saved tensors (any dtype, any device) into `module`; the same keys and shapes, or a
+    CheckpointError naming `source` (copy_ alone would broadcast a tensor of the wrong shape)."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(weights))
-    if missing:
-        raise CheckpointError(f"{source}: weights lack {missing[:3]}")
+    check_fit(own, weights, source, "the model trained here")
     for k, v in own.items():
         v.copy_(weights[k].to(v.dtype))  # copy_ keeps the module's device and memory layout
 
@@ -242,7 +258,6 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
     schedule set to the saved step, fresh optimizer moments (with a warning)."""
     folder = Path(folder)
     weights, meta = load_sharded(folder, "model")
-    _check_factor(folder, meta, flavr.config.factor)
     copy_weights(flavr, weights, str(folder))
     if not is_full(folder):
         step = int(meta.get("step", 0))
@@ -280,16 +295,49 @@ def load(folder, flavr: FLAVR, optimizer, scheduler, data, rank: int, log=print)
 
 def export(folder, out, dtype: str = "bf16", raw: bool = False) -> Path:
     """One inference weight file (FLAVR's key names) from a checkpoint or weights folder: the
-    moving average of the weights where the checkpoint has one, unless `raw`."""
-    prefix = "ema" if has_average(folder) and not raw else "model"
-    weights, meta = load_sharded(Path(folder), prefix)
+    moving average of the weights where the checkpoint has one, unless `raw`. Raises
+    OutputError for an `out` it must not or cannot write, before reading anything."""
+    folder, out = Path(folder), Path(out)
+    _check_export_target(folder, out)
+    prefix, averaged = _export_source(folder, raw)
+    weights, meta = load_sharded(folder, prefix)
     tensors = {k: v.to(DTYPES[dtype]).contiguous() for k, v in weights.items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": "weights",
-                                           "factor": meta.get("factor", ""),
-                                           "step": meta.get("step", ""), "dtype": dtype,
-                                           "average": str(prefix == "ema").lower()})
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "kind": "weights",
+                                               "factor": meta.get("factor", ""),
+                                               "step": meta.get("step", ""), "dtype": dtype,
+                                               "average": str(averaged).lower()})
+        os.replace(tmp, out)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # never a half-written file beside the output
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):  # the library's write errors are not all OSError
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise OutputError(out, f"cannot be written ({first})") from None
+        raise
     return out
+
+
+def _check_export_target(folder: Path, out: Path) -> None:
+    if out.suffix != ".safetensors":
+        raise OutputError(out, "must end in .safetensors, the format serving and interpolate "
+                               "read")
+    if out.is_dir():
+        raise OutputError(out, f"is a folder; name the file to write, e.g. "
+                               f"{out / 'flavr.safetensors'}")
+    real_out, real_in = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
+    if real_out == real_in or real_in.is_dir() and real_out.is_relative_to(real_in):
+        raise OutputError(out, f"is in {folder}, which it is exported from; write it elsewhere")
+
+
+def _export_source(folder: Path, raw: bool) -> tuple[str, bool]:
+    """Which shards to export ('model' or 'ema'), and whether they hold the moving average."""
+    if has_average(folder):
+        return ("model", False) if raw else ("ema", True)
+    averaged = load_sharded_metadata(folder, "model").get("average") == "true"
+    if averaged and raw:
+        raise CheckpointError(f"{folder}: holds only the moving average of the weights; the "
+                              f"trained weights (--raw) are in the run's checkpoint folder")
+    return "model", averaged

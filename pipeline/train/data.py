@@ -70,7 +70,36 @@ def read_manifest(root: Path) -> dict:
     if not path.is_file():
         raise ConfigError("data.root", f"no manifest.json in {root} (make the dataset with "
                                        "scripts/fetch_training_data.sh and unpack its parts there)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError("data.root", f"{path}: not readable JSON ({exc})") from None
+    _check_manifest(path, manifest)
+    return manifest
+
+
+def _check_manifest(path: Path, manifest) -> None:
+    """The shape the loaders rely on: {"items": [{"kind": "video"|"photo", "file": ...,
+    "split": ... (videos)}, ...]}."""
+    items = manifest.get("items") if isinstance(manifest, dict) else None
+    if not isinstance(items, list):
+        raise ConfigError("data.root", f"{path}: no list of 'items'; not a dataset manifest")
+    for i, e in enumerate(items):
+        needs = ("kind", "file", "split") if isinstance(e, dict) and e.get("kind") == "video" \
+            else ("kind", "file")
+        if not isinstance(e, dict) or e.get("kind") not in ("video", "photo") \
+                or not all(isinstance(e.get(key), str) for key in needs):
+            raise ConfigError("data.root", f"{path}: items[{i}] is not a video or photo entry "
+                                           f"(kind 'video' or 'photo', file, and a video's split)")
+
+
+def _decoded(path: Path, read):
+    """read(path), or a ConfigError naming the file it could not decode."""
+    try:
+        return read(path)
+    except Exception as exc:  # each decoder raises its own types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError("data.root", f"{path}: cannot be decoded ({first})") from None
 
 
 def check_dataset(cfg: TrainConfig) -> None:
@@ -111,7 +140,7 @@ class Clip:
 
 
 def load_clip(root: Path, entry: dict, device, length: int) -> Clip:
-    frames = torch.from_numpy(read_video(root / entry["file"])).to(device)
+    frames = torch.from_numpy(_decoded(root / entry["file"], read_video)).to(device)
     if entry.get("frames") and frames.shape[0] != entry["frames"]:
         warnings.warn(f"{entry['file']}: decoded {frames.shape[0]} frames, the manifest says "
                       f"{entry['frames']} (another decoder); using what was decoded")
@@ -150,8 +179,9 @@ class TrainData:
                           f"(first: {missing[0]}); is every part-K.tar unpacked?")
             photos = [e for e in photos if e["file"] not in missing]
         ph, pw = cfg.data.photo_size
-        self.photos = torch.stack([to_canvas(torch.from_numpy(read_photo(root / e["file"])).to(self.device),
-                                             ph, pw) for e in photos]) if photos else None
+        self.photos = torch.stack([
+            to_canvas(torch.from_numpy(_decoded(root / e["file"], read_photo)).to(self.device),
+                      ph, pw) for e in photos]) if photos else None
         if self.photos is None and not self.windows:
             raise ConfigError("data.root", f"{root}: no photos and no training windows to sample")
         self.real_fraction = cfg.data.real_fraction if self.windows else 0.0

@@ -45,10 +45,17 @@ def _fmt(v) -> str:
 
 
 def read_rows(path: Path) -> list[dict]:
+    return read_table(path)[1]
+
+
+def read_table(path: Path) -> tuple[list[str], list[dict]]:
+    """A CSV log's columns and rows; none of either for a missing file."""
     if not Path(path).is_file():
-        return []
+        return [], []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
 
 
 def continue_logs(out: Path, resume: Path | None, step: int) -> None:

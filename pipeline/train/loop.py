@@ -19,6 +19,7 @@ import torch._dynamo
 from tqdm import tqdm
 
 from pipeline.clock import now
+from pipeline.errors import ConfigError
 from pipeline.serving.gpu_monitor import GpuMonitor
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import logs
@@ -113,8 +114,12 @@ class Trainer:
         # Only now that data, model and checkpoint have loaded: a run that fails before it can
         # train leaves no output folder behind.
         if self.d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(describe(cfg))
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                (self.out / "config.yaml").write_text(describe(cfg))
+            except OSError as exc:
+                raise ConfigError("--out", f"{self.out} cannot be written "
+                                           f"({exc.strerror or exc})") from None
         self.monitor, self._seen = None, 0
         if self.d.main and self.d.device.type == "cuda":
             self.monitor = GpuMonitor(range(self.d.local_world), interval_s=0.5)
@@ -232,7 +237,8 @@ class Trainer:
             self.log(f"stopping at step {self.step}: {reason} ({self.minutes():.1f} min)")
             self.save()
             if self.d.main:
-                ckpt.save_weights(self.out / "weights", self.inference_model(), self.step, "bf16")
+                ckpt.save_weights(self.out / "weights", self.inference_model(), self.step, "bf16",
+                                  average=self.average is not None)
             if not flag.reason:  # a signal asks for a quick exit: no validation
                 self.validate()
             self.plots()

@@ -89,6 +89,24 @@ def read_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
         raise _unreadable(path, exc) from None
 
 
+def header_shapes(paths: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the shards' headers alone (pieces of one tensor joined)."""
+    shapes: dict[str, list[int]] = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    name, at, _ = key.partition("@")
+                    shape = list(f.get_slice(key).get_shape())
+                    if at and name in shapes:
+                        shapes[name][0] += shape[0]
+                    else:
+                        shapes[name] = shape
+        except Exception as exc:  # as in read_metadata
+            raise _unreadable(path, exc) from None
+    return {name: tuple(shape) for name, shape in shapes.items()}
+
+
 def load_sharded_metadata(folder: Path, prefix: str) -> dict[str, str]:
     """The metadata of a sharded file set (step, factor, dtype, ...), without reading tensors."""
     return read_metadata(_shard_paths(folder, prefix)[0])
