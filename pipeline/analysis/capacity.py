@@ -29,11 +29,13 @@ from typing import Callable
 
 from pipeline.analysis import validity
 from pipeline.analysis.statistics import MIN_FOR_P99
+from pipeline.analysis.sweep_plan import capacity_plan_text
 from pipeline.analysis.sweep_folder import (
     SWEEP_FILE,
     Interrupts,
     SweepResult,
     check_configs,
+    check_logs,
     config_labels,
     finish,
     interval_for_rate,
@@ -297,8 +299,9 @@ def search_capacity(cfg, label: str, slo_p99_ms: float, opts, sweep_dir: Path, *
 
 def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
                  command: str | None = None, overrides=(), run_fn=None, log=None,
-                 render: bool = True, **search) -> SweepResult:
-    """A capacity search per config, in one `capacity-...` folder."""
+                 render: bool = True, dry_run: bool = False, **search) -> SweepResult:
+    """A capacity search per config, in one `capacity-...` folder (dry_run: check everything
+    and say what would run, in the result's plan; nothing starts)."""
     if not slo_p99_ms > 0:
         raise ValueError("--slo-p99-ms must be > 0")
     lo, hi = search.get("lo"), search.get("hi")
@@ -307,8 +310,12 @@ def run_capacity(cfgs, slo_p99_ms: float, opts, name: str | None = None,
                          f"meet the SLO, --hi one expected to fail it")
     log = log or stderr_log
     cfgs = with_overrides(cfgs, overrides)
-    check_configs(cfgs, opts)
+    plans = check_configs(cfgs, opts)
     labels = config_labels(cfgs)
+    if dry_run:
+        return SweepResult(None, {}, plan=capacity_plan_text(cfgs, labels, plans, slo_p99_ms,
+                                                             opts, search))
+    check_logs(opts, log)
     name = name or "+".join(labels)
     sweep_dir, record = start_record("capacity", "capacity", name, command, labels, cfgs,
                                      overrides, opts, {

@@ -16,7 +16,8 @@ runs.csv, capacity.csv, compare.json (tables.py) and plots/*.png (plots.py).
 
 An input that is neither a run folder nor a sweep folder is skipped and named; when no input is
 one, nothing is written and the command ends with status 2. A damaged record (run.json,
-sweep.json, a missing requests.csv) stops the comparison with the file's name.
+sweep.json, a missing, empty or cut-off requests.csv) stops the comparison with the file's name:
+a cut requests.csv read as it is would pass for a run without measured requests.
 """
 from __future__ import annotations
 

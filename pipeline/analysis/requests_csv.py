@@ -41,6 +41,30 @@ def read_csv(path: Path) -> list[dict]:
         return [{key: cell_value(key, text) for key, text in raw.items()} for raw in csv.DictReader(f)]
 
 
+def damage(path: Path, requests: int | None) -> str | None:
+    """What is wrong with a finished run's requests.csv, or None: the run writes it whole at its
+    end (a header, then one row per request, `requests` of them as run.json counts them), so an
+    empty file, a last line cut off, or fewer rows than requests is a damaged or cut copy, not
+    a run without measured requests."""
+    data = Path(path).read_bytes()
+    if not data.strip():
+        return "empty, not even its header"
+    if not data.endswith(b"\n"):
+        return "its last line is cut off (the file does not end with a line break)"
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = 0
+        for row in reader:
+            rows += 1
+            if len(row) != len(header):
+                return (f"row {rows} has {len(row)} of the header's {len(header)} cells "
+                        "(a line cut off or run together)")
+    if requests and rows < requests:
+        return f"{rows} rows for the {requests} requests its run.json counts (cut off)"
+    return None
+
+
 def step_names_of(columns_or_cells) -> list[str]:
     """The step names a requests.csv header (or row) holds, in order."""
     names = []

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.analysis.requests_csv import read_rows
+from pipeline.analysis.requests_csv import damage, read_rows
 from pipeline.analysis.statistics import MIN_FOR_P90, MIN_FOR_P99, describe
 from pipeline.analysis.summary import summary_from_run_dir
 from pipeline.analysis.sweep_folder import rate_of
@@ -56,7 +56,12 @@ _ARG_SETTINGS = {"b": ("batch", "batch_size"), "p": ("per_gpu", "per_gpu_queue")
                  "on_full": ("on_full",), "decode": ("decode_backend",),
                  "check": ("check_outputs",), "save": ("save_outputs",),
                  "threads": ("cpu_threads",)}
-_NAMED = ("res", "decode", "mps", "warmup", "on_full", "config", "check", "save", "threads")
+_NAMED = ("res", "decode", "mps", "warmup", "on_full", "config", "check", "save", "threads",
+          "launcher", "cluster")
+_UNSAID_WHEN_NONE = ("cluster",)  # a local run has none: its launcher says so already
+# Config fields the settings above key on their own (as the run went, flags included): left out
+# of the config's hash, so a run differing in them is labelled by them, not by a hash.
+_KEYED_FIELDS = ("name", "launcher", "ray")
 
 
 def output_unit(summary: dict) -> str:
@@ -183,7 +188,12 @@ def run_settings(run: dict, args: dict, config: dict) -> dict:
     attrs["prec"] = run.get("precision")
     attrs["device"] = run.get("device_kind")
     attrs["mps"] = run["mps"].split(" ")[0].rstrip(":") if run.get("mps") else None
-    body = {k: v for k, v in config.items() if k != "name"}
+    # How its processes were started: run.json says it; older runs were all local. A run joined
+    # to a cluster is another point than one on a Ray instance of its own, or on another cluster.
+    attrs["launcher"] = run.get("launcher") or args.get("launcher") or "local"
+    address = args.get("ray_address") or (config.get("ray") or {}).get("address")
+    attrs["cluster"] = (address or "own") if attrs["launcher"] == "ray" else None
+    body = {k: v for k, v in config.items() if k not in _KEYED_FIELDS}
     attrs["config"] = (hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode())
                        .hexdigest()[:6] if body else None)
     return attrs
@@ -191,11 +201,15 @@ def run_settings(run: dict, args: dict, config: dict) -> dict:
 
 def _summary(run_dir: Path) -> dict:
     """The run's summary recomputed from its logs; UnreadableLogError naming the file at fault."""
-    read_log_json(run_dir / "run.json")  # its own error names the file and line
+    run = read_log_json(run_dir / "run.json")  # its own error names the file and line
     requests = run_dir / "requests.csv"
     if not requests.is_file():
         raise UnreadableLogError(f"{requests}: not found: the run folder has its run.json but "
                                  "not its per-request records, so its numbers cannot be "
+                                 "recomputed (was the folder copied in part?)")
+    problem = damage(requests, run.get("requests"))
+    if problem:  # else read as a run without measured requests
+        raise UnreadableLogError(f"{requests}: damaged: {problem}; the run's numbers cannot be "
                                  "recomputed (was the folder copied in part?)")
     try:
         return summary_from_run_dir(run_dir)
@@ -310,8 +324,9 @@ def _labels(runs: list[RunPoint]) -> None:
         keys = dedupe([k for m in members for k in m.attrs])
         varying = [k for k in keys if len({json.dumps(m.attrs.get(k)) for m in members}) > 1]
         for m in members:
+            shown = [k for k in varying if k not in _UNSAID_WHEN_NONE or m.attrs.get(k) is not None]
             extra = " ".join(f"{k}={m.attrs.get(k)}" if k in _NAMED else f"{k}{m.attrs.get(k)}"
-                             for k in varying)
+                             for k in shown)
             m.label = f"{base} {extra}" if extra else base
 
 

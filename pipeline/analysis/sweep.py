@@ -29,11 +29,13 @@ from dataclasses import asdict, replace
 from typing import Callable
 
 from pipeline.analysis.capacity import run_capacity
+from pipeline.analysis.sweep_plan import sweep_plan_text
 from pipeline.analysis.sweep_folder import (
     SWEEP_FILE,
     Interrupts,
     SweepResult,
     check_configs,
+    check_logs,
     config_labels,
     eta,
     finish,
@@ -99,8 +101,10 @@ def parse_loads(mean_intervals: str | None, rates: str | None) -> list[float]:
 
 def run_sweep(cfgs, mean_intervals: list[float], repeats: int, opts, name: str | None = None,
               command: str | None = None, overrides=(), run_fn: Callable | None = None,
-              log: Callable[[str], None] | None = None, render: bool = True) -> SweepResult:
-    """Run every config at every load, `repeats` times, and write the sweep folder.
+              log: Callable[[str], None] | None = None, render: bool = True,
+              dry_run: bool = False) -> SweepResult:
+    """Run every config at every load, `repeats` times, and write the sweep folder (dry_run:
+    check everything and say what would run, in the result's plan; nothing starts).
 
     cfgs: loaded Config objects. opts: the RunSettings shared by all runs (seed is the base seed;
     mean_interval_ms is set per load). overrides: FIELD=VALUE assignments applied to every config
@@ -114,8 +118,12 @@ def run_sweep(cfgs, mean_intervals: list[float], repeats: int, opts, name: str |
     run_fn = run_fn or orchestrator_run
     log = log or stderr_log
     cfgs = with_overrides(cfgs, overrides)
-    check_configs(cfgs, opts)
+    plans = check_configs(cfgs, opts)
     labels = config_labels(cfgs)
+    if dry_run:
+        return SweepResult(None, {}, plan=sweep_plan_text(cfgs, labels, plans, mean_intervals,
+                                                          repeats, opts))
+    check_logs(opts, log)
     name = name or "+".join(labels)
     sweep_dir, record = start_record("sweep", "loads", name, command, labels, cfgs, overrides, opts, {
         "loads": [{"mean_interval_ms": mi, "rate_rps": rate_of(mi)} for mi in mean_intervals],
@@ -168,6 +176,9 @@ def _common_flags(p: argparse.ArgumentParser, skip=()) -> None:
     add_override_flag(p, every=True)
     p.add_argument("--name", default=None,
                    help="names the sweep folder; unset: the config labels joined by '+'")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every config and print what would run, without starting "
+                        "anything or writing any folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +223,7 @@ def main(argv=None) -> int:
     parser = build_capacity_parser() if capacity else build_parser()
     args = parser.parse_args(argv[1:] if capacity else argv)
     from pipeline.config import load_config
-    from pipeline.errors import ConfigError, VideoError
+    from pipeline.errors import ConfigError, LogsError, VideoError
 
     try:
         cfgs = [load_config(path) for path in args.config]
@@ -223,14 +234,18 @@ def main(argv=None) -> int:
                                   lo=search.lo, hi=search.hi, start=search.start,
                                   rel_tol=search.rel_tol, max_probes=search.max_probes,
                                   min_requests=search.min_requests,
-                                  min_duration_s=search.min_duration_s)
+                                  min_duration_s=search.min_duration_s, dry_run=args.dry_run)
         else:
             loads = parse_loads(args.mean_intervals, args.rates)
             result = run_sweep(cfgs, loads, args.repeats, _options(args, args.videos),
-                               name=args.name, command=command, overrides=with_trust(args))
-    except (ConfigError, VideoError, ValueError) as exc:
+                               name=args.name, command=command, overrides=with_trust(args),
+                               dry_run=args.dry_run)
+    except (ConfigError, VideoError, ValueError, LogsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if result.plan is not None:
+        print(result.plan)
+        return 0
     print(f"sweep folder: {result.sweep_dir}")
     if result.interrupted:
         return 130

@@ -106,13 +106,22 @@ def config_labels(cfgs) -> list[str]:
     return out
 
 
-def check_configs(cfgs, opts) -> None:
+def check_configs(cfgs, opts) -> list:
     """Validate every config against this machine before the first run starts: a typo in the
-    second config must not surface an hour into the sweep. Raises ConfigError."""
+    second config must not surface an hour into the sweep. Raises ConfigError; returns each
+    config's plan (plan.py's Plan)."""
     from pipeline.serving.plan import plan_run
 
-    for cfg in cfgs:
-        plan_run(cfg, opts)
+    return [plan_run(cfg, opts) for cfg in cfgs]
+
+
+def check_logs(opts, log) -> None:
+    """LogsError naming the logs folder when the sweep could not write there (as benchmark.py
+    refuses it), before its folder is made and the first run starts."""
+    from pipeline.serving.runlog import check_writable
+
+    for notice in check_writable(opts.logs_root):
+        log(f"notice: {notice}")
 
 
 def with_overrides(cfgs, overrides):
@@ -191,9 +200,10 @@ def stderr_log(text: str) -> None:
 
 @dataclass
 class SweepResult:
-    sweep_dir: Path
+    sweep_dir: Path | None  # None: a dry run
     record: dict
     interrupted: bool = False
+    plan: str | None = None  # a dry run's account of what would run
 
 
 def finish(sweep_dir: Path, record: dict, interrupts: Interrupts, render: bool, log) -> SweepResult:

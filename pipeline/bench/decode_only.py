@@ -20,7 +20,9 @@ clip, opens a long clip of the same codec and size as a stream and reads its fir
                  made and open: the reads after the first, so no set-up of any kind
   setup ms       per clip request, what a worker spent beyond decoding its frames at the stream
                  rate (making or pointing its decoder, demuxing, the hand-over):
-                 workers / clips/s - frames / (stream fr/s / workers), in ms
+                 workers / clips/s - frames / (stream fr/s / workers), in ms; '-' (empty in
+                 decode.csv, null in decode.json) where that comes out negative or under 5% of
+                 a request's time: the two passes' timing noise, not a set-up (few clips)
 
 With --phases each worker then decodes its clips once more, timing each clip's phases (probe,
 decoder set-up, decode, copy out of the decoder, colour conversion, the worker's rows written into
@@ -35,7 +37,6 @@ A backend that cannot decode a codec skips that cell.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import multiprocessing as mp
@@ -46,86 +47,41 @@ import time
 from pathlib import Path
 
 from pipeline.bench import decode_phases
+from pipeline.bench.decode_args import (
+    AUTO_ORDER,
+    DERIVED,
+    backends_for,
+    build_parser,
+    check_args,
+    make_folder,
+    remove_empty,
+)
 from pipeline.bench.decode_worker import Cell, clip_set, worker_main
 from pipeline.clock import now
+from pipeline.errors import ConfigError
 
 START_S = 600.0  # worker start-up (imports) and a cell's preparation, on a loaded machine
 COLUMNS = ("backend", "codec", "size", "devices", "workers_per_device", "clips_per_s",
            "clips_per_s_per_device", "frames_per_s", "stream_frames_per_s", "setup_ms_per_clip",
            "error")
-# --backends auto runs them in this order: the GPU decoders first, so that a run cut short by a
-# time limit has measured them
-AUTO_ORDER = ("pynvvideocodec", "dali-gpu", "pyav", "dali-cpu")
+__all__ = ["AUTO_ORDER", "COLUMNS", "backends_for", "main", "summarise", "table"]
+# A set-up smaller than this share of a clip request's time is not told apart from the timing
+# noise of two separate passes (and with few clips the difference can come out negative).
+SETUP_NOISE = 0.05
+SETUP_NOTE = ("setup ms: per clip request, the time beyond decoding its frames at the open "
+              "stream's rate; '-' where that is negative or under "
+              f"{SETUP_NOISE:.0%} of a request's time: within timing noise, not a measurement")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="benchmark.py --decode-only", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backends", default="auto", help="comma list, or auto: every backend that "
-                   "can run here (default)")
-    p.add_argument("--codecs", default="h264,hevc,vp9,av1")
-    p.add_argument("--sizes", default="256x256,720x1280", help="HxW list")
-    p.add_argument("--workers", default="1,2,4", help="worker processes per GPU (or on the CPU)")
-    p.add_argument("--gpus", default="all", help="all, a comma list of GPU ids, or none (CPU)")
-    p.add_argument("--frames", type=int, default=8, help="frames per clip request (8, as the "
-                   "shipped configs' requests)")
-    p.add_argument("--clips", type=int, default=24, help="clip requests per worker and cell")
-    p.add_argument("--distinct", type=int, default=4, help="distinct clips per codec and size")
-    p.add_argument("--clip-frames", type=int, default=None, help="frames in each short clip, of "
-                   "which a request decodes the first --frames (default --frames; the shipped "
-                   "configs' clips hold 16)")
-    p.add_argument("--phases", action="store_true", help="then profile each clip's decode phase "
-                   "by phase (synchronising the device at every phase boundary, in that pass "
-                   "only): mean and p90 per phase, OUT/phases.csv")
-    p.add_argument("--stream-reads", type=int, default=12, help="reads of --frames frames per "
-                   "worker from the open stream")
-    p.add_argument("--cache", default=".cache/decode-bench", help="where the clips are written "
-                   "(once)")
-    p.add_argument("--out", default=None, help="folder for decode.csv and decode.json "
-                   "(default logs/decode-<time>)")
-    args = p.parse_args(argv)
-    for name in ("frames", "clips", "distinct", "stream_reads"):
-        if not 1 <= getattr(args, name) <= 10_000:
-            p.error(f"--{name.replace('_', '-')}: must be between 1 and 10,000")
-    if args.clip_frames is not None and not args.frames <= args.clip_frames <= 10_000:
-        p.error("--clip-frames: at least --frames, at most 10,000")
-    try:
-        args.size_list = [tuple(int(x) for x in s.lower().split("x")) for s in
-                          args.sizes.split(",")]
-        args.worker_list = [int(w) for w in args.workers.split(",")]
-    except ValueError:
-        p.error("--sizes takes HxW[,HxW...] and --workers N[,N...]")
-    if any(len(s) != 2 or not 16 <= min(s) <= max(s) <= 8192 or s[0] % 2 or s[1] % 2
-           for s in args.size_list):
-        p.error("--sizes: each HxW must have even sides between 16 and 8192")
-    if any(not 1 <= w <= 64 for w in args.worker_list):
-        p.error("--workers: between 1 and 64 per device")
+    """The flags, checked (decode_args.py): ConfigError names the first bad one."""
+    args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    check_args(args)
     return args
 
 
-def devices(gpus: str) -> list[str]:
-    if gpus == "none":
-        return ["cpu"]
-    import torch
-
-    if not torch.cuda.is_available():
-        return ["cpu"]
-    ids = range(torch.cuda.device_count()) if gpus == "all" else [int(g) for g in gpus.split(",")]
-    return [f"cuda:{g}" for g in ids]
-
-
-def backends_for(asked: str, on_gpu: bool) -> list[str]:
-    from pipeline.media.backends import backend_class
-
-    names = list(AUTO_ORDER) if asked == "auto" else asked.split(",")
-    out = []
-    for name in names:
-        cls = backend_class(name)  # ValueError for an unknown name
-        if ("cuda" if on_gpu else "cpu") in cls.devices and cls.unavailable() is None:
-            out.append(name)
-        elif asked != "auto":
-            print(f"note: backend {name} cannot run here, skipped", file=sys.stderr)
-    return out
+class WorkersLost(RuntimeError):
+    """Worker processes that died or stopped answering: the run cannot go on."""
 
 
 class Pool:
@@ -172,7 +128,7 @@ class Pool:
             except Exception:  # noqa: BLE001 - queue.Empty: check the workers are alive
                 dead = [n for n, _, _, p in active if not p.is_alive()]
                 if dead or time.monotonic() > deadline:
-                    raise RuntimeError(f"decode workers {dead or 'all'} did not answer")
+                    raise WorkersLost(f"decode workers {dead or 'all'} did not answer")
                 continue
             if got == kind:
                 out[name] = result
@@ -208,27 +164,50 @@ def summarise(results: dict, frames: int, workers: int, n_devices: int) -> dict:
     stream_rate = sum(r.stream_frames for r in results.values()) / stream_wall
     n = workers * n_devices
     clip_rate = clips / wall
-    setup = n / clip_rate - frames / (stream_rate / n)
+    per_request = n / clip_rate  # one worker's time per clip request
+    setup = per_request - frames / (stream_rate / n)
     return {"clips_per_s": clip_rate, "clips_per_s_per_device": clip_rate / n_devices,
             "frames_per_s": clip_frames / wall, "stream_frames_per_s": stream_rate,
-            "setup_ms_per_clip": 1000 * setup, "error": ""}
+            "setup_ms_per_clip": 1000 * setup if setup >= SETUP_NOISE * per_request else None,
+            "error": ""}
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    devs = devices(args.gpus)
-    on_gpu = devs[0] != "cpu"
-    backends = backends_for(args.backends, on_gpu)
-    from pipeline.media.backends import backend_class
-    from pipeline.media.encode import encoder_available
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        out = Path(args.out or f"logs/decode-{time.strftime('%y%m%d_%H%M%S')}")
+        made = make_folder("--out", out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows: list[dict] = []
+    try:
+        return _run(args, out, rows)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WorkersLost as exc:
+        print(f"error: {exc}" + (f"; the cells measured are in {out}" if rows else ""),
+              file=sys.stderr)
+        return 1
+    finally:
+        if not rows:  # nothing measured: no empty folder left behind
+            remove_empty(made)
 
-    codecs = [c for c in args.codecs.split(",") if encoder_available(c) is not None]
-    out = Path(args.out or f"logs/decode-{time.strftime('%y%m%d_%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    sets = {(c, s): clip_set(Path(args.cache), c, s, args.clip_frames or args.frames,
-                             args.distinct, args.frames * (args.stream_reads + 3))
-            for c in codecs for s in args.size_list}
-    rows, phase_rows = [], []
+
+def _run(args, out: Path, rows: list[dict]) -> int:
+    from pipeline.media.backends import backend_class
+
+    devs, backends = args.devices, args.backend_list
+    clip_len = args.clip_frames or args.frames
+    try:
+        sets = {(c, s): clip_set(Path(args.cache), c, s, clip_len, args.distinct,
+                                 args.frames * (args.stream_reads + 3))
+                for c in args.codec_list for s in args.size_list}
+    except OSError as exc:
+        raise ConfigError("--cache", f"cannot write the clips under '{args.cache}': "
+                                     f"{exc.strerror or exc}") from None
+    phase_rows = []
     pool = Pool(devs, max(args.worker_list), phases=args.phases)
     # `timeout` ends a run with SIGTERM: exit through the finally below, stopping the workers
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -258,6 +237,7 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, previous)
         pool.close()
     print(table(rows))
+    print(SETUP_NOTE)
     if args.phases:
         print("\n" + decode_phases.table(phase_rows))
     print(f"\n{out}/decode.csv, decode.json" + (", phases.csv" if args.phases else ""))
@@ -272,7 +252,7 @@ def _write(out: Path, rows: list[dict], args, devs, phase_rows: list[dict] | Non
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
     os.replace(out / "decode.csv.part", out / "decode.csv")
-    settings = {k: v for k, v in vars(args).items() if k not in ("size_list", "worker_list")}
+    settings = {k: v for k, v in vars(args).items() if k not in DERIVED}
     data = {"settings": settings, "devices": devs, "rows": rows}
     if phase_rows is not None:
         data.update(phases=phase_rows, phases_note=decode_phases.NOTE)
@@ -286,7 +266,7 @@ def _line(r: dict) -> str:
         return f"{r['backend']:>15} {r['codec']:>5} {r['size']:>9} w{r['workers_per_device']}: {r['error']}"
     return (f"{r['backend']:>15} {r['codec']:>5} {r['size']:>9} w{r['workers_per_device']}: "
             f"{r['clips_per_s']:8.1f} clips/s {r['stream_frames_per_s']:8.1f} stream fr/s "
-            f"setup {r['setup_ms_per_clip']:7.2f} ms")
+            f"setup {_setup(r, 7)} ms")
 
 
 def table(rows: list[dict]) -> str:
@@ -301,8 +281,14 @@ def table(rows: list[dict]) -> str:
         lines.append(f"{r['backend']:>15} {r['codec']:>5} {r['size']:>9} "
                      f"{r['workers_per_device']:>5} {r['clips_per_s']:9.1f} "
                      f"{r['clips_per_s_per_device']:8.1f} {r['frames_per_s']:9.1f} "
-                     f"{r['stream_frames_per_s']:11.1f} {r['setup_ms_per_clip']:9.2f}")
+                     f"{r['stream_frames_per_s']:11.1f} {_setup(r, 9)}")
     return "\n".join(lines)
+
+
+def _setup(r: dict, width: int) -> str:
+    """The setup column: '-' where it is not measurable (SETUP_NOTE)."""
+    value = r["setup_ms_per_clip"]
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
 
 
 if __name__ == "__main__":

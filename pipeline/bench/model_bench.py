@@ -58,7 +58,12 @@ from pipeline.bench.workload import (
     plan_modes,
     synthetic_rows,
 )
-from pipeline.errors import CheckpointError
+from pipeline.bench.model_bench_checks import (
+    check_counts,
+    check_device,
+    check_outputs,
+)
+from pipeline.errors import CheckpointError, ConfigError
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -137,19 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit(f"error: --device {name}: no CUDA GPU is visible to torch")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise SystemExit(f"error: --device {name}: only {torch.cuda.device_count()} GPU(s)")
-    elif device.type != "cpu":
-        raise SystemExit(f"error: --device {name}: only cuda and cpu are supported")
-    return device
+    """check_device for commands that refuse by exiting (change_sweep.py): one line, status 2."""
+    try:
+        return check_device(name)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_base_model(args):
@@ -211,22 +209,23 @@ def measure_size(study: Study, specs, height: int, width: int, acc_count: int, l
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.iters < 1 or args.warmup < 0:
-        raise SystemExit("error: --iters must be >= 1 and --warmup >= 0")
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    clock = Clock(device)
-    try:
+    try:  # every refusal before anything is measured: one line naming the flag, status 2
+        check_counts(args)
+        device = check_device(args.device)
+        check_outputs(args)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        clock = Clock(device)
         served, base, weights = load_base_model(args)
-    except CheckpointError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    sizes = args.sizes or ([tuple(served.input_size)] if served.input_size
-                           else parse_sizes(DEFAULT_SIZES))
-    small = [f"{h}x{w}" for h, w in sizes if min(h, w) < served.min_size]
-    if small:
-        raise SystemExit(f"error: --sizes {', '.join(small)}: {served.title} needs at least "
-                         f"{served.min_size}x{served.min_size}")
+        sizes = args.sizes or ([tuple(served.input_size)] if served.input_size
+                               else parse_sizes(DEFAULT_SIZES))
+        small = [f"{h}x{w}" for h, w in sizes if min(h, w) < served.min_size]
+        if small:
+            raise ConfigError("--sizes", f"{', '.join(small)}: {served.title} needs at least "
+                                         f"{served.min_size}x{served.min_size}")
+    except (ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     compile_batches = args.compile_batch or [max(args.batch)]
     specs = plan_modes(args.modes, args.batch, compile_batches)
     stage_iters = min(args.iters, 10) if args.stage_iters is None else args.stage_iters
@@ -276,16 +275,30 @@ def main(argv=None) -> int:
         log(f"profile: {args.profile}")
 
     safe = json_safe(result)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(safe, indent=1) + "\n")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(render_markdown(safe))
-    print(render_text(safe))
-    if args.out:
+    print(render_text(safe))  # first: a file that cannot be written loses nothing measured
+    written = _write_outputs(args, safe)
+    if args.out and written:
         print(f"json: {args.out}")
+    if not written:
+        return 1
     return 1 if failed else 0
+
+
+def _write_outputs(args, safe: dict) -> bool:
+    """--out and --markdown (checked writable at the start); False, said on stderr, when one
+    could not be written after all (a disk that filled during the run)."""
+    ok = True
+    for path, text in ((args.out, lambda: json.dumps(safe, indent=1) + "\n"),
+                       (args.markdown, lambda: render_markdown(safe))):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text())
+        except OSError as exc:
+            print(f"error: {path}: could not write it: {exc.strerror or exc}", file=sys.stderr)
+            ok = False
+    return ok
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from pipeline.errors import ConfigError, LogsError, SwitchError, VideoError
     from pipeline.serving import mps
     from pipeline.serving.orchestrator import run
-    from pipeline.serving.plan import plan_run
+    from pipeline.serving.plan import config_as_run, plan_run
 
     try:
         settings = settings_from_args(args)
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
                 print(f"notice: {n}")
             print(f"device: {p.device_kind}" + (f" ({p.gpu_count} GPUs)" if p.gpu_count else ""))
             print(f"mps: {mps.preview(p.use_mps, p.mps_reason, hide=mps.hides(settings.mps, p.device_kind))}")
-            print(describe_placement(cfg, cpu_mode=p.device_kind == "cpu"))
+            print(describe_placement(config_as_run(cfg, settings, p),
+                                     cpu_mode=p.device_kind == "cpu"))
             return 0
         if overload:
             print(f"warning: {overload}", file=sys.stderr)

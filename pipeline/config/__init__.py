@@ -15,7 +15,8 @@ straight to the line to edit.
 Modules: schema.py (the declaration: every field once), fields.py (the vocabulary it is written
 in), convert.py (plain data <-> dataclasses, generic), loading.py (files), validate.py (rules
 across fields), overrides.py (--set), files.py (clips and checkpoint on disk), describe.py
-(--dry-run text), cli.py (argparse flags from the declaration).
+(--dry-run text), cli.py (argparse flags from the declaration), decode_backend.py (a forced
+decoder against the run's device and clips).
 """
 from pipeline.config.cli import (
     OptionError,
@@ -27,6 +28,7 @@ from pipeline.config.cli import (
     settings_from_args,
     with_trust,
 )
+from pipeline.config.decode_backend import check_decode_backend
 from pipeline.config.describe import describe_placement
 from pipeline.config.files import resolve_checkpoint, resolve_videos
 from pipeline.config.loading import (
@@ -63,6 +65,6 @@ __all__ = [
     "SYNTHETIC_CODECS", "CapacitySettings", "Config", "ConfigError", "ConfigFileError",
     "ModelConfig", "OptionError", "RunSettings", "StepConfig", "StreamsSpec", "SweepSettings", "SyntheticSpec",
     "VideoSetConfig", "add_override_flag", "add_setting_flags", "add_trust_flag", "apply_overrides", "check_flag_value", "check_settings",
-    "config_from_dict", "config_to_dict", "describe_placement", "load_config",
+    "check_decode_backend", "config_from_dict", "config_to_dict", "describe_placement", "load_config",
     "resolve_checkpoint", "resolve_videos", "settings_from_args", "validate", "with_trust",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.config.convert import from_dict, to_dict
+from pipeline.config.decode_backend import check_forced_backend
 from pipeline.config.fields import (
     Entry,
     entries,
@@ -92,14 +93,19 @@ def settings_from_args(args: argparse.Namespace, cls=RunSettings, **fixed):
 
 def check_settings(settings):
     """`settings` if every field is within its declaration; else OptionError naming the flag.
-    For settings built in code (a sweep, a test), which no parser has checked."""
+    For settings built in code (a sweep, a test), which no parser has checked. Run settings
+    that force a decoder the run's CPU cannot use are refused too (decode_backend.py): this is
+    where benchmark.py, its --dry-run and a sweep all check them before a config is read."""
     cls = type(settings)
     try:
-        return from_dict(cls, to_dict(settings))
+        checked = from_dict(cls, to_dict(settings))
     except ConfigError as exc:
         name = exc.field.split(".")[0].split("[")[0]
         flags = next((e.spec.flags for e in entries(cls) if e.name == name), ())
         raise OptionError("/".join(flags) or exc.field, exc.reason) from None
+    if isinstance(checked, RunSettings):
+        check_forced_backend(checked)
+    return checked
 
 
 def check_flag_value(value, cls, name: str, flag: str | None = None):

@@ -69,6 +69,14 @@ def _validate_videos(cfg: Config) -> None:
             raise ConfigError(f"{sp}.frames",
                               f"clips of {s.frames} frames are shorter than frames_per_request "
                               f"({cfg.frames_per_request})")
+        factor = cfg.model.factor
+        if s.truth_factor is not None and s.truth_factor % factor:
+            # The same rule pipeline/media/truth.py applies to the written truth, checked here
+            # so that --dry-run refuses what the run would.
+            raise ConfigError(f"{sp}.truth_factor",
+                              f"{s.truth_factor} is not a multiple of model.factor ({factor}): "
+                              f"truth at {s.truth_factor}x the clips' frame rate does not hold "
+                              f"the frames of a {factor}x model")
     else:
         resolve_videos(cfg)
 

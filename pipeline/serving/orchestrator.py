@@ -25,9 +25,9 @@ from pipeline.serving.finish import RunResult, close_records, write_results
 from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import GpuMonitor, cpu_affinity_for_gpu
 from pipeline.serving.heartbeat import HeartbeatBoard
-from pipeline.serving.launch import launcher_for_run
+from pipeline.serving.launch import launcher_for_run, named_nodes
 from pipeline.serving.launch.base import LaunchError, Where
-from pipeline.serving.plan import RunOptions, plan_run, survey_clips
+from pipeline.serving.plan import RunOptions, config_as_run, plan_run, survey_clips
 from pipeline.serving.runlog import (
     RequestsCsv,
     check_writable,
@@ -55,6 +55,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     p = plan_run(cfg, opts)
     device_kind, notices, topo, use_mps, mps_reason = (p.device_kind, p.notices, p.topo,
                                                        p.use_mps, p.mps_reason)
+    cfg = config_as_run(cfg, opts, p)  # what the run folder's config.yaml says
     notices += check_writable(opts.logs_root)  # LogsError before anything starts
     checkpoint = resolve_checkpoint(cfg)
     # The runners load the file validation found (next to the config first, or the shipped
@@ -80,7 +81,13 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         notices.append("GPU utilisation is sampled only on this machine's GPUs: not for a "
                        "placement that names nodes")
     launcher = launcher_for_run(p.launcher, opts.ray_address, cfg.ray.address)
-    run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served, truths)
+    try:
+        # Nodes the config names, against the cluster just joined: before the run folder.
+        launcher.check_nodes(named_nodes(cfg))
+        run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served, truths)
+    except BaseException:  # nothing started yet: the launcher's own instance goes too
+        launcher.stop(grace_s=0.0)
+        raise
     run.state.notices = notices
     try:
         # The daemon outlives every child: started before the first, stopped after the last.

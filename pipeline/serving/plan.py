@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from pipeline.config import RunSettings, check_settings, validate
+from pipeline.config import RunSettings, check_decode_backend, check_settings, validate
 from pipeline.errors import ConfigError, VideoError
 from pipeline.serving import mps
 from pipeline.serving.frame_limits import FrameLimits
 from pipeline.serving.gpu_monitor import gpu_count_nvml
+from pipeline.serving.launch import check_launcher_flags
 from pipeline.serving.topology import Topology
 
 # The name the run's settings had before they joined the config schema; call sites still use it.
@@ -79,7 +80,9 @@ def plan_run(cfg, settings: RunSettings) -> Plan:
     settings = check_settings(settings)
     kind, count, notices = resolve_device(cfg, settings.device)
     launcher = settings.launcher or cfg.launcher
+    check_launcher_flags(cfg, settings)  # --ray-address that the local launcher would ignore
     validate(cfg, count, force_per_gpu=settings.per_gpu, launcher=launcher)
+    check_decode_backend(settings.decode_backend, kind, cfg, local=launcher == "local")
     topo = Topology.from_config(cfg)
     check_process_count(topo, kind)
     use_mps, mps_reason = mps.plan(settings.mps, kind, topo)
@@ -88,6 +91,14 @@ def plan_run(cfg, settings: RunSettings) -> Plan:
         # never see it, and on this one Ray's workers start outside the run's control.
         use_mps, mps_reason = False, f"the {launcher} launcher's processes run without MPS"
     return Plan(kind, count, notices, topo, use_mps, mps_reason, launcher)
+
+
+def config_as_run(cfg, settings: RunSettings, plan: Plan):
+    """The config with the flags that override its fields (--launcher, --ray-address, --device)
+    written into them: the run folder's config.yaml then loads back as the same run, and a
+    comparison tells a Ray run from a local one."""
+    return replace(cfg, launcher=plan.launcher, device=settings.device or cfg.device,
+                   ray=replace(cfg.ray, address=settings.ray_address or cfg.ray.address))
 
 
 @dataclass

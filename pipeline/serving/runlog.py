@@ -62,15 +62,24 @@ def check_writable(root) -> list[str]:
     made, is not a folder, or a file in it cannot be written), before anything starts. Returns
     notices (little free space)."""
     root = Path(root)
+    # The folders made for the check are removed after it: a run refused later (a config
+    # the cluster cannot place) leaves nothing; the run folder is made with its parents.
+    made = [f for f in (root, *root.parents) if not f.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-") as f:
             f.write(b"x")
             f.flush()
+        free = shutil.disk_usage(root).free
     except OSError as exc:
         raise LogsError(f"logs folder '{root}' is not writable: "
                         f"{exc.strerror or type(exc).__name__}") from None
-    free = shutil.disk_usage(root).free
+    finally:
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # something else put a file there meanwhile: it stays
+                break
     if free < LOW_DISK_BYTES:
         return [f"only {free / 2**20:.0f} MiB free for the logs in '{root}'"]
     return []

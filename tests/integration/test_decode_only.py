@@ -105,7 +105,9 @@ def test_without_phases_the_files_and_the_table_are_as_before(plain_run):
     assert set(plain_run.data) == {"settings", "devices", "rows"}
     assert all(set(r) == set(COLUMNS) for r in plain_run.data["rows"])
     lines = plain_run.stdout.splitlines()
-    assert lines[0] == TABLE_HEAD and len(lines) == 2 + len(plain_run.rows) + 2
+    # the table, the line saying what the setup column means, the files
+    assert lines[0] == TABLE_HEAD and len(lines) == 2 + len(plain_run.rows) + 3
+    assert lines[2 + len(plain_run.rows)] == decode_only.SETUP_NOTE
     assert lines[-1].endswith("/out/decode.csv, decode.json") and "phase" not in plain_run.stdout
 
 

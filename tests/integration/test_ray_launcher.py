@@ -156,13 +156,20 @@ def test_puts_nobody_waits_for_reach_a_hub_queue_in_the_order_they_were_made(clu
         ray.shutdown()
 
 
-def test_a_node_no_cluster_node_offers_ends_the_run_naming_it(tmp_path, cluster):
+def test_a_node_no_cluster_node_offers_is_refused_before_the_run_naming_its_entry(tmp_path,
+                                                                                  cluster):
+    """Checked right after joining the cluster: no run folder, no actor, Ray left as found (it
+    used to be found once the run had started, and end it with a report of nothing)."""
+    from pipeline.errors import ConfigError
+
     steps = [dict(s) for s in SPLIT_ACROSS]
     steps[2]["gpus"] = ["n3:0"]
-    result = run(make_config(steps, "nowhere", address=cluster.address), options(tmp_path))
-    assert result.error and "resource n3" in result.error and "n1, n2" in result.error, \
-        result.error
-    assert (result.run_dir / "report.txt").exists()
+    with pytest.raises(ConfigError) as exc:
+        run(make_config(steps, "nowhere", address=cluster.address), options(tmp_path))
+    assert exc.value.field == "pipeline[2].gpus[0]"
+    assert "resource n3" in str(exc.value) and "n1, n2" in str(exc.value), exc.value
+    assert not (tmp_path / "logs").exists()
+    assert not ray.is_initialized()
 
 
 
@@ -190,16 +197,54 @@ def test_a_lost_node_ends_the_run_naming_the_process_on_it(tmp_path, cluster):
     cluster.add_node(num_cpus=4, resources={"n2": 10}, object_store_memory=STORE,
                      temp_dir=cluster.head_node.get_temp_dir_path())
 
+def test_a_main_process_killed_with_9_leaves_nothing_of_its_ray_instance(tmp_path):
+    """Ray's agents used to outlive it by a minute, its session folder for good; a session
+    folder of a main process killed earlier is removed when the next instance starts."""
+    import subprocess
+    import sys
+
+    from pipeline.serving.launch.ray_actors import TEMP_PREFIX
+    from pipeline.serving.launch.ray_reaper import descendants
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"/tmp/{TEMP_PREFIX}{dead.pid}-stale"
+    os.makedirs(f"{stale}/session_x")
+    code = ("import time\n"
+            "from pipeline.serving.launch.ray_actors import RayLauncher\n"
+            "L = RayLauncher()\n"
+            "print(L.temp_dir, flush=True)\n"
+            "time.sleep(600)\n")
+    main = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL)
+    try:
+        temp_dir = main.stdout.readline().strip()
+        assert temp_dir.startswith(f"/tmp/{TEMP_PREFIX}{main.pid}-"), temp_dir
+        assert not os.path.exists(stale)
+        ray_processes = descendants(main.pid)
+        names = {open(f"/proc/{p}/cmdline").read().split("\0")[0] for p in ray_processes
+                 if os.path.exists(f"/proc/{p}/cmdline")}
+        assert any("DashboardAgent" in n for n in names), names
+    finally:
+        main.kill()
+        main.wait()
+    killed = time.monotonic()
+    wait_for(lambda: all(not alive(p) for p in ray_processes), 15, "Ray's processes to end")
+    wait_for(lambda: not os.path.exists(temp_dir), 15, "the session folder to go")
+    print(f"all gone {time.monotonic() - killed:.1f} s after the main process was killed")
+
+
 # Last in the module: after a Ray instance of its own has been started and shut down in this
 # process, joining the module's cluster again was seen to fail to create actors (Ray 2.60).
 def test_a_killed_actor_ends_the_run_naming_it_and_nothing_stays(tmp_path):
     """Without an address: the launcher's own Ray instance, the local placement as actors."""
     before = set(glob.glob(f"/tmp/flavr-ray-{os.getpid()}-*"))
+    # The config says local, --launcher ray: its config.yaml must say what ran.
     opts = options(tmp_path, videos=400, mean_interval_ms=100, save_outputs=False,
-                   save_tensors=False)
+                   save_tensors=False, launcher="ray")
     box = {}
     thread = threading.Thread(target=lambda: box.update(result=run(
-        make_config(SPLIT_LOCAL, "killed"), opts)), daemon=True)
+        make_config(SPLIT_LOCAL, "killed", launcher="local"), opts)), daemon=True)
     thread.start()
     run_dir = wait_for(lambda: run_dir_of(tmp_path / "logs"), 240, "the run's process table")
     table = process_table(run_dir)
@@ -213,6 +258,8 @@ def test_a_killed_actor_ends_the_run_naming_it_and_nothing_stays(tmp_path):
     result = box["result"]
     assert result.error and f"process '{victim}'" in result.error, result.error
     assert (result.run_dir / "report.txt").exists()
+    assert "launcher: ray\n" in (result.run_dir / "config.yaml").read_text()
+    assert result.summary["run"]["launcher"] == "ray"
     for name, p in table.items():  # every actor killed, Ray's own processes with the instance
         if name != "main":
             wait_for(lambda: not alive(p["pid"]), 30, f"{name} to be gone")

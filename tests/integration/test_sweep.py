@@ -87,6 +87,43 @@ def test_capacity_bounds_the_wrong_way_round_are_refused_before_anything_runs(tm
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize("command", [["-mi", "100,50"], ["capacity", "--slo-p99-ms", "500"]])
+@pytest.mark.parametrize("logs", ["/proc/flavr-logs", "a-file"])
+def test_a_logs_folder_that_cannot_be_written_is_refused_like_benchmark_does(
+        tmp_path, capsys, command, logs):
+    if logs == "a-file":
+        logs = tmp_path / "notes.txt"
+        logs.write_text("not a folder")
+    before = sorted(tmp_path.rglob("*"))
+    capacity = command[0] == "capacity"
+    argv = (command[:1] if capacity else []) + ["-c", str(CONFIGS / "cpu-smoke.yaml"),
+                                                "--logs", str(logs)] + command[capacity:]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: logs folder '{logs}' is not writable: ") and err.count("\n") == 1
+    assert sorted(tmp_path.rglob("*")) == before  # no sweep folder, nothing else
+
+
+@pytest.mark.parametrize("command", [["-mi", "100,50", "--repeats", "2"],
+                                     ["capacity", "--slo-p99-ms", "500"]])
+def test_a_dry_run_checks_every_config_and_starts_nothing(tmp_path, capsys, command):
+    capacity = command[0] == "capacity"
+    argv = (command[:1] if capacity else []) + [
+        "-c", str(CONFIGS / "cpu-smoke.yaml"), "--logs", str(tmp_path / "logs"),
+        "--dry-run"] + command[capacity:]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "config cpu-smoke" in out and "decoder  model" in out
+    assert ("p99 within 500 ms" in out) if capacity else ("4 runs" in out)
+    assert not (tmp_path / "logs").exists()
+    # a config that cannot run is refused by the dry run as by the sweep
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "cpu-smoke.yaml").read_text().replace("factor: 2", "factor: 3"))
+    assert main([*argv[:argv.index("-c")], "-c", str(bad), *argv[argv.index("-c") + 2:]]) == 2
+    assert "model.factor" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
 def test_the_sweeps_take_trust_checkpoint_as_benchmark_does():
     for argv in (["-c", "x.yaml", "-mi", "100", "--trust-checkpoint"],
                  ["-c", "x.yaml", "--slo-p99-ms", "500", "--trust-checkpoint", "--set", "a=1"]):

@@ -46,17 +46,20 @@ def run_info(config, mi, batch=1, baseline=None, device="cpu", size=(16, 16), un
 
 def write_crafted_run(root: Path, name: str, *, config="cfg", mi=50.0, latencies=None, gap=0.05,
                       lag=0.0002, batch=1, seed=0, samples=None, baseline=None,
-                      size=(16, 16), rows=None, args=None, unit="frames") -> Path:
+                      size=(16, 16), rows=None, args=None, unit="frames", launcher=None,
+                      config_dict=None) -> Path:
     """A run folder as the orchestrator writes it, from records whose numbers are known.
     `args`: settings besides the seed, as args.json holds them; `unit`: what the model counts
     its outputs in (FLAVR frames, R(2+1)D clips)."""
     latencies = latencies if latencies is not None else [0.1 + 0.001 * i for i in range(120)]
     rows = rows if rows is not None else make_rows(latencies, gap, lag)
     info = run_info(config, mi, batch, baseline, "cuda" if samples else "cpu", size, unit)
+    if launcher is not None:  # as run.json has it since the Ray launcher
+        info["launcher"] = launcher
     summary = summarize(rows, STEPS, info, samples)
     run_dir = root / name
-    write_run(run_dir, config_dict={"name": config}, args_dict={"seed": seed, "per_gpu": False,
-                                                                 "queue_size": 64, **(args or {})},
+    write_run(run_dir, config_dict={"name": config, **(config_dict or {})},
+              args_dict={"seed": seed, "per_gpu": False, "queue_size": 64, **(args or {})},
               env={}, rows=rows, columns=columns(STEPS), nvml_samples=samples or [],
               summary=summary, report_text=format_report(summary), run_info=info)
     return run_dir
@@ -339,6 +342,27 @@ def test_a_run_folder_without_requests_csv_says_which_file_is_missing(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("cut, says", [
+    (lambda text: "", "damaged: empty, not even its header"),
+    (lambda text: text[:len(text) // 2], "damaged: its last line is cut off"),
+    (lambda text: "".join(text.splitlines(keepends=True)[:40]), "damaged: 39 rows for the 120 "
+                                                                 "requests its run.json counts"),
+])
+def test_a_cut_or_empty_requests_csv_is_named_not_read_as_no_requests(tmp_path, capsys, cut,
+                                                                       says):
+    run = write_crafted_run(tmp_path, "run")
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "requests": 120}))  # as a run counts them
+    assert main([str(run), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    capsys.readouterr()
+    requests = run / "requests.csv"
+    requests.write_text(cut(requests.read_text()))
+    assert main([str(run), "--out", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {requests}: {says}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out2").exists()
+
+
 def test_a_damaged_report_json_is_a_warning_not_an_error(tmp_path):
     # report.json only serves to check the recomputed numbers: the run is still compared.
     run = write_crafted_run(tmp_path, "run")
@@ -422,6 +446,33 @@ def test_runs_that_differ_in_more_than_the_seed_are_separate_rows(tmp_path, sett
     groups = compare_dirs(dirs).groups
     assert [g.label for g in groups] == labels
     assert all(len(g.runs) == 1 for g in groups)
+
+
+def test_local_and_ray_runs_are_separate_points_labelled_by_launcher(tmp_path):
+    # As the orchestrator writes them now: run.json and config.yaml both say the launcher.
+    dirs = [write_crafted_run(tmp_path, "local", seed=1, launcher="local",
+                              config_dict={"launcher": "local", "ray": {"address": None}}),
+            write_crafted_run(tmp_path, "ray", seed=2, launcher="ray", args={"launcher": "ray"},
+                              config_dict={"launcher": "ray", "ray": {"address": None}}),
+            write_crafted_run(tmp_path, "cluster", seed=3, launcher="ray",
+                              args={"launcher": "ray", "ray_address": "head:6379"},
+                              config_dict={"launcher": "ray", "ray": {"address": "head:6379"}})]
+    groups = compare_dirs(dirs).groups
+    assert [g.label for g in groups] == ["cfg launcher=local",
+                                         "cfg launcher=ray cluster=own",
+                                         "cfg launcher=ray cluster=head:6379"]
+    assert all(len(g.runs) == 1 for g in groups)
+    assert not any("repeats disagree" in w for g in groups for w in g.warnings)
+
+
+def test_a_ray_run_logged_before_config_yaml_said_its_launcher_is_still_told_apart(tmp_path):
+    # Older Ray runs: config.yaml said launcher local; run.json said ray.
+    dirs = [write_crafted_run(tmp_path, "local", seed=1, launcher="local",
+                              config_dict={"launcher": "local"}),
+            write_crafted_run(tmp_path, "ray", seed=2, launcher="ray", args={"launcher": "ray"},
+                              config_dict={"launcher": "local"})]
+    assert [g.label for g in compare_dirs(dirs).groups] == ["cfg launcher=local",
+                                                             "cfg launcher=ray cluster=own"]
 
 
 def test_percentiles_pool_the_requests_of_the_repeats(tmp_path):

@@ -279,6 +279,31 @@ def test_synthetic_clip_shorter_than_a_request_is_refused():
     assert e.field == "videos.synthetic.frames" and "frames_per_request" in e.reason
 
 
+@pytest.mark.parametrize("factor, truth, ok", [(2, 3, False), (4, 2, False), (2, 4, True),
+                                              (4, 4, True)])
+def test_a_synthetic_truth_factor_must_be_a_multiple_of_the_models(factor, truth, ok):
+    # Checked by validation, which --dry-run runs too, not first when the run reads the truth.
+    d = split_dict()
+    d["model"]["factor"] = factor
+    d["videos"]["synthetic"]["truth_factor"] = truth
+    if ok:
+        check(d)
+        return
+    e = refused(d)
+    assert e.field == "videos.synthetic.truth_factor"
+    assert f"{truth} is not a multiple of model.factor ({factor})" in e.reason
+
+
+def test_dry_run_refuses_a_truth_factor_the_run_would_refuse(capsys):
+    from pipeline.cli import benchmark
+
+    code = benchmark.main(["-c", str(CONFIGS / "cpu-smoke.yaml"), "--check-outputs", "--set",
+                           "videos.synthetic.truth_factor=3", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: config field 'videos.synthetic.truth_factor': 3 is not")
+
+
 def test_synthetic_sizes_must_be_even():
     d = split_dict()
     d["videos"]["synthetic"]["width"] = 63

@@ -251,3 +251,25 @@ def test_a_start_method_it_does_not_know_is_an_error_naming_the_variable(monkeyp
     assert code == 2
     assert "error: environment variable FLAVR_START_METHOD='fork'" in err and "Traceback" not in err
     assert not list((tmp_path / "logs").glob("*"))  # nothing started: no run folder
+
+
+@pytest.mark.parametrize("command", ["benchmark", "sweep"])
+def test_a_ray_address_under_the_local_launcher_is_refused_naming_both(tmp_path, capsys,
+                                                                        command):
+    """It used to run locally, the address ignored without a word."""
+    from pipeline.analysis.sweep import main as sweep_main
+    from pipeline.cli.benchmark import main as benchmark_main
+
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "cpu-smoke.yaml")
+    logs = tmp_path / "logs"
+    common = ["-c", config, "-v", "1", "--logs", str(logs), "--ray-address", "127.0.0.1:1"]
+    for extra, says in (([], "the config's launcher: local"),
+                        (["--launcher", "local"], "--launcher local")):
+        if command == "benchmark":
+            code = benchmark_main([*common, "-mi", "2000", *extra])
+        else:
+            code = sweep_main([*common, "-mi", "2000,1000", *extra])
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: flag '--ray-address': ") and says in err, err
+    assert not logs.exists()

@@ -158,3 +158,27 @@ def test_cpu_run_prints_and_writes_the_summary_table(cpu_run):
         assert column in header
     assert "| size | mode | batch | frames/s |" in markdown
     assert "### 16x16 fast batch 1" in markdown
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--device", "gpu"], "flag '--device'"),
+    (["--device", "cuda:7"] if not torch.cuda.is_available() or torch.cuda.device_count() < 8
+     else ["--device", "cuda:99"], "flag '--device'"),
+    (["--iters", "0"], "flag '--iters'"),
+    (["--warmup", "-1"], "flag '--warmup'"),
+    (["--checkpoint", "/nonexistent/flavr.pth"], "/nonexistent/flavr.pth"),
+    (["--out", "/proc/flavr-bench.json"], "flag '--out'"),
+    (["--markdown", "/proc/no/such/bench.md"], "flag '--markdown'"),
+])
+def test_bad_flags_are_refused_before_measuring(tmp_path, flags, names):
+    """One line naming the flag or file, status 2, before anything is measured (the measurement
+    used to run first and the results were lost at --out), nothing written."""
+    cmd = [sys.executable, "benchmark.py", "--model-only", "--device", "cpu", "--sizes", "16x16",
+           "--iters", "1", "--warmup", "0", "--batch", "1", "--modes", "original",
+           "--no-ceiling", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], proc.stderr
+    assert proc.stdout == ""  # no report: nothing was measured

@@ -130,9 +130,14 @@ def test_write_run_without_nvml_samples(tmp_path):
 
 # -- logs that survive --------------------------------------------------------------------------
 
-def test_check_writable_makes_the_folder_and_leaves_nothing_in_it(tmp_path):
+def test_check_writable_leaves_nothing_behind(tmp_path):
+    # The folders it had to make go again: a run refused after the check leaves nothing.
     assert check_writable(tmp_path / "logs" / "deeper") == []
-    assert list((tmp_path / "logs" / "deeper").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    assert check_writable(tmp_path / "kept") == []
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_check_writable_names_a_folder_that_cannot_be_made(tmp_path):

@@ -42,4 +42,32 @@ def launcher_for_run(name: str, flag_address: str | None, config_address: str | 
         raise ConfigError(field, str(exc)) from None
 
 
+def check_launcher_flags(cfg, settings) -> None:
+    """ConfigError for a cluster address the run's launcher would ignore: --ray-address with the
+    local launcher (the config's, or --launcher local) would run here, not on the cluster."""
+    from pipeline.errors import ConfigError
+
+    launcher = settings.launcher or cfg.launcher
+    if settings.ray_address and launcher != "ray":
+        chosen = ("--launcher local" if settings.launcher
+                  else f"the config's launcher: {cfg.launcher}")
+        raise ConfigError("--ray-address", f"joins a Ray cluster, but {chosen} runs every "
+                                           "process on this machine; add --launcher ray, or "
+                                           "leave --ray-address out")
+
+
+def named_nodes(cfg) -> dict[str, str]:
+    """Node -> the first config field that names it ("pipeline[2].gpus[0]"), for
+    Launcher.check_nodes."""
+    from pipeline.config.schema import split_gpu
+
+    nodes: dict[str, str] = {}
+    for i, step in enumerate(cfg.steps):
+        for j, entry in enumerate(step.gpus):
+            node, _ = split_gpu(entry)
+            if node is not None:
+                nodes.setdefault(node, f"pipeline[{i}].gpus[{j}]")
+    return nodes
+
+
 LAUNCHERS = ("local", "ray")

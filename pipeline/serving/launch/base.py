@@ -52,6 +52,10 @@ class Launcher(ABC):
         `where`: a step process's node and GPU (None: the sink and the client, which run
         beside the main process)."""
 
+    def check_nodes(self, nodes: dict[str, str]) -> None:
+        """Before the run starts: ConfigError naming the config field (`nodes`: node -> the
+        field that names it) of a node this launcher cannot place anything on."""
+
     def all_started(self) -> None:
         """Every process of the run has been started (a launcher that places them all at once,
         or connects them to each other, does it now)."""

@@ -117,12 +117,12 @@ def _close_floats(view, mapping, fd: int) -> None:
 TEMP_PREFIX = "flavr-run-"
 
 
-def remove_stale_temp_dirs(root: str | None = None) -> list[Path]:
-    """Remove the run folders (flavr-run-<pid>-*) of main processes that no longer exist, in
-    `root` (default: the temporary folder). Returns what was removed."""
+def remove_stale_temp_dirs(root: str | None = None, prefix: str = TEMP_PREFIX) -> list[Path]:
+    """Remove the run folders (<prefix><pid>-*, flavr-run-<pid>-* by default) of main processes
+    that no longer exist, in `root` (default: the temporary folder). Returns what was removed."""
     removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
-        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+    for folder in Path(root or tempfile.gettempdir()).glob(prefix + "*"):
+        pid = folder.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)) and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)

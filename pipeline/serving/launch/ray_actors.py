@@ -19,7 +19,8 @@ placement group, running the same worker main functions the local launcher's chi
   exit code), or the actor or its node died (Ray raises an actor error), and dead() says so
   at the orchestrator's next poll. stop() kills every actor, removes the placement group and
   the hub, and shuts down a Ray instance it started, whose session folder was a temporary folder
-  of the run (Ray's default, /tmp/ray, would outlive it).
+  of the run (Ray's default, /tmp/ray, would outlive it); a main process killed with -9 leaves
+  both to a watcher (ray_reaper.py), and its folder to the next launcher, as a fallback.
 """
 from __future__ import annotations
 
@@ -125,6 +126,7 @@ class RayLauncher(Launcher):
         self.roles: dict[str, str] = {}
         self.temp_dir: str | None = None
         self.started_ray = False
+        self.reaper = None  # watches the instance started here (ray_reaper.py)
         if not ray.is_initialized():
             if address:
                 check_reachable(address)
@@ -133,15 +135,9 @@ class RayLauncher(Launcher):
                     ray.init(address=address, include_dashboard=False, configure_logging=False,
                              log_to_driver=True)
                 else:
-                    # Unix socket paths are short (108 bytes): under /tmp, not a long TMPDIR.
-                    self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-",
-                                                     dir="/tmp")
-                    # address="local": a new instance, never one found running on this machine.
-                    ray.init(address="local", _temp_dir=self.temp_dir, include_dashboard=False,
-                             configure_logging=False, log_to_driver=True,
-                             num_cpus=max(4, os.cpu_count() or 1),
-                             object_store_memory=OBJECT_STORE_BYTES)
+                    self._start_local()
             except Exception as exc:
+                self._close_reaper()
                 if self.temp_dir is not None:
                     shutil.rmtree(self.temp_dir, ignore_errors=True)
                 where = f"join the Ray cluster at '{address}'" if address else "start Ray here"
@@ -160,6 +156,33 @@ class RayLauncher(Launcher):
         self.actors: dict[str, _Actor] = {}
         self.pg = None
         self.store = None
+
+    def _start_local(self) -> None:
+        """A Ray instance on this machine for the run, its session folder a temporary one."""
+        from pipeline.serving.launch.local import remove_stale_temp_dirs
+
+        # Those of main processes killed with -9: only stop() or the watcher removes one.
+        remove_stale_temp_dirs("/tmp", TEMP_PREFIX)
+        # Unix socket paths are short (108 bytes): under /tmp, not a long TMPDIR.
+        self.temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir="/tmp")
+        if os.path.isdir("/proc"):
+            from pipeline.serving.launch.ray_reaper import Reaper, descendants
+
+            self.reaper = Reaper(self.temp_dir, descendants(os.getpid()))
+        # address="local": a new instance, never one found running on this machine.
+        ray.init(address="local", _temp_dir=self.temp_dir, include_dashboard=False,
+                 configure_logging=False, log_to_driver=True,
+                 num_cpus=max(4, os.cpu_count() or 1), object_store_memory=OBJECT_STORE_BYTES)
+        self._note_processes()
+
+    def _note_processes(self) -> None:
+        if self.reaper is not None:
+            self.reaper.note_processes()
+
+    def _close_reaper(self) -> None:
+        if self.reaper is not None:
+            self.reaper.close()
+            self.reaper = None
 
     # -- what the processes share ------------------------------------------------------------
     def _next_id(self) -> int:
@@ -209,17 +232,9 @@ class RayLauncher(Launcher):
             bundles.append(bundle)
             p.extra = {"num_cpus": CPU_SHARE, "num_gpus": bundle.get("GPU", 0),
                        "resources": {p.where.node: NODE_RESOURCE_SHARE} if p.where.node else {}}
-        offered = ray.cluster_resources()
-        missing = sorted({p.where.node for p in steps if p.where.node} - set(offered))
-        if missing:
-            custom = sorted(k for k in offered if not k.startswith("node:")
-                            and k not in ("CPU", "GPU", "memory", "object_store_memory"))
-            raise LaunchError(
-                f"no node of the Ray cluster offers the resource {', '.join(missing)} that the "
-                f"config's gpus name (start the node with ray start --resources "
-                f"'{{\"{missing[0]}\": 100}}'); "
-                + (f"the cluster offers: {', '.join(custom)}" if custom
-                   else "the cluster's nodes offer no custom resources"))
+        missing = self.missing_nodes({p.where.node for p in steps if p.where.node})
+        if missing:  # check_nodes found them all before; a node that left since then
+            raise LaunchError(missing)
         if bundles:
             named = any(p.where.node for p in steps)
             self.pg = placement_group(bundles, strategy="PACK" if named else "STRICT_PACK",
@@ -247,6 +262,28 @@ class RayLauncher(Launcher):
             main = handle.main.remote(self.hub, self.store_address, rank, p.target, p.args)
             self.actors[p.name] = _Actor(handle, main, pid)
         self._pending.clear()
+        self._note_processes()  # the raylet's agents and workers, started since
+
+    def missing_nodes(self, nodes) -> str | None:
+        """What is wrong when no node of the cluster offers some of `nodes` (None: all there)."""
+        offered = self.ray.cluster_resources()
+        missing = sorted(set(nodes) - set(offered))
+        if not missing:
+            return None
+        custom = sorted(k for k in offered if not k.startswith("node:")
+                        and k not in ("CPU", "GPU", "memory", "object_store_memory"))
+        return (f"no node of the Ray cluster offers the resource {', '.join(missing)} (start "
+                f"the node with ray start --resources '{{\"{missing[0]}\": 100}}'); "
+                + (f"the cluster offers: {', '.join(custom)}" if custom
+                   else "the cluster's nodes offer no custom resources"))
+
+    def check_nodes(self, nodes: dict[str, str]) -> None:
+        from pipeline.errors import ConfigError
+
+        for node, field_name in nodes.items():
+            problem = self.missing_nodes([node])
+            if problem:
+                raise ConfigError(field_name, f"names node '{node}', but {problem}")
 
     def _store(self, world: int):
         """The TCP store of the run's process group, on this process (no CUDA needed)."""
@@ -331,6 +368,7 @@ class RayLauncher(Launcher):
         self.store = None
         if self.started_ray:
             ray.shutdown()
+        self._close_reaper()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         return forced
