@@ -59,6 +59,9 @@ def read_weights(path, trust: bool = False) -> Loaded:
     """Read a weight file on the CPU (never a GPU). `trust` allows full unpickling of a
     torch.save file that holds more than weights."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; a checkpoint is a weights file "
+                              f"(.safetensors or .pth)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:

@@ -45,6 +45,16 @@ def run_interpolate(*args, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def start_interpolate(*args, stderr: Path) -> subprocess.Popen:
+    """`interpolate` as a child process left running (to be signalled); its stderr goes to a
+    file, which the test reads while it runs."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(stderr, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli.interpolate",
+                                 *map(str, args), "--quiet"], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+
+
 def cut_in_half(src: Path, dst: Path) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: len(data) // 2])

@@ -18,7 +18,6 @@ DIR/sweep.png, DIR/sweep.json and prints the table.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import itertools
@@ -37,9 +36,11 @@ from models.flavr.change_based import ChangeConfig
 from models.flavr.checkpoint import build_model
 from models.flavr.windows import make_windows
 from pipeline.bench import change_passes
-from pipeline.bench.model_bench import parse_sizes, resolve_device
+from pipeline.bench.change_sweep_args import build_parser
+from pipeline.bench.model_bench import resolve_device
 from pipeline.bench.render import environment, text_table
 from pipeline.bench.timing import Clock, cudnn_settings
+from pipeline.errors import CheckpointError, ConfigError, OutputError, VideoError
 from pipeline.media.moving_fraction import (
     read_frames,
     render_clip,
@@ -47,61 +48,12 @@ from pipeline.media.moving_fraction import (
     write_lossy,
 )
 
-DEFAULT_VIDEO = Path(".cache/opencv-doc/vtest.avi")
+# What a user can put right (a flag, a file): one line, status 2, not a traceback.
+USER_ERRORS = (CheckpointError, ConfigError, OutputError, VideoError)
 COLUMNS = ("clip", "size", "halo", "threshold", "windows", "whole", "renewals", "tiles_computed", "cost",
            "full_ms", "change_ms", "speedup", "renewal_time_share", "psnr_db", "psnr_worst_window_db",
            "psnr_tiles_db", "psnr_tiles_own_gates_db", "psnr_tiles_exact_gates_db",
            "model_still_psnr_db", "still_noise_max", "still_noise_p999")
-
-
-def parse_floats(text: str) -> list[float]:
-    return [float(t) for t in text.split(",") if t.strip()]
-
-
-def parse_ints(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.bench.change_sweep",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, help="folder for sweep.csv/.png/.json")
-    p.add_argument("--replot", type=Path, metavar="DIR",
-                   help="measure nothing: draw DIR/sweep.png again from DIR/sweep.csv")
-    p.add_argument("--video", default=str(DEFAULT_VIDEO),
-                   help="real clip ('none' to skip; fetch with scripts/fetch_opencv_videos.sh)")
-    p.add_argument("--start", type=int, default=0, help="first frame of the real clip")
-    p.add_argument("--frames", type=int, default=33, help="frames per clip (frames-1 windows)")
-    p.add_argument("--sizes", default="native", help="HxW list, e.g. 576x768,720x960; "
-                   "'native' keeps the real clip's size (synthetic clips then use it too)")
-    p.add_argument("--synthetic", default="0.01,0.1,0.5,1",
-                   help="moving fractions of synthetic clips ('' for none)")
-    p.add_argument("--synthetic-crf", type=int, default=16,
-                   help="quality of the synthetic clips' lossy encode (lower is better)")
-    p.add_argument("--thresholds", default="0.02,0.04,0.06,0.08,0.12,0.16")
-    p.add_argument("--tile", type=int, default=ChangeConfig.tile)
-    p.add_argument("--halo", type=parse_ints, default=[ChangeConfig.halo],
-                   help="halo, or a list of halos to sweep each threshold at (e.g. 8,16)")
-    p.add_argument("--feather", type=int, default=None, help="blend band (default halo/2)")
-    p.add_argument("--fallback", type=float, default=ChangeConfig.fallback)
-    p.add_argument("--refresh", type=int, default=ChangeConfig.refresh)
-    p.add_argument("--gate-study", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure own and exact gates (untimed; the real clip only)")
-    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
-                   help="let cuDNN time its algorithms per shape, for the full model and the "
-                        "tiles alike, as the runners do (whole windows and tiles run in "
-                        "power-of-two pieces, tuned in the untimed passes); off: its heuristics")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
-                   help="default: bf16 on a GPU, fp32 on the CPU")
-    p.add_argument("--checkpoint", default=None, help="FLAVR weights (default: random, seed 0)")
-    p.add_argument("--random-weights", choices=("lively", "default"), default="lively",
-                   help="without --checkpoint: PyTorch's init with convolutions scaled by sqrt(6) "
-                        "so the network's output depends visibly on its input, or PyTorch's init")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes per measurement")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per measurement")
-    p.add_argument("--seed", type=int, default=0)
-    return p
 
 
 def clips(args, size):
@@ -109,7 +61,7 @@ def clips(args, size):
     clip at `size`."""
     if args.video != "none":
         yield "real", read_frames(args.video, args.start, args.frames, size), {}
-    for fraction in parse_floats(args.synthetic):
+    for fraction in args.synthetic:
         frames, region = render_clip(*size, args.frames, fraction, args.seed)
         # Through a real lossy encode and back: the still part flickers as a camera's would.
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
@@ -139,14 +91,11 @@ def real_clip_size(args) -> tuple[int, int]:
 
 def resolve_sizes(args) -> list[tuple[int, int]]:
     """The sizes to sweep, once the real clip is known to decode; ValueError naming the flag."""
-    if args.video == "none" and not parse_floats(args.synthetic):
+    if args.video == "none" and not args.synthetic:
         raise ValueError("--video none with --synthetic '': no clip to measure")
     native = real_clip_size(args) if args.video != "none" else None
     if args.sizes != "native":
-        try:
-            return parse_sizes(args.sizes)
-        except argparse.ArgumentTypeError as e:
-            raise ValueError(f"--sizes: {e}") from None
+        return args.sizes  # HxW sizes, read by the parser
     if native is None:
         raise ValueError("--sizes: 'native' needs --video; give sizes, e.g. 576x768")
     return [native]
@@ -184,7 +133,7 @@ def measure_clip(args, model, clock, name, frames, noise, size, device) -> list[
     full = change_passes.full_pass(model, windows, clock, args.warmup, args.repeats)
     still = change_passes.still_psnr(model, frames[0].to(device))
     rows = []
-    for halo, threshold in itertools.product(args.halo, parse_floats(args.thresholds)):
+    for halo, threshold in itertools.product(args.halo, args.thresholds):
         config = change_config(args, halo, threshold)
         result = change_passes.change_pass(model, config, windows, clock, args.warmup, args.repeats)
         clip, worst = change_passes.pass_fidelity(result, full)
@@ -297,6 +246,25 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def measure_all(args, model, clock, sizes, device) -> list[dict]:
+    """The rows of every clip at every size."""
+    rows = []
+    with cudnn_settings(benchmark=args.cudnn_benchmark):
+        for size in sizes:
+            for name, frames, noise in clips(args, size):
+                rows += measure_clip(args, model, clock, name, frames, noise, size, device)
+    return rows
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """These folders, deepest first, removed while empty (one with a file in it stays)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.replot:
@@ -315,6 +283,10 @@ def main(argv=None) -> int:
         print(f"error: --video {args.video}: not found (bash scripts/fetch_opencv_videos.sh "
               f"fetches it; --video none skips it)", file=sys.stderr)
         return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out}: is a file; name a folder for sweep.csv, sweep.png, "
+              f"sweep.json", file=sys.stderr)
+        return 2
     # Everything that can be refused is, before the output folder is made.
     try:
         configs = [dataclasses.asdict(change_config(args, halo, 0.0)) for halo in args.halo]
@@ -324,14 +296,28 @@ def main(argv=None) -> int:
         return 2
     device = resolve_device(args.device)
     args.precision = resolve_precision(args.precision, device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model, weights = load_model(args, device)
+    try:  # the weights too: a file that cannot be used leaves no folder behind
+        model, weights = load_model(args, device)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     clock = Clock(device)
-    started, rows = time.time(), []
-    with cudnn_settings(benchmark=args.cudnn_benchmark):
-        for size in sizes:
-            for name, frames, noise in clips(args, size):
-                rows += measure_clip(args, model, clock, name, frames, noise, size, device)
+    started = time.time()
+    made = [f for f in (args.out, *args.out.absolute().parents) if not f.exists()]
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        remove_empty(made)
+        print(f"error: --out {args.out}: cannot be made ({e.strerror or e})", file=sys.stderr)
+        return 2
+    try:
+        rows = measure_all(args, model, clock, sizes, device)
+    except BaseException as e:  # a run that wrote nothing leaves no folder (Ctrl-C too)
+        remove_empty(made)
+        if not isinstance(e, USER_ERRORS):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with open(args.out / "sweep.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

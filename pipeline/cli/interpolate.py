@@ -21,18 +21,20 @@ output (the last column or row repeated), with a notice.
 A bad input (missing, empty, not a video, truncated or corrupt, unsupported codec, fewer than 2
 frames, smaller than 8x8), a bad output (the input itself, a folder, an extension other than
 .mp4/.mkv/.webm, a codec its container cannot hold, a place that cannot be written) or a bad
-checkpoint (not a weight file, damaged, of another model or factor, or a pickle holding more than
-weights without --trust-checkpoint) ends the command with exit code 2 and one line naming the
-file. The video is written under a temporary name beside the output and renamed into place once
-complete: a failed or interrupted run leaves no half-written video, and an existing file of the
-output's name untouched.
+checkpoint (not a weight file, a folder, damaged, of another model or factor, or a pickle holding
+more than weights without --trust-checkpoint) ends the command with exit code 2 and one line
+naming the file. The video is written under a temporary name beside the output and renamed into
+place once complete: a failed or interrupted (Ctrl-C, SIGTERM) run leaves no half-written video,
+no folder it made for the output, and an existing file of the output's name untouched.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import secrets
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -42,6 +44,30 @@ from models.registry import RANDOM_WEIGHTS
 from pipeline.errors import CheckpointError, VideoError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for Ctrl-C
+# 128 + 15, what a shell reports for a process SIGTERM ended: `timeout`, Slurm, systemd and
+# Kubernetes send SIGTERM to stop a job, and this code tells them it stopped because asked.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that it unwinds through the same cleanup as
+    Ctrl-C's KeyboardInterrupt (a BaseException too: `except Exception` must not swallow it)."""
+
+
+@contextmanager
+def sigterm_raises():
+    """Within: the first SIGTERM raises Terminated; later ones are ignored so the cleanup it
+    starts is not cut short (a scheduler that will not wait sends SIGKILL). Main thread only."""
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _min_frame_size() -> int:
@@ -87,22 +113,26 @@ def _device(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.media.encode import ENCODERS  # the writer's own codecs, AV1 among them
+
     ap = argparse.ArgumentParser(prog="python -m pipeline.cli.interpolate",
                                  description="Interpolate a video with FLAVR: decode, model, "
                                              "encode at factor x fps.")
     ap.add_argument("input", type=Path, help="video file to interpolate")
-    ap.add_argument("-o", "--output", type=Path, default=None,
-                    help="output video (.mp4/.mkv: H.264 where available, .webm: VP9); required "
-                         "unless --eval")
-    ap.add_argument("--eval", action="store_true",
-                    help="keep every factor-th frame, interpolate the rest and print PSNR/SSIM "
-                         "against the true frames next to the nearest-frame and averaging "
-                         "baselines (writes no video)")
+    task = ap.add_mutually_exclusive_group()  # --eval writes no video: -o would go unused
+    task.add_argument("-o", "--output", type=Path, default=None,
+                      help="output video (.mp4/.mkv: H.264 where available, .webm: VP9); "
+                           "required unless --eval")
+    task.add_argument("--eval", action="store_true",
+                      help="keep every factor-th frame, interpolate the rest and print PSNR/SSIM "
+                           "against the true frames next to the nearest-frame and averaging "
+                           "baselines (writes no video; not with -o)")
     ap.add_argument("--factor", type=int, choices=(2, 4, 8), default=2,
                     help="output frames per input frame interval (fps multiplier)")
     ap.add_argument("--checkpoint", default=None,
-                    help="FLAVR weights, .safetensors (preferred) or .pth; default: the weights the "
-                         "project ships for the factor; 'random': untrained weights (a smoke test)")
+                    help="FLAVR weights file, .safetensors (preferred) or .pth; default: the "
+                         "weights the project ships for the factor; 'random': untrained weights "
+                         "(a smoke test)")
     ap.add_argument("--trust-checkpoint", action="store_true",
                     help="allow full unpickling of a .pth checkpoint that holds more than "
                          "weights; it can run code from the file")
@@ -115,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames decoded per step (>= 1)")
     ap.add_argument("--resolution", type=_resolution, default=None, metavar="HxW",
                     help="resize the input to HxW before the model (default: its own size)")
-    ap.add_argument("--codec", choices=("auto", "h264", "vp9", "hevc", "vp8"), default="auto")
+    ap.add_argument("--codec", choices=("auto", *ENCODERS), default="auto",
+                    help="encoder (default auto: H.264 where the container and PyAV take it, "
+                         "else VP9); one the output's container holds")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -136,6 +168,9 @@ def load_flavr(factor: int, checkpoint, device: str, precision: str, trust_check
             log(f"weights: {checkpoint}")
     elif str(checkpoint) == RANDOM_WEIGHTS:
         checkpoint = None
+    elif Path(checkpoint).is_dir():
+        raise CheckpointError(f"{checkpoint}: is a folder; --checkpoint takes a weights file "
+                              f"(.safetensors or .pth)")
     elif not Path(checkpoint).is_file():
         raise CheckpointError(f"{checkpoint}: no such checkpoint file")
     if torch.device(device).type == "cpu" and precision != "fp32":
@@ -180,7 +215,7 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
 
     total = output_frame_count(info.frames, factor)
     written = 0
-    partial = _claim_partial_file(output_path)
+    partial, made = _claim_partial_file(output_path)
     try:
         try:
             writer = VideoWriter(partial, info.rate * factor, out_w, out_h, codec=codec)
@@ -209,6 +244,7 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
         partial.replace(_real_path(output_path))
     except BaseException:
         partial.unlink(missing_ok=True)  # this run's own file: no half-written video left behind
+        _remove_empty(made)
         raise
     for notice in decoder.take_notices():  # e.g. PyAV took over a codec this GPU's NVDEC lacks
         log(f"notice: decode: {notice}")
@@ -253,17 +289,30 @@ def _real_path(path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _claim_partial_file(output_path: Path) -> Path:
+def _claim_partial_file(output_path: Path) -> tuple[Path, list[Path]]:
     """A new, empty file beside the output's target, made here (O_EXCL), so that a failed run
-    removes only a file of its own; it keeps the container's extension, which FFmpeg reads."""
+    removes only a file of its own; it keeps the container's extension, which FFmpeg reads.
+    Also the folders made for it, deepest first, for a failed run to remove."""
     target = _real_path(output_path)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}")
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as e:
+        _remove_empty(made)
         raise VideoError(output_path, f"cannot be written ({e.strerror or e})") from None
-    return partial
+    return partial, made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, while empty: a folder something else has put a file
+    in since is kept, and so is every folder above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -300,33 +349,38 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.output is None and not args.eval:
         parser.error("the following arguments are required: -o/--output (or --eval)")
+    # Ctrl-C and SIGTERM alike: the run's own files are removed on the way out, one line says so.
+    try:
+        with sigterm_raises():
+            return _run(args)
+    except (VideoError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("interrupted (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
 
+
+def _run(args) -> int:
+    """The command once its flags are read: --eval's scores, or the interpolated video."""
     def log(msg):
         print(msg, file=sys.stderr)
 
     if args.eval:
         from pipeline.cli.interpolate_eval import format_scores
 
-        try:
-            table, n = evaluate(args.input, args.factor, args.checkpoint, args.device,
-                                args.precision, args.batch, args.chunk, args.resolution, log,
-                                args.trust_checkpoint)
-        except (VideoError, CheckpointError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        table, n = evaluate(args.input, args.factor, args.checkpoint, args.device,
+                            args.precision, args.batch, args.chunk, args.resolution, log,
+                            args.trust_checkpoint)
         print(format_scores(table, n, args.factor))
         return 0
-    try:
-        summary = interpolate(args.input, args.output, args.factor, args.checkpoint, args.device,
-                              args.precision, args.batch, args.chunk, args.resolution,
-                              args.codec, progress=not args.quiet, log=log,
-                              trust_checkpoint=args.trust_checkpoint)
-    except (VideoError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    summary = interpolate(args.input, args.output, args.factor, args.checkpoint, args.device,
+                          args.precision, args.batch, args.chunk, args.resolution,
+                          args.codec, progress=not args.quiet, log=log,
+                          trust_checkpoint=args.trust_checkpoint)
     print(f"wrote {summary['output']}: {summary['frames_out']} frames "
           f"({summary['frames_in']} in), {summary['width']}x{summary['height']} at "
           f"{summary['fps_out']:g} fps, {summary['codec']}")

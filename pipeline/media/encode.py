@@ -11,6 +11,7 @@ it, otherwise VP9 (libvpx-vp9). `writer.codec` says which was used.
 """
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -173,6 +174,9 @@ class VideoWriter:
                 opts.update({"b": "20M", "cpu-used": "16"})
         elif self.codec == "av1":  # for test clips: fast presets, near-transparent quality
             speed = {"preset": "12"} if self.encoder == "libsvtav1" else {"cpu-used": "8"}
+            # SVT-AV1 prints its whole configuration to stderr unless its log level (an
+            # environment variable it reads when an encoder opens) asks for errors only.
+            os.environ.setdefault("SVT_LOG", "1")
             opts = {"crf": str(16 if crf is None else crf), **speed}
         stream.options = opts
         return stream

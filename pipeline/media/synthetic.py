@@ -259,7 +259,7 @@ def report_write_error(target: Path, exc: Exception) -> int:
 def main(argv=None) -> int:
     import av
 
-    from pipeline.media.encode import pick_codec
+    from pipeline.media.encode import CONTAINER_CODECS, pick_codec
 
     ap = argparse.ArgumentParser(prog="flavr-synthetic", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,6 +277,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     check_even_size(ap, args.width, args.height)
     out = Path(args.out)
+    if out.suffix and out.suffix.lower() not in CONTAINER_CODECS:
+        # FFmpeg would write whatever container the extension names (VP9 in an .avi): only the
+        # ones the project writes and reads back, as the help says.
+        print(f"error: {out}: extension '{out.suffix}' is not a container flavr-synthetic "
+              f"writes; use {', '.join(CONTAINER_CODECS)}", file=sys.stderr)
+        return 2
     if out.suffix:
         targets = [out]
     else:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch._dynamo
 
+from models.flavr.model import PAD_MULTIPLE
 from pipeline.train.config import SyntheticSection
 from pipeline.train.distributed import all_reduce, cleanup, setup
 from pipeline.train.model import (
@@ -48,6 +49,49 @@ def parse_mode(mode: str) -> dict:
                          f"+{', +'.join(SWITCHES)}")
     return {"precision": precision, "channels_last": "cl" in switches,
             "compile": "compile" in switches, "activation_checkpointing": "ac" in switches}
+
+
+def _int_at_least(least: int):
+    """An argparse `type`: an integer >= `least`, refused with the reason."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _crop(text: str) -> int:
+    """FLAVR's smallest frame side (its three 2x downsamplings), where any smaller crop fails in
+    every mode."""
+    try:
+        return _int_at_least(PAD_MULTIPLE)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (FLAVR's smallest frame side)") from None
+
+
+def _batch_sizes(text: str) -> list[int]:
+    sizes = [_int_at_least(1)(t.strip()) for t in text.split(",") if t.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("expected comma-separated batch sizes, e.g. 8,16")
+    return sizes
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes:
+        raise argparse.ArgumentTypeError("expected comma-separated modes, e.g. tf32,bf16+cl")
+    for mode in modes:
+        try:
+            parse_mode(mode)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return modes
 
 
 class Timer:
@@ -156,21 +200,28 @@ def device_name(device: torch.device) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.train.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--crop", type=int, default=256, help="square crop size (256)")
-    ap.add_argument("--batch-sizes", default="8,16", help="per-GPU batch sizes (8,16)")
-    ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help="comma-separated modes")
+    # Every flag is checked here, before a model is built or a report folder made.
+    ap.add_argument("--crop", type=_crop, default=256,
+                    help=f"square crop size, >= {PAD_MULTIPLE} (256)")
+    ap.add_argument("--batch-sizes", type=_batch_sizes, default="8,16",
+                    help="per-GPU batch sizes (8,16)")
+    ap.add_argument("--modes", type=_modes, default=",".join(DEFAULT_MODES),
+                    help=f"comma-separated modes: a precision ({', '.join(PRECISIONS)}) then any "
+                         f"of +{', +'.join(SWITCHES)}")
     ap.add_argument("--factor", type=int, default=2, choices=(2, 4, 8))
-    ap.add_argument("--warmup", type=int, default=8, help="untimed steps per mode (8)")
-    ap.add_argument("--steps", type=int, default=10, help="steps per timed window (10)")
-    ap.add_argument("--windows", type=int, default=5, help="timed windows; the median counts (5)")
+    ap.add_argument("--warmup", type=_int_at_least(0), default=8,
+                    help="untimed steps per mode (8)")
+    ap.add_argument("--steps", type=_int_at_least(1), default=10,
+                    help="steps per timed window (10)")
+    ap.add_argument("--windows", type=_int_at_least(1), default=5,
+                    help="timed windows; the median counts (5)")
     ap.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     ap.add_argument("--out", type=Path, help="folder for bench.md/bench.json "
                                              "(default logs/train-bench-<time>)")
     args = ap.parse_args(argv)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for m in modes:
-        parse_mode(m)
-    batches = [int(b) for b in args.batch_sizes.split(",")]
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        ap.error(f"argument --out: {args.out} is a file; name a folder for the report")
+    modes, batches = args.modes, args.batch_sizes
     d = setup(args.device)
     out = args.out or Path("logs") / f"train-bench-{time.strftime('%y%m%d_%H%M%S')}"
     name = f"bench-{d.world}gpu" if d.device.type == "cuda" else f"bench-{d.world}cpu"

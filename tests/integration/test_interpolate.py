@@ -1,4 +1,7 @@
 """The `interpolate` command end to end, as a user runs it, and its one-line errors."""
+import signal
+import time
+
 import pytest
 from video_helpers import (
     corrupt_middle,
@@ -6,10 +9,12 @@ from video_helpers import (
     ffv1_clip,
     odd_clip,
     run_interpolate,
+    start_interpolate,
     video_clip,
 )
 
 from pipeline.media.decode import FrameDecoder
+from pipeline.media.encode import encoder_available
 from pipeline.media.probe import probe
 
 
@@ -52,6 +57,19 @@ def _assert_clear_error(result, name, out):
     errors = [ln for ln in lines if ln.startswith("error:")]
     assert len(errors) == 1 and str(name) in errors[0], result.stderr
     assert not out.exists()  # no half-written output left behind
+
+
+@pytest.mark.skipif(encoder_available("av1") is None,
+                    reason="this PyAV build has no AV1 encoder (libsvtav1 or libaom-av1)")
+def test_codec_av1_writes_an_av1_webm(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "vp9", frames=3, fps=12)
+    out = tmp_path / "out.webm"
+    result = run_interpolate(clip, "-o", out, "--codec", "av1", "--checkpoint", "random",
+                             "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "Svt[" not in result.stderr  # the encoder's own chatter stays out of the way
+    info = probe(out)
+    assert (info.codec, info.frames, info.width, info.height) == ("av1", 5, 64, 64)
 
 
 def test_a_clip_of_odd_size_is_padded_for_the_encoder_and_says_so(tmp_path):
@@ -149,6 +167,16 @@ def test_checkpoint_of_the_wrong_factor(tmp_path_factory, tmp_path):
     _assert_clear_error(result, ckpt.name, out)
 
 
+def test_a_checkpoint_that_is_a_folder_is_named_as_one(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "vp9", frames=6, fps=12)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "-o", out, "--checkpoint", folder, "--device", "cpu")
+    _assert_clear_error(result, folder, out)
+    assert "is a folder" in result.stderr and "weights file" in result.stderr
+
+
 def test_eval_scores_the_recovered_frames_against_the_baselines(tmp_path_factory):
     clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=9)
     result = run_interpolate(clip, "--eval")
@@ -159,6 +187,37 @@ def test_eval_scores_the_recovered_frames_against_the_baselines(tmp_path_factory
     assert set(rows) == {"model", "nearest", "average"}
     assert all(10 < psnr < 100 and 0 < s <= 1 for psnr, s in rows.values())
     assert "flavr-2x.safetensors" in result.stderr  # the shipped weights, by default
+
+
+def test_eval_refuses_an_output_it_would_not_write(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=9)
+    out = tmp_path / "o.mp4"
+    result = run_interpolate(clip, "--eval", "-o", out)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "-o/--output" in last and "--eval" in last, result.stderr
+    assert not out.exists()
+
+
+def test_eval_stopped_by_ctrl_c_says_interrupted(tmp_path_factory, tmp_path):
+    clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=41)
+    err = tmp_path / "stderr.txt"
+    child = start_interpolate(clip, "--eval", "--batch", 1, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while "weights:" not in err.read_text():  # the command has started, the model is next
+            assert child.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "no weights line after 120 s"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    text = err.read_text()
+    assert code == 130 and "Traceback" not in text, text
+    assert text.splitlines()[-1] == "interrupted"
 
 
 def test_eval_needs_enough_frames(tmp_path_factory):

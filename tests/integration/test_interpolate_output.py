@@ -3,9 +3,11 @@ written under a name of its own until complete, so an interrupted run leaves the
 was."""
 import os
 import shutil
+import signal
+import time
 
 import pytest
-from video_helpers import video_clip
+from video_helpers import corrupt_middle, start_interpolate, video_clip
 
 from pipeline.cli.interpolate import main
 from pipeline.media.encode import VideoWriter
@@ -115,3 +117,45 @@ def test_a_finished_run_replaces_an_existing_output_and_leaves_nothing_else(caps
     assert code == 0, err
     assert probe(out).frames == (6 - 1) * 2 + 1
     assert sorted(os.listdir(tmp_path)) == ["in.mp4", "out.mp4"]
+
+
+def test_sigterm_mid_run_removes_the_partial_video_and_the_folders_made_for_it(tmp_path_factory,
+                                                                               tmp_path):
+    """`timeout` and job schedulers stop a run with SIGTERM: it cleans up as Ctrl-C does."""
+    clip = video_clip(tmp_path_factory, "h264", frames=24, fps=12)
+    kept = tmp_path / "kept"  # there before the run: stays, empty as it was
+    kept.mkdir()
+    out = kept / "new" / "deeper" / "out.mp4"
+    err = tmp_path / "stderr.txt"
+    child = start_interpolate(clip, "-o", out, "--checkpoint", "random", "--device", "cpu",
+                              "--batch", 1, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(".out.*.partial.mp4")):  # the model is running
+            assert child.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "no partial video after 120 s"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    text = err.read_text()
+    assert code == 128 + signal.SIGTERM and "Traceback" not in text, text
+    assert text.splitlines()[-1] == "interrupted (SIGTERM)"
+    assert sorted(os.listdir(tmp_path)) == ["kept", "stderr.txt"]
+    assert os.listdir(kept) == []
+
+
+def test_a_failed_run_removes_the_folders_it_made_for_the_output(capsys, tmp_path_factory,
+                                                                 tmp_path):
+    # A clip whose damage the probe misses and decoding finds, after the partial video was
+    # claimed (more damage is found up front, before anything is made).
+    clip = video_clip(tmp_path_factory, "h264", frames=12)
+    bad = corrupt_middle(clip, tmp_path / "corrupt.mp4", fraction=0.02)
+    out = tmp_path / "new" / "deeper" / "o.mp4"
+    code, err = _main(capsys, bad, "-o", out, "--checkpoint", "random", "--device", "cpu")
+    assert code == 2 and "decode:" in err  # failed once the run had started
+    _one_error_line(err, bad)
+    assert sorted(os.listdir(tmp_path)) == ["corrupt.mp4"]

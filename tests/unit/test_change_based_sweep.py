@@ -4,9 +4,13 @@ import json
 
 import pytest
 import torch
+from video_helpers import REPO
 
 from pipeline.bench.change_sweep import main, resolve_precision
 from pipeline.media.synthetic import write_clip
+
+TINY = ["--video", "none", "--sizes", "32x48", "--frames", "3", "--synthetic", "1",
+        "--device", "cpu", "--warmup", "0", "--repeats", "1"]
 
 
 def test_the_sweep_writes_a_row_per_clip_and_threshold_and_a_plot(tmp_path, capsys):
@@ -79,3 +83,51 @@ def test_a_real_clip_shorter_than_the_frames_asked_is_refused_before_out_is_made
     assert capsys.readouterr().err == (f"error: --video {clip}: fewer than 4 frames (--start 1, "
                                        f"--frames 3)\n")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--thresholds", "abc", "expected comma-separated numbers, got 'abc'"),
+    ("--thresholds", "0.1,2", "must be in [0, 1), got 2.0"),
+    ("--thresholds", ",", "needs at least 1"),
+    ("--synthetic", "0,0.5", "must be > 0 and <= 1; got 0"),
+    ("--halo", "x", "expected comma-separated integers"),
+    ("--halo", "12", "multiple of 8"),
+    ("--sizes", "32by48", "not HxW"),
+    ("--frames", "1", "must be >= 2"),
+    ("--repeats", "0", "must be >= 1"),
+])
+def test_a_bad_flag_is_refused_at_parsing_by_name_before_out_is_made(tmp_path, capsys, flag,
+                                                                      value, words):
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(out), *TINY, flag, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"python -m pipeline.bench.change_sweep: error: argument {flag}: ")
+    assert words in last, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "folder"])
+def test_a_checkpoint_that_cannot_be_used_is_refused_before_out_is_made(tmp_path, capsys, kind):
+    if kind == "truncated":  # the project's own weights, cut short
+        checkpoint = tmp_path / "cut.safetensors"
+        checkpoint.write_bytes((REPO / "weights" / "flavr-2x.safetensors").read_bytes()[:100])
+    else:
+        checkpoint = tmp_path / "weights"
+        checkpoint.mkdir()
+    out = tmp_path / "new" / "sweep"
+    assert main(["--out", str(out), *TINY, "--checkpoint", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {checkpoint}: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.write_text("an earlier note\n")
+    assert main(["--out", str(out), *TINY]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {out}: is a file")
+    assert out.read_text() == "an earlier note\n"

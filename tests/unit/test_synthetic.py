@@ -122,10 +122,13 @@ def test_a_clip_that_fails_while_written_is_removed_with_its_truth(tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_output_name_ffmpeg_cannot_tell_the_format_of_is_refused(tmp_path, capsys):
-    out = tmp_path / "c.txt"
+@pytest.mark.parametrize("name", ["c.txt", "c.avi", "c.mov"])  # .avi/.mov: FFmpeg writes them
+def test_an_output_extension_other_than_webm_mp4_mkv_is_refused(tmp_path, capsys, name):
+    out = tmp_path / name
     assert synthetic.main([str(out), "--width", "32", "--height", "32", "--frames", "2"]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {out}: ")
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: extension '{out.suffix}' ") and err.count("\n") == 1
+    assert all(ext in err for ext in (".webm", ".mp4", ".mkv")), err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -43,6 +43,11 @@ def test_a_missing_file_is_named():
     assert "checkpoint file not found" in refusal("/nonexistent/FLAVR_2x.pth")
 
 
+def test_a_folder_is_named_as_a_folder_not_a_missing_file(tmp_path):
+    message = refusal(tmp_path)
+    assert "is a folder" in message and "weights file" in message, message
+
+
 def test_a_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path):
     marker = tmp_path / "payload-ran"
     path = crafted_checkpoint(tmp_path / "FLAVR_2x.pth", marker)
