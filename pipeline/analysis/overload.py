@@ -126,7 +126,7 @@ def estimate(cfg, topo, device_kind: str) -> Estimate | None:
         # Every model replica shares the one CPU: its rate serves all the work.
         rate = cpu_flop_rate(cfg.model.precision) if total_macs else 1.0
         busy = {"cpu": 2 * total_macs / rate + sum(s for _, s in work.values())}
-        rate_text = (f"{rate / 1e9:.0f} GFLOP/s measured here on the CPU ({os.cpu_count()} cores, "
+        rate_text = (f"{rate / 1e9:.3g} GFLOP/s measured here on the CPU ({os.cpu_count()} cores, "
                      f"{cfg.model.precision})")
     else:
         rates, rate_text = _gpu_rates(topo, cfg.model.precision)

@@ -98,8 +98,12 @@ def _header(summary: dict) -> list[str]:
 
 def _load(summary: dict) -> list[str]:
     counts, load = summary["counts"], summary["load"]
-    lines = [f"requests    {counts['total']} total: {counts['warmup']} warm-up (excluded, finished "
-             f"before the measured schedule), {counts['measured']} measured: {counts['ok']} ok, "
+    # Warm-ups end before the measured schedule starts, unless the run stopped among them.
+    unfinished = counts.get("warmup_not_ok", 0)
+    warm = ("finished before the measured schedule" if not unfinished
+            else f"{unfinished} of them not ok: see failures")
+    lines = [f"requests    {counts['total']} total: {counts['warmup']} warm-up (excluded, {warm}), "
+             f"{counts['measured']} measured: {counts['ok']} ok, "
              f"{counts['error']} error, {counts['dropped']} dropped, "
              f"{counts['unfinished']} unfinished"]
     if load["bulk"]:

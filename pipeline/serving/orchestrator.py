@@ -118,7 +118,7 @@ class _Run:
         self.n_requests = opts.warmup + opts.videos
         # Warm-ups first: (request id, clip, frames, warm-up, stream, segment)
         self.workload = build_workload(cfg, served, self.videos, opts.warmup, opts.videos,
-                                       opts.mean_interval_ms, opts.seed)
+                                       opts.mean_interval_ms, opts.seed, clips.failing)
         self.requests = self.workload.requests
         self.state = RunState(RecordTable(topo.step_names, self.requests),
                               admit_closed=None, on_final=self._final)
@@ -273,10 +273,11 @@ class _Run:
         while waiting:
             msg = self.channel.next(deadline, late)
             if isinstance(msg, Ready):
+                if msg.name in waiting:  # the client says Ready too; the bar counts the others
+                    bar.update(1)
                 waiting.discard(msg.name)
                 if msg.pool is not None:
                     pools[msg.name] = msg.pool
-                bar.update(1)
         bar.close()
         return pools
 

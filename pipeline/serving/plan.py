@@ -108,6 +108,7 @@ class ClipSurvey:
     sizes: list[tuple[int, int]]
     warmup_video: str
     refused: list[str] = field(default_factory=list)  # "path: reason", a few at most
+    failing: frozenset[str] = frozenset()  # every clip found to fail (the warm-ups avoid them)
 
 
 def survey_clips(cfg, videos) -> ClipSurvey:
@@ -117,12 +118,13 @@ def survey_clips(cfg, videos) -> ClipSurvey:
     here, unless no clip at all is usable."""
     limits = FrameLimits.of(cfg)
     fixed = tuple(cfg.model.resolution) if cfg.model.resolution else None
-    sizes, refused, warmup = Counter(), [], None
+    sizes, refused, failing, warmup = Counter(), [], set(), None
     for v in videos:
         try:
             info = limits.check(v)
         except VideoError as exc:
             refused.append(str(exc))
+            failing.add(str(v))
             continue
         warmup = warmup or str(v)
         if fixed is not None:
@@ -132,4 +134,4 @@ def survey_clips(cfg, videos) -> ClipSurvey:
         raise ConfigError("videos", "no usable clip: " + "; ".join(refused[:3])
                           + (f"; and {len(refused) - 3} more" if len(refused) > 3 else ""))
     ordered = [fixed] if fixed is not None else [size for size, _ in sizes.most_common()]
-    return ClipSurvey(ordered, warmup, refused[:5])
+    return ClipSurvey(ordered, warmup, refused[:5], frozenset(failing))

@@ -39,14 +39,18 @@ def stream_owner(stream_id: int, n_workers: int) -> int:
 
 
 def build_workload(cfg, served, videos: list[str], warmup: int, measured: int,
-                   mean_interval_ms: float, seed: int) -> Workload:
+                   mean_interval_ms: float, seed: int,
+                   failing: frozenset[str] = frozenset()) -> Workload:
+    """`failing`: clips known to fail their requests, which clip warm-ups skip (a warm-up spent
+    on one warms no decoder up); the measured requests take every clip in turn all the same."""
     n_frames = cfg.frames_per_request
     warm = [float(t) for t in poisson_offsets(warmup, mean_interval_ms, seed, WARMUP_STREAM)]
     timed = [float(t) for t in poisson_offsets(measured, mean_interval_ms, seed)]
     spec = cfg.videos.streams
     if spec is None:
-        requests = [(i, videos[i % len(videos)], n_frames, i < warmup, None, 0)
-                    for i in range(warmup + measured)]
+        warm_clips = [v for v in videos if str(v) not in failing] or videos
+        requests = [(i, warm_clips[i % len(warm_clips)] if i < warmup else videos[i % len(videos)],
+                     n_frames, i < warmup, None, 0) for i in range(warmup + measured)]
         return Workload(requests, warm, timed, 0, served.rows_per_request(n_frames))
     marks = [i % spec.count for i in range(warmup)]
     marks += [int(s) for s in stream_marks(measured, spec.count, seed)]

@@ -288,6 +288,14 @@ def test_no_samples_on_a_cpu_run():
 
 # --- the report -----------------------------------------------------------------------------
 
+def test_a_run_stopped_among_its_warm_ups_does_not_say_they_finished():
+    rows = ten_measured()
+    rows[1] = row(1, 0.2, 5.0, warmup=True, status="unfinished")
+    text = format_report(summary_of(rows))
+    assert "2 warm-up (excluded, 1 of them not ok: see failures)" in text
+    assert "finished before the measured schedule" not in text
+
+
 def test_report_shows_the_summary_numbers():
     s = summary_of(ten_measured(), {"config_name": "flavr-split", "mean_interval_ms": 500})
     text = format_report(s)

@@ -72,6 +72,19 @@ def test_a_clip_workload_has_no_streams():
     assert w.rows_per_request == cfg.frames_per_request - 1
 
 
+def test_clip_warm_ups_skip_clips_known_to_fail_and_measured_requests_do_not():
+    cfg = load_config(REPO / "configs" / "cpu-smoke.yaml")
+    clips = ["bad.webm", "a.webm", "b.webm"]
+    w = build_workload(cfg, FLAVRServed(), clips, 4, 6, 10, 0, failing=frozenset({"bad.webm"}))
+    warm = [video for _, video, _, warmup, _, _ in w.requests if warmup]
+    measured = [video for _, video, _, warmup, _, _ in w.requests if not warmup]
+    assert warm == ["a.webm", "b.webm", "a.webm", "b.webm"]
+    assert measured == [clips[i % 3] for i in range(4, 10)]
+    every_clip_fails = build_workload(cfg, FLAVRServed(), ["bad.webm"], 2, 1, 10, 0,
+                                      failing=frozenset({"bad.webm"}))
+    assert [r[1] for r in every_clip_fails.requests] == ["bad.webm"] * 3
+
+
 def test_a_stream_keeps_its_decode_worker():
     assert [stream_owner(s, 3) for s in range(7)] == [0, 1, 2, 0, 1, 2, 0]
 
