@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,23 @@ def start_interpolate(*args, stderr: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "pipeline.cli.interpolate",
                                  *map(str, args), "--quiet"], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err, text=True)
+
+
+def signal_when(child: subprocess.Popen, ready, sig: int, what: str, stderr: Path) -> int:
+    """Send `sig` to `child` once `ready()` is true (within 120 s, `what` naming that moment in
+    the failure), and return its exit code; a child still running at the end is killed."""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert child.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, f"no {what} after 120 s"
+            time.sleep(0.05)
+        child.send_signal(sig)
+        return child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def cut_in_half(src: Path, dst: Path) -> Path:

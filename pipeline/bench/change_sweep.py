@@ -41,6 +41,7 @@ from pipeline.bench.model_bench import resolve_device
 from pipeline.bench.render import environment, text_table
 from pipeline.bench.timing import Clock, cudnn_settings
 from pipeline.errors import CheckpointError, ConfigError, OutputError, VideoError
+from pipeline.folders import missing_folders, remove_empty
 from pipeline.media.moving_fraction import (
     read_frames,
     render_clip,
@@ -256,15 +257,6 @@ def measure_all(args, model, clock, sizes, device) -> list[dict]:
     return rows
 
 
-def remove_empty(folders: list[Path]) -> None:
-    """These folders, deepest first, removed while empty (one with a file in it stays)."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.replot:
@@ -303,7 +295,7 @@ def main(argv=None) -> int:
         return 2
     clock = Clock(device)
     started = time.time()
-    made = [f for f in (args.out, *args.out.absolute().parents) if not f.exists()]
+    made = missing_folders(args.out)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

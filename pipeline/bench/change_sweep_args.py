@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from models.flavr.change_based import ChangeConfig
+from pipeline.argtypes import int_at_least
 from pipeline.bench.model_bench import parse_sizes
 from pipeline.media.moving_fraction import fraction_problem
 
@@ -46,20 +47,6 @@ def change_rule(name: str):
     return problem
 
 
-def at_least(least: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
-        return value
-
-    parse.__name__ = "int"
-    return parse
-
-
 def sizes(text: str):
     """'native' (the real clip's size), or HxW sizes."""
     return text if text == "native" else parse_sizes(text)
@@ -74,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure nothing: draw DIR/sweep.png again from DIR/sweep.csv")
     p.add_argument("--video", default=str(DEFAULT_VIDEO),
                    help="real clip ('none' to skip; fetch with scripts/fetch_opencv_videos.sh)")
-    p.add_argument("--start", type=at_least(0), default=0, help="first frame of the real clip")
-    p.add_argument("--frames", type=at_least(2), default=33,
+    p.add_argument("--start", type=int_at_least(0), default=0, help="first frame of the real clip")
+    p.add_argument("--frames", type=int_at_least(2), default=33,
                    help="frames per clip (frames-1 windows)")
     p.add_argument("--sizes", type=sizes, default="native", help="HxW list, e.g. 576x768,720x960; "
                    "'native' keeps the real clip's size (synthetic clips then use it too)")
@@ -106,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", choices=("lively", "default"), default="lively",
                    help="without --checkpoint: PyTorch's init with convolutions scaled by sqrt(6) "
                         "so the network's output depends visibly on its input, or PyTorch's init")
-    p.add_argument("--warmup", type=at_least(0), default=1, help="untimed passes per measurement")
-    p.add_argument("--repeats", type=at_least(1), default=3, help="timed passes per measurement")
+    p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed passes per measurement")
+    p.add_argument("--repeats", type=int_at_least(1), default=3, help="timed passes per measurement")
     p.add_argument("--seed", type=int, default=0)
     return p

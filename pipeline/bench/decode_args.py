@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.folders import missing_folders, remove_empty
 
 # --backends auto runs them in this order: the GPU decoders first, so that a run cut short by a
 # time limit has measured them
@@ -211,22 +212,10 @@ def check_folder(flag: str, path: Path) -> None:
 
 def make_folder(flag: str, path: Path) -> list[Path]:
     """Make `path` and any missing folders above it; the ones made, deepest first."""
-    made, p = [], path.absolute()
-    while not p.exists():
-        made.append(p)
-        p = p.parent
+    made = missing_folders(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         remove_empty(made)
         raise ConfigError(flag, f"'{path}' cannot be made: {exc.strerror or exc}") from None
     return made
-
-
-def remove_empty(made: list[Path]) -> None:
-    """Take away the folders `make_folder` made, deepest first, where they are still empty."""
-    for p in made:
-        try:
-            p.rmdir()
-        except OSError:
-            return  # not empty (or gone): leave it and what is above it

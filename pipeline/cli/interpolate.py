@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from models.registry import RANDOM_WEIGHTS
 from pipeline.errors import CheckpointError, VideoError
+from pipeline.folders import missing_folders, remove_empty
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for Ctrl-C
@@ -244,7 +245,7 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
         partial.replace(_real_path(output_path))
     except BaseException:
         partial.unlink(missing_ok=True)  # this run's own file: no half-written video left behind
-        _remove_empty(made)
+        remove_empty(made)
         raise
     for notice in decoder.take_notices():  # e.g. PyAV took over a codec this GPU's NVDEC lacks
         log(f"notice: decode: {notice}")
@@ -294,25 +295,15 @@ def _claim_partial_file(output_path: Path) -> tuple[Path, list[Path]]:
     removes only a file of its own; it keeps the container's extension, which FFmpeg reads.
     Also the folders made for it, deepest first, for a failed run to remove."""
     target = _real_path(output_path)
-    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    made = missing_folders(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}")
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as e:
-        _remove_empty(made)
+        remove_empty(made)
         raise VideoError(output_path, f"cannot be written ({e.strerror or e})") from None
     return partial, made
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove these folders, deepest first, while empty: a folder something else has put a file
-    in since is kept, and so is every folder above it."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def _pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 import torch._dynamo
 
 from models.flavr.model import PAD_MULTIPLE
+from pipeline.argtypes import int_at_least
 from pipeline.train.config import SyntheticSection
 from pipeline.train.distributed import all_reduce, cleanup, setup
 from pipeline.train.model import (
@@ -51,32 +52,17 @@ def parse_mode(mode: str) -> dict:
             "compile": "compile" in switches, "activation_checkpointing": "ac" in switches}
 
 
-def _int_at_least(least: int):
-    """An argparse `type`: an integer >= `least`, refused with the reason."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
-        return value
-
-    parse.__name__ = "int"
-    return parse
-
-
 def _crop(text: str) -> int:
     """FLAVR's smallest frame side (its three 2x downsamplings), where any smaller crop fails in
     every mode."""
     try:
-        return _int_at_least(PAD_MULTIPLE)(text)
+        return int_at_least(PAD_MULTIPLE)(text)
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"{e} (FLAVR's smallest frame side)") from None
 
 
 def _batch_sizes(text: str) -> list[int]:
-    sizes = [_int_at_least(1)(t.strip()) for t in text.split(",") if t.strip()]
+    sizes = [int_at_least(1)(t.strip()) for t in text.split(",") if t.strip()]
     if not sizes:
         raise argparse.ArgumentTypeError("expected comma-separated batch sizes, e.g. 8,16")
     return sizes
@@ -209,11 +195,11 @@ def main(argv=None) -> int:
                     help=f"comma-separated modes: a precision ({', '.join(PRECISIONS)}) then any "
                          f"of +{', +'.join(SWITCHES)}")
     ap.add_argument("--factor", type=int, default=2, choices=(2, 4, 8))
-    ap.add_argument("--warmup", type=_int_at_least(0), default=8,
+    ap.add_argument("--warmup", type=int_at_least(0), default=8,
                     help="untimed steps per mode (8)")
-    ap.add_argument("--steps", type=_int_at_least(1), default=10,
+    ap.add_argument("--steps", type=int_at_least(1), default=10,
                     help="steps per timed window (10)")
-    ap.add_argument("--windows", type=_int_at_least(1), default=5,
+    ap.add_argument("--windows", type=int_at_least(1), default=5,
                     help="timed windows; the median counts (5)")
     ap.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     ap.add_argument("--out", type=Path, help="folder for bench.md/bench.json "

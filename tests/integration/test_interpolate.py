@@ -1,6 +1,5 @@
 """The `interpolate` command end to end, as a user runs it, and its one-line errors."""
 import signal
-import time
 
 import pytest
 from video_helpers import (
@@ -9,6 +8,7 @@ from video_helpers import (
     ffv1_clip,
     odd_clip,
     run_interpolate,
+    signal_when,
     start_interpolate,
     video_clip,
 )
@@ -203,18 +203,9 @@ def test_eval_stopped_by_ctrl_c_says_interrupted(tmp_path_factory, tmp_path):
     clip = video_clip(tmp_path_factory, "h264", 64, 48, frames=41)
     err = tmp_path / "stderr.txt"
     child = start_interpolate(clip, "--eval", "--batch", 1, stderr=err)
-    try:
-        deadline = time.monotonic() + 120
-        while "weights:" not in err.read_text():  # the command has started, the model is next
-            assert child.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, "no weights line after 120 s"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGINT)
-        code = child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    # the command has started once it names its weights; the model is next
+    code = signal_when(child, lambda: "weights:" in err.read_text(), signal.SIGINT,
+                       "weights line", err)
     text = err.read_text()
     assert code == 130 and "Traceback" not in text, text
     assert text.splitlines()[-1] == "interrupted"

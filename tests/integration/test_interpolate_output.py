@@ -4,10 +4,9 @@ was."""
 import os
 import shutil
 import signal
-import time
 
 import pytest
-from video_helpers import corrupt_middle, start_interpolate, video_clip
+from video_helpers import corrupt_middle, signal_when, start_interpolate, video_clip
 
 from pipeline.cli.interpolate import main
 from pipeline.media.encode import VideoWriter
@@ -129,18 +128,9 @@ def test_sigterm_mid_run_removes_the_partial_video_and_the_folders_made_for_it(t
     err = tmp_path / "stderr.txt"
     child = start_interpolate(clip, "-o", out, "--checkpoint", "random", "--device", "cpu",
                               "--batch", 1, stderr=err)
-    try:
-        deadline = time.monotonic() + 120
-        while not list(out.parent.glob(".out.*.partial.mp4")):  # the model is running
-            assert child.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, "no partial video after 120 s"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGTERM)
-        code = child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    # the model is running once the partial video is there
+    code = signal_when(child, lambda: list(out.parent.glob(".out.*.partial.mp4")),
+                       signal.SIGTERM, "partial video", err)
     text = err.read_text()
     assert code == 128 + signal.SIGTERM and "Traceback" not in text, text
     assert text.splitlines()[-1] == "interrupted (SIGTERM)"
