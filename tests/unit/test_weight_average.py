@@ -50,5 +50,8 @@ def test_loading_saved_average_weights_and_their_count():
               for k, v in other.state_dict().items()}, updates=7)
     assert avg.updates == 7 and avg.rate() == pytest.approx(8 / 17)
     assert torch.equal(avg.module.lin.weight, other.lin.weight.to(torch.bfloat16).float())
-    with pytest.raises(ValueError, match="lack"):
+    with pytest.raises(ValueError, match="keys do not fit .* missing 3 "):
         avg.load({}, 0)
+    wrong = {**other.state_dict(), "lin.weight": other.lin.weight[:1]}  # copy_ would broadcast
+    with pytest.raises(ValueError, match=r"shapes do not fit .*lin.weight \(1, 3\) vs \(2, 3\)"):
+        avg.load(wrong, 0)
