@@ -29,7 +29,6 @@ from typing import Callable
 
 from pipeline.analysis import validity
 from pipeline.analysis.statistics import MIN_FOR_P99
-from pipeline.analysis.sweep_plan import capacity_plan_text
 from pipeline.analysis.sweep_folder import (
     SWEEP_FILE,
     Interrupts,
@@ -47,6 +46,7 @@ from pipeline.analysis.sweep_folder import (
     with_overrides,
     write_json,
 )
+from pipeline.analysis.sweep_plan import capacity_plan_text
 
 # --------------------------------------------------------------------------------------------
 # Meeting the SLO

@@ -29,7 +29,6 @@ from dataclasses import asdict, replace
 from typing import Callable
 
 from pipeline.analysis.capacity import run_capacity
-from pipeline.analysis.sweep_plan import sweep_plan_text
 from pipeline.analysis.sweep_folder import (
     SWEEP_FILE,
     Interrupts,
@@ -49,6 +48,7 @@ from pipeline.analysis.sweep_folder import (
     with_overrides,
     write_json,
 )
+from pipeline.analysis.sweep_plan import sweep_plan_text
 from pipeline.config import (
     CapacitySettings,
     RunSettings,
