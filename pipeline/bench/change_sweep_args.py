@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", choices=("lively", "default"), default="lively",
                    help="without --checkpoint: PyTorch's init with convolutions scaled by sqrt(6) "
                         "so the network's output depends visibly on its input, or PyTorch's init")
-    p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed passes per measurement")
-    p.add_argument("--repeats", type=int_at_least(1), default=3, help="timed passes per measurement")
+    p.add_argument("--warmup", type=int_at_least(0), default=1,
+                   help="untimed passes per measurement")
+    p.add_argument("--repeats", type=int_at_least(1), default=3,
+                   help="timed passes per measurement")
     p.add_argument("--seed", type=int, default=0)
     return p

@@ -60,8 +60,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
     checkpoint = resolve_checkpoint(cfg)
     # The runners load the file validation found (next to the config first, or the shipped
     # weights), not the text; the run folder's config says which, or `random`.
-    cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint) if checkpoint
-                                     else RANDOM_WEIGHTS))
+    cfg = replace(cfg, model=replace(cfg.model, checkpoint=str(checkpoint or RANDOM_WEIGHTS)))
     served = served_model(cfg.model)
     if cfg.model.resolution is None and served.input_size is not None:
         # A model with a fixed input size (R(2+1)D: 112x112) gets every clip brought to it.
@@ -81,8 +80,7 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         notices.append("GPU utilisation is sampled only on this machine's GPUs: not for a "
                        "placement that names nodes")
     launcher = launcher_for_run(p.launcher, opts.ray_address, cfg.ray.address)
-    try:
-        # Nodes the config names, against the cluster just joined: before the run folder.
+    try:  # the nodes the config names, against the cluster just joined: before the run folder
         launcher.check_nodes(named_nodes(cfg))
         run = _Run(cfg, opts, topo, device_kind, videos, clips, launcher, served, truths)
     except BaseException:  # nothing started yet: the launcher's own instance goes too
