@@ -42,7 +42,8 @@ class Loaded:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception in one short line, its type first: for an error message naming a file."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
@@ -87,7 +88,7 @@ def _read_safetensors(path: Path) -> Loaded:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # the library's own error type varies between versions
-        raise CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({first_line(exc)})") from None
     return Loaded(state, "safetensors", dict(metadata))
 
 
@@ -100,20 +101,20 @@ def _read_torch(path: Path, trust: bool, mmap: bool):
     except pickle.UnpicklingError as exc:
         wanted = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if wanted is None:
-            raise CheckpointError(f"{path}: damaged or not a checkpoint ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: damaged or not a checkpoint ({first_line(exc)})") from None
         if not trust:
             raise CheckpointError(
                 f"{path}: holds pickled objects beyond weights (it asks for "
                 f"{wanted.group(1)}), which only full unpickling can load, and that can run "
                 f"code from the file; refused: {TRUST_HINT}") from None
     except Exception as exc:  # random bytes end in IndexError, KeyError, EOFError, ...
-        raise CheckpointError(f"{path}: damaged or not a checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({first_line(exc)})") from None
     warnings.warn(f"{path}: trusted as asked: unpickling it in full, which runs any code it "
                   "carries", stacklevel=3)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CheckpointError(f"{path}: damaged or not a checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({first_line(exc)})") from None
 
 
 def tensors_only(state: dict, name) -> dict[str, torch.Tensor]:

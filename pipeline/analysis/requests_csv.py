@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -46,20 +47,20 @@ def damage(path: Path, requests: int | None) -> str | None:
     end (a header, then one row per request, `requests` of them as run.json counts them), so an
     empty file, a last line cut off, or fewer rows than requests is a damaged or cut copy, not
     a run without measured requests."""
-    data = Path(path).read_bytes()
-    if not data.strip():
-        return "empty, not even its header"
-    if not data.endswith(b"\n"):
-        return "its last line is cut off (the file does not end with a line break)"
     with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        rows = 0
-        for row in reader:
-            rows += 1
-            if len(row) != len(header):
-                return (f"row {rows} has {len(row)} of the header's {len(header)} cells "
-                        "(a line cut off or run together)")
+        text = f.read()  # read once: the checks below look at its end and then its rows
+    if not text.strip():
+        return "empty, not even its header"
+    if not text.endswith("\n"):
+        return "its last line is cut off (the file does not end with a line break)"
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader)
+    rows = 0
+    for row in reader:
+        rows += 1
+        if len(row) != len(header):
+            return (f"row {rows} has {len(row)} of the header's {len(header)} cells "
+                    "(a line cut off or run together)")
     if requests and rows < requests:
         return f"{rows} rows for the {requests} requests its run.json counts (cut off)"
     return None

@@ -41,7 +41,7 @@ from pipeline.bench.model_bench import resolve_device
 from pipeline.bench.render import environment, text_table
 from pipeline.bench.timing import Clock, cudnn_settings
 from pipeline.errors import CheckpointError, ConfigError, OutputError, VideoError
-from pipeline.folders import missing_folders, remove_empty
+from pipeline.folders import make_folder, remove_empty
 from pipeline.media.moving_fraction import (
     read_frames,
     render_clip,
@@ -295,14 +295,9 @@ def main(argv=None) -> int:
         return 2
     clock = Clock(device)
     started = time.time()
-    made = missing_folders(args.out)
+    made: list[Path] = []  # make_folder takes away what it made when it fails
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        remove_empty(made)
-        print(f"error: --out {args.out}: cannot be made ({e.strerror or e})", file=sys.stderr)
-        return 2
-    try:
+        made = make_folder("--out", args.out)
         rows = measure_all(args, model, clock, sizes, device)
     except BaseException as e:  # a run that wrote nothing leaves no folder (Ctrl-C too)
         remove_empty(made)

@@ -1,15 +1,13 @@
 """The decode-only benchmark's flags, every one checked before anything is made (no clip, no
-folder, no worker): one error line naming the flag, exit 2 (decode_only.main). Also the output
-folder, made only once the inputs are good and taken away again if the run wrote nothing."""
+folder, no worker): one error line naming the flag, exit 2 (decode_only.main)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.folders import missing_folders, remove_empty
+from pipeline.folders import check_folder
 
 # --backends auto runs them in this order: the GPU decoders first, so that a run cut short by a
 # time limit has measured them
@@ -189,33 +187,3 @@ def _backends(asked: str, on_gpu: bool, codecs: list[str]) -> list[str]:
         takes = "; ".join(f"{n} decodes {', '.join(backend_class(n).codecs)}" for n in names)
         raise ConfigError("--codecs", f"nothing to measure: {takes}; not {', '.join(codecs)}")
     return names
-
-
-def check_folder(flag: str, path: Path) -> None:
-    """`path` is a folder, or can be made as one: no file in its place or above it, and the
-    nearest folder that exists is writable."""
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(flag, f"'{path}' is a file, not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(flag, f"'{path}' is a folder this user cannot write in")
-        return
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(flag, f"'{path}' cannot be made: '{parent}' is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(flag, f"'{path}' cannot be made: '{parent}' is a folder this user "
-                                "cannot write in")
-
-
-def make_folder(flag: str, path: Path) -> list[Path]:
-    """Make `path` and any missing folders above it; the ones made, deepest first."""
-    made = missing_folders(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        remove_empty(made)
-        raise ConfigError(flag, f"'{path}' cannot be made: {exc.strerror or exc}") from None
-    return made

@@ -53,12 +53,11 @@ from pipeline.bench.decode_args import (
     backends_for,
     build_parser,
     check_args,
-    make_folder,
 )
 from pipeline.bench.decode_worker import Cell, clip_set, worker_main
 from pipeline.clock import now
 from pipeline.errors import ConfigError
-from pipeline.folders import remove_empty
+from pipeline.folders import make_folder, remove_empty
 
 START_S = 600.0  # worker start-up (imports) and a cell's preparation, on a loaded machine
 COLUMNS = ("backend", "codec", "size", "devices", "workers_per_device", "clips_per_s",

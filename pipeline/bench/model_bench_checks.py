@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import ConfigError
+from pipeline.folders import nearest_existing
 
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
@@ -58,9 +59,7 @@ def check_output(flag: str, path: Path | None) -> None:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(flag, f"{path} is a folder; give a file name")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(path.parent)
     if not folder.is_dir():
         raise ConfigError(flag, f"{path}: {folder} is not a folder")
     try:

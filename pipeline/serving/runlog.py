@@ -32,6 +32,7 @@ import yaml
 from pipeline.analysis.records import SINK, RequestRow, columns
 from pipeline.analysis.requests_csv import csv_cells, write_csv
 from pipeline.errors import LogsError
+from pipeline.folders import missing_folders, remove_empty
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -64,7 +65,7 @@ def check_writable(root) -> list[str]:
     root = Path(root)
     # The folders made for the check are removed after it: a run refused later (a config
     # the cluster cannot place) leaves nothing; the run folder is made with its parents.
-    made = [f for f in (root, *root.parents) if not f.exists()]
+    made = missing_folders(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-") as f:
@@ -75,11 +76,7 @@ def check_writable(root) -> list[str]:
         raise LogsError(f"logs folder '{root}' is not writable: "
                         f"{exc.strerror or type(exc).__name__}") from None
     finally:
-        for folder in made:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:  # something else put a file there meanwhile: it stays
-                break
+        remove_empty(made)
     if free < LOW_DISK_BYTES:
         return [f"only {free / 2**20:.0f} MiB free for the logs in '{root}'"]
     return []

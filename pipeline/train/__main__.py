@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import CheckpointError, ConfigError, OutputError
+from pipeline.folders import is_within, nearest_existing
 from pipeline.train import logs
 from pipeline.train.bench import main as bench_main
 from pipeline.train.checkpoint import check, export
@@ -66,20 +67,14 @@ def _check_out(out: Path, resume: Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} is a file; name a folder for the run")
     held = [name for name in RUN_FILES if (out / name).exists()]
-    if held and not (resume is not None and _inside(resume, out)):
+    if held and not (resume is not None and is_within(resume, out)):
         raise ConfigError("--out", f"{out} holds a training run ({', '.join(held)}), which this "
                                    f"run would replace; continue it with --resume "
                                    f"{out / 'checkpoint'}, or name another folder")
-    ancestor = out
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(out)
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError("--out", f"{out} cannot be made: {ancestor} is not a folder this "
                                    f"user can write in")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
 def _check_resume(resume: Path, factor: int, steps: int, stop_at: int | None) -> None:

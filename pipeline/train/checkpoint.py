@@ -31,8 +31,9 @@ from safetensors.torch import save_file
 
 from models.flavr import FLAVR, FLAVRConfig
 from models.flavr.checkpoint import infer_factor
-from models.weights import check_fit
+from models.weights import check_fit, first_line
 from pipeline.errors import CheckpointError, OutputError
+from pipeline.folders import is_within
 from pipeline.train.shards import (  # noqa: F401 - load_sharded(_metadata) are used through here
     complete_shards,
     header_shapes,
@@ -314,8 +315,7 @@ def export(folder, out, dtype: str = "bf16", raw: bool = False) -> Path:
         with contextlib.suppress(OSError):  # never a half-written file beside the output
             tmp.unlink(missing_ok=True)
         if isinstance(exc, Exception):  # the library's write errors are not all OSError
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise OutputError(out, f"cannot be written ({first})") from None
+            raise OutputError(out, f"cannot be written ({first_line(exc)})") from None
         raise
     return out
 
@@ -327,8 +327,7 @@ def _check_export_target(folder: Path, out: Path) -> None:
     if out.is_dir():
         raise OutputError(out, f"is a folder; name the file to write, e.g. "
                                f"{out / 'flavr.safetensors'}")
-    real_out, real_in = Path(os.path.realpath(out)), Path(os.path.realpath(folder))
-    if real_out == real_in or real_in.is_dir() and real_out.is_relative_to(real_in):
+    if is_within(out, folder):
         raise OutputError(out, f"is in {folder}, which it is exported from; write it elsewhere")
 
 

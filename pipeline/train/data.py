@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from models.weights import first_line
 from pipeline.errors import ConfigError
 from pipeline.train.config import TrainConfig
 from pipeline.train.media import read_photo, read_video
@@ -98,8 +99,7 @@ def _decoded(path: Path, read):
     try:
         return read(path)
     except Exception as exc:  # each decoder raises its own types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError("data.root", f"{path}: cannot be decoded ({first})") from None
+        raise ConfigError("data.root", f"{path}: cannot be decoded ({first_line(exc)})") from None
 
 
 def check_dataset(cfg: TrainConfig) -> None:

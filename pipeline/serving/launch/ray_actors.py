@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import ray
 
+from pipeline.errors import ConfigError
 from pipeline.serving.launch.base import LaunchError, Launcher, Where
 
 NODE_RESOURCE_SHARE = 0.001  # of a node's custom resource, per process: a label, not a limit
@@ -264,9 +265,9 @@ class RayLauncher(Launcher):
         self._pending.clear()
         self._note_processes()  # the raylet's agents and workers, started since
 
-    def missing_nodes(self, nodes) -> str | None:
-        """What is wrong when no node of the cluster offers some of `nodes` (None: all there)."""
-        offered = self.ray.cluster_resources()
+    def missing_nodes(self, nodes, offered: dict | None = None) -> str | None:
+        """Why no node of the cluster (its resources: `offered`) offers some of `nodes`, or None."""
+        offered = self.ray.cluster_resources() if offered is None else offered
         missing = sorted(set(nodes) - set(offered))
         if not missing:
             return None
@@ -278,10 +279,9 @@ class RayLauncher(Launcher):
                    else "the cluster's nodes offer no custom resources"))
 
     def check_nodes(self, nodes: dict[str, str]) -> None:
-        from pipeline.errors import ConfigError
-
+        offered = self.ray.cluster_resources()  # one call to the cluster for every node
         for node, field_name in nodes.items():
-            problem = self.missing_nodes([node])
+            problem = self.missing_nodes([node], offered)
             if problem:
                 raise ConfigError(field_name, f"names node '{node}', but {problem}")
 
