@@ -89,9 +89,9 @@ def main(argv=None) -> int:
             print(describe_placement(config_as_run(cfg, settings, p),
                                      cpu_mode=p.device_kind == "cpu"))
             return 0
-        if overload:
-            print(f"warning: {overload}", file=sys.stderr)
-        result = run(cfg, settings, args_for_log=run_record(args, settings))
+        # Printed by the run once its clips are found usable: not above a refusal of them.
+        result = run(cfg, settings, args_for_log=run_record(args, settings),
+                     warnings=[overload] if overload else [])
     except (ConfigError, VideoError, LogsError, SwitchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,7 +51,7 @@ STOP_GRACE_S = 3.0  # children leave on their own within this, else they are ter
 ATTACH_TIMEOUT_S = 120.0  # for every consumer to open its producers' pools
 
 
-def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
+def run(cfg, opts: RunOptions, args_for_log: dict | None = None, warnings=()) -> RunResult:
     p = plan_run(cfg, opts)
     device_kind, notices, topo, use_mps, mps_reason = (p.device_kind, p.notices, p.topo,
                                                        p.use_mps, p.mps_reason)
@@ -74,8 +74,8 @@ def run(cfg, opts: RunOptions, args_for_log: dict | None = None) -> RunResult:
         notices.append(served.random_weights_notice())
     if clips.refused:
         notices.append("clips that will fail their requests: " + "; ".join(clips.refused))
-    for n in notices:
-        print(f"notice: {n}", file=sys.stderr)
+    for line in [f"warning: {w}" for w in warnings] + [f"notice: {n}" for n in notices]:
+        print(line, file=sys.stderr)
     if p.launcher != "local" and device_kind == "cuda" and topo.named_nodes:
         notices.append("GPU utilisation is sampled only on this machine's GPUs: not for a "
                        "placement that names nodes")

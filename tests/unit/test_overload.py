@@ -130,3 +130,17 @@ def test_any_registered_model_is_counted_from_the_model_interface():
     flop = 2 * served.row_macs(112, 112)  # both steps together: the whole network, once
     assert est.work_text.startswith(f"{flop / 1e12:.3g} TFLOP per request (R(2+1)D-18 at "
                                     "112x112, 1 clip)")
+
+
+def test_the_warning_waits_until_the_clips_are_found_usable(tmp_path, capsys):
+    # A run refused for its clips says that alone: no estimate of a run that never starts.
+    d = sleep_config(100)
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("not a video\n")
+    d["videos"] = {"paths": [str(not_a_video)]}
+    path = tmp_path / "sleepy.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["-c", str(path), "-mi", "10", "--logs", str(tmp_path / "logs")]) == 2
+    err = capsys.readouterr().err
+    assert "no usable clip" in err and str(not_a_video) in err
+    assert "warning:" not in err and "requests/s" not in err
