@@ -208,16 +208,15 @@ def interpolate(input_path, output_path, factor: int = 2, checkpoint=None, devic
     if (out_h, out_w) != (height, width):
         log(f"notice: frame size {width}x{height} is odd; the output is {out_w}x{out_h}, its "
             f"last column or row repeated (4:2:0 video needs even sizes)")
-    model = load_flavr(factor, checkpoint, device, precision, trust_checkpoint, log)
-
-    decoder = FrameDecoder(device, resolution=(height, width))
-    backend = decoder.backend_for(info)
-    log(f"decode: {backend} ({decoder.last_reason})")
-
+    # Claimed before the weights load: an output that cannot be written is refused at once.
+    partial, made = _claim_partial_file(output_path)
     total = output_frame_count(info.frames, factor)
     written = 0
-    partial, made = _claim_partial_file(output_path)
     try:
+        model = load_flavr(factor, checkpoint, device, precision, trust_checkpoint, log)
+        decoder = FrameDecoder(device, resolution=(height, width))
+        backend = decoder.backend_for(info)
+        log(f"decode: {backend} ({decoder.last_reason})")
         try:
             writer = VideoWriter(partial, info.rate * factor, out_w, out_h, codec=codec)
         except OSError as e:  # e.g. a full disk

@@ -85,9 +85,20 @@ def test_an_output_that_cannot_be_created_is_named(capsys, tmp_path, own_clip):
     blocker = tmp_path / "a_file"
     blocker.write_text("a file where the output's folder would be\n")
     out = blocker / "o.mp4"
-    code, err = _main(capsys, own_clip, "-o", out, "--checkpoint", "random", "--device", "cpu")
+    # Before the weights load: the output is refused although the checkpoint is missing too.
+    code, err = _main(capsys, own_clip, "-o", out, "--checkpoint", tmp_path / "none.safetensors",
+                      "--device", "cpu")
     assert code == 2
     assert "cannot be written" in _one_error_line(err, out)
+
+
+def test_weights_that_do_not_load_leave_no_output_behind(capsys, tmp_path, own_clip):
+    out = tmp_path / "new" / "deeper" / "o.mp4"
+    missing = tmp_path / "none.safetensors"
+    code, err = _main(capsys, own_clip, "-o", out, "--checkpoint", missing, "--device", "cpu")
+    assert code == 2
+    assert "no such checkpoint" in _one_error_line(err, missing)
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]  # neither a partial video nor its folders
 
 
 def test_an_interrupted_run_leaves_an_existing_output_as_it_was(capsys, monkeypatch, tmp_path,
