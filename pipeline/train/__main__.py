@@ -19,10 +19,10 @@ from pathlib import Path
 from pipeline.errors import CheckpointError, ConfigError, OutputError
 from pipeline.folders import is_within, nearest_existing
 from pipeline.train import logs
-from pipeline.train.bench import main as bench_main
-from pipeline.train.checkpoint import check, export
 from pipeline.train.config import describe, load_train_config
-from pipeline.train.loop import train
+
+# torch and the modules that import it load inside the commands that need them: --help and
+# flag errors stay quick, and a Ctrl-C while torch loads is caught like any other.
 
 
 def _train(argv) -> int:
@@ -54,6 +54,8 @@ def _train(argv) -> int:
         _check_resume(args.resume, cfg.model.factor, cfg.train.steps, args.stop_at)
     out = args.out or Path("logs") / f"train-{time.strftime('%y%m%d_%H%M%S')}-{cfg.name}"
     _check_out(out, args.resume)
+    from pipeline.train.loop import train
+
     return train(cfg, out, args.resume, args.stop_at)
 
 
@@ -85,6 +87,8 @@ def _check_resume(resume: Path, factor: int, steps: int, stop_at: int | None) ->
     if (resume / "checkpoint").is_dir() and not any(resume.glob("model-*.safetensors")):
         raise ConfigError("--resume", f"{resume} is a run's folder; continue it from its "
                                       f"checkpoint: --resume {resume / 'checkpoint'}")
+    from pipeline.train.checkpoint import check
+
     try:
         step = check(resume, factor)
     except CheckpointError as e:
@@ -109,6 +113,8 @@ def _export(argv) -> int:
                     help="the trained weights, not their moving average (optim.ema) where the "
                          "checkpoint has one")
     args = ap.parse_args(argv)
+    from pipeline.train.checkpoint import export
+
     path = export(args.checkpoint, args.out, args.dtype, args.raw)
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB ({args.dtype})")
     return 0
@@ -170,11 +176,16 @@ def main(argv=None) -> int:
         if argv and argv[0] == "summary":
             return _summary(argv[1:])
         if argv and argv[0] == "bench":
+            from pipeline.train.bench import main as bench_main
+
             return bench_main(argv[1:])
         return _train(argv)
     except (ConfigError, CheckpointError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the first Ctrl-C of a training run stops it cleanly (saved)
+        print("interrupted; the checkpoints saved before it are kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

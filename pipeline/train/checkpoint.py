@@ -22,6 +22,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -100,14 +102,52 @@ def _model_tensors(flavr: FLAVR, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", dtype).contiguous() for k, v in flavr.state_dict().items()}
 
 
+@contextlib.contextmanager
+def _new_folder(folder: Path):
+    """A temporary folder beside `folder`, swapped in when the block ends well and removed when
+    it does not (a second Ctrl-C while saving leaves neither a half checkpoint nor its folder)."""
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace_folder(tmp, folder)
+
+
 def _replace_folder(tmp: Path, folder: Path) -> None:
-    """Swap a finished temporary folder in: a crash leaves either the old or the new one."""
+    """Swap a finished temporary folder in: a crash leaves either the old or the new one. A
+    signal cannot leave the run with its checkpoint under the `.old` name only, or the old one
+    beside it: the swap runs with SIGINT and SIGTERM held back."""
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with _signals_held():
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM noted during the block and raised again after it. Handlers are
+    swapped rather than the signals masked: a mask holds back only the calling thread, and
+    any of torch's threads may take a signal sent to the process."""
+    if threading.current_thread() is not threading.main_thread():  # handlers live there only
+        yield
+        return
+    came = []
+    held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():  # None: one set outside Python, not restorable
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(came):  # now to the run's own handlers
+            signal.raise_signal(sig)
 
 
 def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: list[dict],
@@ -115,29 +155,27 @@ def save(folder, flavr: FLAVR, optimizer, scheduler, step: int, rank_states: lis
     """A full checkpoint (see module doc); rank_states[r] comes from rank_state() on rank r;
     `average` a WeightAverage (pipeline/train/ema.py) or None."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_sharded(_model_tensors(flavr, torch.float32), tmp, "model",
-                 _model_metadata(flavr, step, torch.float32))
-    if average is not None:
-        save_sharded(_model_tensors(average.module, torch.float32), tmp, "ema",
-                     {**_model_metadata(average.module, step, torch.float32, True),
-                      "updates": str(average.updates)})
     opt = optimizer.state_dict()
     tensors = {f"{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v)
                for i, s in opt["state"].items() for k, v in s.items()}
-    save_sharded(tensors or {"empty": torch.zeros(0)}, tmp, "optim", {"format": FORMAT, "kind": "optim"})
     rng, ranks = {}, []
     for r, st in enumerate(rank_states):
         ranks.append({k: v for k, v in st.items() if not torch.is_tensor(v)})
         rng.update({f"{r}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
-    save_file(rng, str(tmp / "rng.safetensors"), metadata={"format": FORMAT})
     state = {"format": FORMAT, "step": step, "factor": flavr.config.factor,
              "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(),
              "ranks": ranks, "config": config, **(extra or {})}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
-    _replace_folder(tmp, folder)
+    with _new_folder(folder) as tmp:
+        save_sharded(_model_tensors(flavr, torch.float32), tmp, "model",
+                     _model_metadata(flavr, step, torch.float32))
+        if average is not None:
+            save_sharded(_model_tensors(average.module, torch.float32), tmp, "ema",
+                         {**_model_metadata(average.module, step, torch.float32, True),
+                          "updates": str(average.updates)})
+        save_sharded(tensors or {"empty": torch.zeros(0)}, tmp, "optim",
+                     {"format": FORMAT, "kind": "optim"})
+        save_file(rng, str(tmp / "rng.safetensors"), metadata={"format": FORMAT})
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
     return folder
 
 
@@ -146,12 +184,9 @@ def save_weights(folder, flavr: FLAVR, step: int, dtype: str = "bf16",
     """Only the model, in `dtype`, as shards that carry their step (a weights folder);
     `average`: these are the moving average of the weights (said in the metadata)."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_sharded(_model_tensors(flavr, DTYPES[dtype]), tmp, "model",
-                 _model_metadata(flavr, step, DTYPES[dtype], average))
-    _replace_folder(tmp, folder)
+    with _new_folder(folder) as tmp:
+        save_sharded(_model_tensors(flavr, DTYPES[dtype]), tmp, "model",
+                     _model_metadata(flavr, step, DTYPES[dtype], average))
     return sorted(folder.glob("model-*.safetensors"))
 
 
